@@ -1,0 +1,84 @@
+"""taskq — a distributed task queue on Redis Streams, with Prefect-style ``@task``.
+
+Quick tour::
+
+    import taskq
+
+    app = taskq.App()                 # Redis from TASKQ_REDIS_URL
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    future = add.submit(1, 2)         # runs on a `taskq worker` process
+    assert future.result(timeout=10) == 3
+"""
+
+from taskq.app import App, load_app
+from taskq.cache import (
+    INPUTS,
+    NO_CACHE,
+    TASK_SOURCE,
+    CachePolicy,
+    TaskRunContext,
+    task_input_hash,
+)
+from taskq.errors import (
+    BrokerError,
+    Cancel,
+    ChildFailedError,
+    ConfigurationError,
+    ErrorInfo,
+    MessageError,
+    RedisUnavailableError,
+    ResultTimeoutError,
+    Retry,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskqError,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
+from taskq.flow import Flow
+from taskq.futures import DoneAndNotDone, Future, as_completed, wait
+from taskq.retry import exponential_backoff
+from taskq.states import State, StateType, TaskRun
+from taskq.task import AsyncTask, Task
+from taskq.worker import Worker
+
+__all__ = [
+    "App",
+    "AsyncTask",
+    "BrokerError",
+    "CachePolicy",
+    "Cancel",
+    "ChildFailedError",
+    "ConfigurationError",
+    "DoneAndNotDone",
+    "ErrorInfo",
+    "Flow",
+    "Future",
+    "INPUTS",
+    "MessageError",
+    "NO_CACHE",
+    "RedisUnavailableError",
+    "ResultTimeoutError",
+    "Retry",
+    "State",
+    "StateType",
+    "TASK_SOURCE",
+    "Task",
+    "TaskCancelledError",
+    "TaskFailedError",
+    "TaskRun",
+    "TaskRunContext",
+    "TaskTimeoutError",
+    "TaskqError",
+    "UnknownTaskError",
+    "Worker",
+    "as_completed",
+    "exponential_backoff",
+    "load_app",
+    "task_input_hash",
+    "wait",
+]

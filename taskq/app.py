@@ -1,0 +1,216 @@
+"""``App``: the registry of tasks and the connection settings they share.
+
+An App holds no global state: two Apps (say, one per test) never see each
+other's tasks or keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
+
+from taskq import options as opts
+from taskq.broker import Broker
+from taskq.config import Settings
+from taskq.errors import ConfigurationError, UnknownTaskError
+from taskq.flow import Flow
+from taskq.keys import Keyspace
+from taskq.options import FlowOptionsDict, TaskOptionsDict
+from taskq.task import AsyncTask, Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` with options returns."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class FlowDecorator(Protocol):
+    """What ``@app.flow(...)`` with options returns."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+
+class App:
+    """A taskq application: tasks, settings, and the Redis they use.
+
+    Args:
+        redis_url: Redis to use; default ``TASKQ_REDIS_URL`` or ``redis://localhost:6379/0``.
+        prefix: Key prefix; default ``TASKQ_PREFIX`` or ``taskq``.
+        default_queue: Queue of tasks that name none.
+        **settings: Any other :class:`~taskq.config.Settings` field.
+
+    Raises:
+        ConfigurationError: A setting is invalid.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        prefix: str | None = None,
+        default_queue: str | None = None,
+        **settings: Any,
+    ) -> None:
+        try:
+            self.settings = Settings.from_env(
+                redis_url=redis_url, prefix=prefix, default_queue=default_queue, **settings
+            )
+        except TypeError as exc:
+            raise ConfigurationError(f"unknown App setting: {exc}") from None
+        self.keys = Keyspace(self.settings.prefix)
+        self.registry: dict[str, Task[Any, Any]] = {}
+        self._broker: Broker | None = None
+
+    def __repr__(self) -> str:
+        return f"<App prefix={self.settings.prefix!r} tasks={len(self.registry)}>"
+
+    @property
+    def broker(self) -> Broker:
+        """This process's Redis access (made on first use)."""
+        if self._broker is None:
+            self._broker = Broker(self.settings, self.keys)
+        return self._broker
+
+    def configure(self, **settings: Any) -> None:
+        """Change settings after construction (``None`` values are ignored).
+
+        Used by ``taskq worker --redis-url``; existing connections are dropped.
+        """
+        given = {k: v for k, v in settings.items() if v is not None}
+        if not given:
+            return
+        try:
+            self.settings = replace(self.settings, **given)
+        except TypeError as exc:
+            raise ConfigurationError(f"unknown App setting: {exc}") from None
+        self.keys = Keyspace(self.settings.prefix)
+        self.close()
+        self._broker = None
+
+    def close(self) -> None:
+        """Close this App's Redis connections."""
+        if self._broker is not None:
+            self._broker.close()
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: None = None, /, **options: Unpack[TaskOptionsDict]) -> TaskDecorator: ...
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptionsDict]
+    ) -> Task[Any, Any] | TaskDecorator:
+        """Register a function as a task: ``@app.task`` or ``@app.task(option=...)``.
+
+        Raises:
+            ConfigurationError: An option is unknown or invalid, or the name is taken.
+        """
+        opts.check_known(dict(options), decorator=True)
+
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            default = f"{f.__module__}.{f.__qualname__}"
+            built = opts.build(default, dict(options))
+            cls = AsyncTask if inspect.iscoroutinefunction(f) else Task
+            task: Task[Any, Any] = cls(self, f, built)
+            self._register(task)
+            return task
+
+        if fn is not None:
+            return register(fn)
+        return register  # type: ignore[return-value]
+
+    @overload
+    def flow(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Flow[P, R]: ...
+
+    @overload
+    def flow(self, fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+    @overload
+    def flow(self, fn: None = None, /, **options: Unpack[FlowOptionsDict]) -> FlowDecorator: ...
+
+    def flow(
+        self, fn: Callable[..., Any] | None = None, /, **options: Unpack[FlowOptionsDict]
+    ) -> Flow[Any, Any] | FlowDecorator:
+        """Register a function as a flow: ``@app.flow`` or ``@app.flow(option=...)``.
+
+        A flow takes every task option plus ``inline_wait_seconds`` (how long its
+        body blocks for children before it suspends; default 0.5). An ``async def``
+        flow body runs on a private event loop; a flow's result is its return value.
+
+        Raises:
+            ConfigurationError: An option is unknown or invalid, or the name is taken.
+        """
+        opts.check_known(dict(options), decorator=True, flow=True)
+
+        def register(f: Callable[..., Any]) -> Flow[Any, Any]:
+            built = opts.build(f"{f.__module__}.{f.__qualname__}", dict(options), flow=True)
+            flow: Flow[Any, Any] = Flow(self, f, built)
+            self._register(flow)
+            return flow
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def _register(self, task: Task[Any, Any]) -> None:
+        name = task.name
+        if name in self.registry and self.registry[name].fn is not task.fn:
+            raise ConfigurationError(f"a different task is already named {name!r}")
+        self.registry[name] = task
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        """The task registered as ``name``.
+
+        Raises:
+            UnknownTaskError: No such task in this app.
+        """
+        try:
+            return self.registry[name]
+        except KeyError:
+            raise UnknownTaskError(f"no task named {name!r} is registered") from None
+
+    def queues(self) -> list[str]:
+        """Every queue a registered task uses (the default queue first)."""
+        found = [self.settings.default_queue]
+        for t in self.registry.values():
+            if t.queue not in found:
+                found.append(t.queue)
+        return found
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:ATTR`` (or ``MODULE``, which must define ``app``) and return the App.
+
+    Raises:
+        ConfigurationError: The module cannot be imported or holds no App there.
+    """
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise ConfigurationError(
+            f"{module_name}:{attr} is not a taskq.App (got {type(app).__name__})"
+        )
+    return app

@@ -1,0 +1,408 @@
+"""The broker: every state transition of a run, one Lua script call each.
+
+Connections, raw commands and error translation live in :mod:`taskq.broker_core`;
+flow calls in :mod:`taskq.broker_flows`; read-only inspection in
+:mod:`taskq.broker_inspect`. Everything above these modules sees
+:class:`~taskq.errors.RedisUnavailableError` and :class:`~taskq.errors.BrokerError`,
+never a redis-py exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from taskq import scripts
+from taskq.broker_core import Entry, Subscription, _is_noscript, _now, _s
+from taskq.broker_flows import FlowCalls
+from taskq.broker_inspect import Inspection
+from taskq.keys import GROUP
+
+__all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
+
+#: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
+ENQUEUE_BATCH = 500
+
+
+class Broker(FlowCalls, Inspection):
+    """Redis access for one process: the transitions, on top of the core's plumbing."""
+
+    # -- producer side ------------------------------------------------------------------
+
+    def enqueue(self, queue: str, runs: Sequence[tuple[str, bytes, str]]) -> list[int]:
+        """Enqueue ``(run_id, payload, due)`` triples; per run 1 if added, 0 if already known.
+
+        ``due`` is ``''`` (now), ``'d<ms>'`` (after a delay, server clock) or
+        ``'a<ms>'`` (absolute Unix ms). Batches of ``ENQUEUE_BATCH`` runs go in one
+        script call each, and all the calls in one round trip.
+        """
+        k = self.keys
+        head = [k.stream(queue), k.events(queue), k.delayed(queue)]
+        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue)]
+        calls = []
+        for i in range(0, len(runs), ENQUEUE_BATCH):
+            chunk = runs[i : i + ENQUEUE_BATCH]
+            args = list(fixed)
+            for rid, payload, due in chunk:
+                args += (rid, self.signer.sign(payload), due)
+            calls.append((head + [k.run(queue, rid) for rid, _, _ in chunk], args))
+        out: list[int] = []
+        for reply in self.call_many(scripts.ENQUEUE, calls):
+            out.extend(reply)
+        return out
+
+    def enqueue_stream(self, queue: str, runs: Iterable[tuple[str, bytes, str]]) -> list[int]:
+        """Like :meth:`enqueue`, but each batch is sent as soon as it is built.
+
+        Redis runs batch *k* while the caller builds batch *k+1*; every reply is
+        read at the end (one wait instead of one per batch).
+        """
+        conn = self._wire()
+        if conn is None:
+            return self.enqueue(queue, list(runs))
+        k = self.keys
+        head = [k.stream(queue), k.events(queue), k.delayed(queue)]
+        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue)]
+        commands: list[tuple[Any, ...]] = []
+        batch: list[tuple[str, bytes, str]] = []
+
+        sign = self.signer.sign
+
+        def flush() -> None:
+            args = list(fixed)
+            for rid, payload, due in batch:
+                args += (rid, sign(payload), due)
+            keys = head + [k.run(queue, rid) for rid, _, _ in batch]
+            cmd = self._evalsha(scripts.ENQUEUE, keys, args)
+            commands.append(cmd)
+            with self.translate():
+                conn.send([cmd])
+            batch.clear()
+
+        for run in runs:
+            batch.append(run)
+            if len(batch) == ENQUEUE_BATCH:
+                flush()
+        if batch:
+            flush()
+        with self.translate():
+            replies = conn.receive(len(commands))
+        if any(_is_noscript(r) for r in replies):
+            self.execute("SCRIPT", "LOAD", scripts.load(scripts.ENQUEUE).source)
+            redo = [i for i, r in enumerate(replies) if _is_noscript(r)]
+            for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
+                replies[i] = reply
+        out: list[int] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                with self.translate():
+                    raise reply
+            out.extend(reply)
+        return out
+
+    def retry(
+        self,
+        queue: str,
+        entry_id: bytes,
+        run_id: str,
+        attempt: int,
+        delay: float,
+        payload: bytes,
+        error: tuple[str, str],
+        deadline: float | None,
+    ) -> int:
+        """Ack a failed attempt and schedule the next one ``delay`` seconds from now.
+
+        Returns:
+            1 scheduled; 0 fenced off (the attempt no longer holds the run);
+            2 refused because the retry would come due after ``deadline``.
+        """
+        k = self.keys
+        keys = [k.stream(queue), k.events(queue), k.delayed(queue), k.run(queue, run_id)]
+        args = [
+            GROUP,
+            self.settings.events_maxlen,
+            entry_id,
+            run_id,
+            attempt,
+            round(delay * 1000),
+            payload,
+            error[0],
+            error[1][:1000],
+            -1 if deadline is None else int(deadline * 1000),
+            k.wake_channel(queue),
+        ]
+        return int(self.call(scripts.RETRY, keys, args))
+
+    def promote(self, queue: str, limit: int) -> tuple[int, int, int]:
+        """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``."""
+        moved, next_due, now = self.call(
+            scripts.PROMOTE, [self.keys.delayed(queue), self.keys.stream(queue)], [limit]
+        )
+        return int(moved), int(next_due), int(now)
+
+    def delayed_count(self, queues: Sequence[str]) -> int:
+        """How many runs wait in the delay queues of ``queues``."""
+        replies = self.send([("ZCARD", self.keys.delayed(q)) for q in queues])
+        return sum(int(r) for r in replies if not isinstance(r, Exception))
+
+    def run_record(self, queue: str, run_id: str) -> dict[str, str]:
+        """The run's state record as text (empty when unknown or expired)."""
+        flat = self.execute("HGETALL", self.keys.run(queue, run_id))
+        record = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        record.pop("p", None)  # a suspended flow's payload: binary, internal
+        return {f: v.decode(errors="replace") for f, v in record.items()}
+
+    def wait_result(self, queue: str, run_id: str, timeout: float | None) -> bytes | None:
+        """Block until the run's outcome exists (BLMOVE of the one-element list onto itself).
+
+        Waits in slices no longer than ``block_seconds`` so a socket timeout never
+        cuts a healthy wait; nothing is polled on a timer.
+
+        Returns:
+            The outcome payload, or None when ``timeout`` ran out.
+        """
+        key = self.keys.result(queue, run_id)
+        block = self.settings.block_seconds
+        deadline = None if timeout is None else _now() + timeout
+        while True:
+            left = block if deadline is None else min(block, deadline - _now())
+            if left <= 0:
+                value: bytes | None = self.execute("LINDEX", key, 0)
+                return value
+            value = self.execute("BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}")
+            if value is not None:
+                return value
+
+    def peek_results(self, queue: str, run_ids: Sequence[str]) -> list[bytes | None]:
+        """Outcomes of many runs in one round trip (None for runs not finished)."""
+        if not run_ids:
+            return []
+        replies = self.send([("LINDEX", self.keys.result(queue, rid), 0) for rid in run_ids])
+        return [None if isinstance(r, Exception) else r for r in replies]
+
+    def wait_any(self, queue: str, run_ids: Sequence[str], timeout: float) -> str | None:
+        """Block until one of the runs has an outcome; return its id (None on timeout).
+
+        BLPOP takes the element, so it is pushed straight back: other waiters on
+        the same run are woken by that push.
+        """
+        if not run_ids:
+            return None
+        keys = {self.keys.result(queue, rid): rid for rid in run_ids}
+        got = self.execute("BLPOP", *keys, f"{max(timeout, 0.001):.3f}")
+        if got is None:
+            return None
+        key, value = got
+        self.execute("LPUSH", key, value)
+        return keys[_s(key)]
+
+    # -- worker side --------------------------------------------------------------------
+
+    def ensure_group(self, queue: str) -> None:
+        """Create the queue's consumer group (and stream) if it does not exist."""
+        if queue in self._groups:
+            return
+        reply = self.send([("XGROUP", "CREATE", self.keys.stream(queue), GROUP, "0", "MKSTREAM")])[
+            0
+        ]
+        if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+            with self.translate():
+                raise reply
+        self._groups.add(queue)
+
+    def read(
+        self, queues: Sequence[str], consumer: str, count: int, block: float | None
+    ) -> list[Entry]:
+        """New deliveries for ``consumer`` from ``queues`` (XREADGROUP ... >).
+
+        Args:
+            block: Seconds to block when nothing is ready; None returns at once.
+        """
+        names = {self.keys.stream(q): q for q in queues}
+        cmd: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
+        if block is not None:
+            cmd += ["BLOCK", max(1, int(block * 1000))]
+        cmd += ["STREAMS", *names, *([">"] * len(names))]
+        reply = self.execute(*cmd)
+        out: list[Entry] = []
+        for stream, entries in reply or ():
+            q = names[_s(stream)]
+            for eid, flat in entries:
+                flat = flat or []
+                fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+                out.append((q, eid, fields))
+        return out
+
+    def start(
+        self, queue: str, worker: str, deliveries: Sequence[tuple[bytes, str, int, str]]
+    ) -> list[tuple[int, int, int]]:
+        """Start ``(entry_id, run_id, max_deliveries, run_name)`` deliveries in one script call.
+
+        Returns:
+            Per delivery ``(kind, attempt, deliveries)``; kind 1 started, 2 resumed,
+            0 duplicate of an ended run, 3 poison (see ``scripts/start.lua``).
+        """
+        k = self.keys
+        keys = [k.stream(queue), k.events(queue)] + [k.run(queue, d[1]) for d in deliveries]
+        args: list[Any] = [GROUP, self.settings.events_maxlen, worker]
+        for eid, rid, maxdel, name in deliveries:
+            args += (eid, rid, maxdel, name)
+        flat = self.call(scripts.START, keys, args)
+        return [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+    def ack(self, queue: str, entry_ids: Sequence[bytes]) -> None:
+        """Ack and delete deliveries (idempotent)."""
+        stream = self.keys.stream(queue)
+        for reply in self.send([("XACK", stream, GROUP, *entry_ids), ("XDEL", stream, *entry_ids)]):
+            if isinstance(reply, Exception):
+                with self.translate():
+                    raise reply
+
+    def handback(
+        self,
+        queue: str,
+        consumer: str,
+        deliveries: Sequence[tuple[bytes, str, int, bytes]],
+        reason: str,
+    ) -> int:
+        """Return ``(entry_id, run_id, attempt, payload)`` deliveries for immediate redelivery."""
+        if not deliveries:
+            return 0
+        k = self.keys
+        keys = [k.stream(queue), k.events(queue)] + [
+            k.run(queue, rid) for _, rid, _, _ in deliveries
+        ]
+        args: list[Any] = [GROUP, self.settings.events_maxlen, consumer, reason]
+        for eid, rid, attempt, payload in deliveries:
+            args += (eid, rid, attempt, payload)
+        return int(self.call(scripts.HANDBACK, keys, args))
+
+    def renew(self, queue: str, consumer: str, entry_ids: Sequence[bytes]) -> list[bytes]:
+        """Extend this consumer's leases; return the ids it no longer holds."""
+        if not entry_ids:
+            return []
+        lost = self.call(scripts.RENEW, [self.keys.stream(queue)], [GROUP, consumer, *entry_ids])
+        return list(lost)
+
+    def reclaim(self, queue: str, consumer: str, min_idle: float, count: int) -> list[Entry]:
+        """Take over deliveries idle longer than ``min_idle`` seconds (expired leases).
+
+        XAUTOCLAIM is looped until its cursor returns to 0-0 or ``count`` entries are
+        claimed; entries deleted meanwhile are dropped from the pending list by Redis.
+        """
+        stream = self.keys.stream(queue)
+        out: list[Entry] = []
+        cursor: Any = "0-0"
+        while len(out) < count:
+            cursor, claimed, _deleted = self.execute(
+                "XAUTOCLAIM",
+                stream,
+                GROUP,
+                consumer,
+                max(1, int(min_idle * 1000)),
+                cursor,
+                "COUNT",
+                count - len(out),
+            )
+            for eid, flat in claimed:
+                if flat is None:
+                    continue
+                out.append((queue, eid, {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}))
+            if cursor in (b"0-0", "0-0"):
+                break
+        return out
+
+    def finish(
+        self,
+        queue: str,
+        entry_id: bytes,
+        run_id: str,
+        attempt: int,
+        state: str,
+        outcome: bytes,
+        error: tuple[str, str] | None = None,
+        ttl: float | None = None,
+        ack: bool = True,
+        cache: tuple[str, float | None] | None = None,
+        flow: str | None = None,
+    ) -> bool:
+        """Record a final outcome and ack, fenced by ``attempt``; False if fenced off.
+
+        ``ack=False`` leaves the delivery pending (a flow child, acked after its
+        flow is notified). ``cache=(key, expiration)`` also stores a Completed
+        outcome under that cache key and releases the key's lock. ``flow``: the id of
+        the flow this run is a child of, when that flow is on the same queue; it is
+        notified in the same script."""
+        k = self.keys
+        keys = [k.stream(queue), k.events(queue), k.run(queue, run_id), k.result(queue, run_id)]
+        etype, emsg = error or ("", "")
+        args = [
+            GROUP,
+            self.settings.events_maxlen,
+            entry_id,
+            run_id,
+            attempt,
+            state,
+            outcome,
+            self._ttl_ms(ttl),
+            etype,
+            emsg[:1000],
+            "" if ack else "1",
+        ]
+        if cache is not None:
+            keys += [k.cache(queue, cache[0]), k.cache_lock(queue, cache[0])]
+            args.append(-1 if cache[1] is None else int(cache[1] * 1000))
+        else:
+            args.append("")
+        if flow is not None:  # a child of a flow on this queue: notify it in this call
+            keys += [
+                k.run(queue, flow),
+                k.flow_results(queue, flow),
+                k.flow_order(queue, flow),
+                k.flow_wait(queue, flow),
+                k.flow_ping(queue, flow),
+            ]
+            args += ["flow", flow]
+        return bool(self.call(scripts.FINISH, keys, args))
+
+    def cache_get(self, queue: str, key: str) -> bytes | None:
+        """The cached outcome under ``key``, if any."""
+        value: bytes | None = self.execute("GET", self.keys.cache(queue, key))
+        return value
+
+    def cache_lock(self, queue: str, key: str, run_id: str, ttl: float) -> str | None:
+        """Take the key's lock for ``run_id``; None if taken, else the holder's run id."""
+        lock = self.keys.cache_lock(queue, key)
+        got = self.send([("SET", lock, run_id, "NX", "PX", int(ttl * 1000)), ("GET", lock)])
+        if got[0] is not None and not isinstance(got[0], Exception):
+            return None
+        holder = got[1]
+        return None if holder is None else _s(holder)
+
+    def dead_letter(
+        self,
+        queue: str,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        reason: str,
+        run_id: str | None = None,
+        outcome: bytes = b"",
+    ) -> None:
+        """Copy a delivery to the dead-letter stream with ``reason``, then ack and delete it."""
+        k = self.keys
+        keys = [k.stream(queue), k.dead(queue), k.events(queue)]
+        if run_id:
+            keys += [k.run(queue, run_id), k.result(queue, run_id)]
+        args: list[Any] = [
+            GROUP,
+            self.settings.events_maxlen,
+            entry_id,
+            reason,
+            run_id or "",
+            outcome,
+            self._ttl_ms(None),
+        ]
+        for f, v in fields.items():
+            args += (f, v)
+        self.call(scripts.DEAD, keys, args)

@@ -1,0 +1,244 @@
+"""The connection layer of the broker: redis-py and :mod:`taskq.wire`, error translation,
+raw commands and EVALSHA with self-healing NOSCRIPT.
+
+The broker is split by concern over ``broker_core`` (this module), ``broker_flows``,
+``broker_inspect`` and ``broker`` (the transitions); together they are the only
+code that talks to Redis, and every redis-py error is translated here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from taskq import scripts, wire
+from taskq.config import Settings
+from taskq.errors import BrokerError, RedisUnavailableError
+from taskq.keys import Keyspace
+from taskq.localredis import redact_url
+from taskq.signing import Signer
+
+Entry = tuple[str, bytes, dict[bytes, bytes]]
+
+#: Error replies that mean "not now" rather than "wrong": retried like a lost connection.
+_UNAVAILABLE = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class BrokerCore:
+    """Redis access for one process: connections, raw commands, script calls.
+
+    Args:
+        settings: Connection and limit settings.
+        keys: The keyspace (prefix) to use.
+    """
+
+    def __init__(self, settings: Settings, keys: Keyspace) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.url = redact_url(settings.redis_url)
+        self._client: redis.Redis | None = None
+        self._lock = threading.Lock()
+        self._groups: set[str] = set()
+        self._address = wire.Address.from_url(settings.redis_url)
+        self.signer = Signer(settings.signing_keys)
+        self._local = threading.local()
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client, made on first use (after a fork, in the child).
+
+        Typed ``Any`` on purpose: redis-py's reply types are wide unions, and this
+        module decodes every reply itself.
+        """
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> redis.Redis:
+        s = self.settings
+        try:
+            return redis.Redis.from_url(
+                s.redis_url,
+                socket_timeout=s.socket_timeout,
+                socket_connect_timeout=s.connect_timeout,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
+                health_check_interval=30,
+                protocol=2,  # RESP2, as taskq.wire speaks: one reply shape on both paths
+            )
+        except ValueError as exc:
+            raise RedisUnavailableError(f"invalid Redis URL {self.url}: {exc}") from None
+
+    @contextlib.contextmanager
+    def translate(self) -> Iterator[None]:
+        """Translate redis-py errors into taskq errors (the only such boundary)."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise RedisUnavailableError(f"cannot reach Redis at {self.url}: {exc}") from exc
+        except (redis.RedisError, wire.ReplyError) as exc:
+            if str(exc).startswith(_UNAVAILABLE) or isinstance(exc, redis.BusyLoadingError):
+                # Redis is up but cannot serve yet (loading its data, no master): transient.
+                raise RedisUnavailableError(f"Redis at {self.url} is not ready: {exc}") from exc
+            raise BrokerError(f"Redis at {self.url} replied: {exc}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`RedisUnavailableError` unless Redis answers."""
+        with self.translate():
+            self.client.ping()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._client is not None:
+            self._client.close()
+            self._client.connection_pool.disconnect()
+            self._client = None
+
+    # -- scripts ------------------------------------------------------------------------
+
+    def _wire(self) -> wire.Connection | None:
+        """This thread's lean connection (None for URLs it does not handle, e.g. TLS)."""
+        if self._address is None:
+            return None
+        conn: wire.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            s = self.settings
+            conn = wire.Connection(self._address, s.socket_timeout, s.connect_timeout)
+            self._local.conn = conn
+        return conn
+
+    def send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send raw commands in one round trip; replies unparsed, errors as exception values.
+
+        The hot path: hiredis-packed commands on a per-thread socket (:mod:`taskq.wire`),
+        or, for URLs that path does not handle, a redis-py connection read without
+        response callbacks, so replies have the same shape either way.
+        """
+        with self.translate():
+            conn = self._wire()
+            if conn is not None:
+                return conn.pipeline(commands)
+            pool = self.client.connection_pool
+            rconn = pool.get_connection()
+            try:
+                rconn.send_packed_command(rconn.pack_commands(commands))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(rconn.read_response())
+                    except redis.ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            finally:
+                pool.release(rconn)
+
+    def execute(self, *args: Any) -> Any:
+        """One raw command; an error reply raises :class:`BrokerError`."""
+        reply = self.send([args])[0]
+        if isinstance(reply, Exception):
+            with self.translate():
+                raise reply
+        return reply
+
+    def _evalsha(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", scripts.load(name).sha, len(keys), *keys, *args)
+
+    def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script ``name`` with ``keys`` and ``args`` (EVALSHA, self-healing NOSCRIPT)."""
+        return self.call_many(name, [(keys, args)])[0]
+
+    def call_many(
+        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run script ``name`` once per ``(keys, args)``, all in one round trip."""
+        commands = [self._evalsha(name, k, a) for k, a in calls]
+        replies = self.send(commands)
+        if any(_is_noscript(r) for r in replies):
+            self.execute("SCRIPT", "LOAD", scripts.load(name).source)
+            redo = [i for i, r in enumerate(replies) if _is_noscript(r)]
+            for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                with self.translate():
+                    raise reply
+        return replies
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        return int((ttl or self.settings.result_ttl) * 1000)
+
+    def subscribe(self, channels: Sequence[str]) -> Subscription:
+        """A pub/sub subscription to ``channels`` (on a connection of its own)."""
+        return Subscription(self, channels)
+
+
+class Subscription:
+    """Wake-ups published on some channels; see :meth:`Broker.subscribe`."""
+
+    def __init__(self, broker: BrokerCore, channels: Sequence[str]) -> None:
+        self._broker = broker
+        self._channels = list(channels)
+        self._pubsub: Any = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a message; True if one came.
+
+        A fresh (re)subscription also returns True once Redis confirmed it: a
+        message published before then was missed, so the caller must look again.
+
+        Raises:
+            RedisUnavailableError: The connection failed (the next call resubscribes).
+        """
+        with self._broker.translate():
+            try:
+                if self._pubsub is None:
+                    pubsub = self._broker.client.pubsub()
+                    pubsub.subscribe(*self._channels)
+                    confirmed = 0
+                    while confirmed < len(self._channels):
+                        msg = pubsub.get_message(timeout=timeout)
+                        if msg is None:
+                            pubsub.close()
+                            return False
+                        confirmed += msg.get("type") == "subscribe"
+                    self._pubsub = pubsub
+                    return True
+                msg = self._pubsub.get_message(timeout=timeout)
+                return msg is not None and msg.get("type") == "message"
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+            self._pubsub = None
+
+
+def _is_noscript(reply: Any) -> bool:
+    # hiredis keeps the error code in the text; redis-py strips it into the exception type.
+    return isinstance(reply, redis.exceptions.NoScriptError) or (
+        isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+def _now() -> float:
+    return time.monotonic()

@@ -1,0 +1,109 @@
+"""The broker's flow calls: suspend, notify, reset, and reading a flow's fan-in keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from taskq import scripts
+from taskq.broker_core import BrokerCore, _s
+from taskq.keys import GROUP
+
+
+class FlowCalls(BrokerCore):
+    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flow`)."""
+
+    def suspend(
+        self,
+        queue: str,
+        entry_id: bytes,
+        flow_id: str,
+        attempt: int,
+        payload: bytes,
+        waiting: Sequence[str],
+        mode: str,
+        seq: int,
+        child_queues: Sequence[str],
+        ttl: float | None = None,
+    ) -> int:
+        """Suspend a flow until its children end: 1 suspended, 2 already satisfied, 0 fenced."""
+        k = self.keys
+        keys = [
+            k.stream(queue),
+            k.events(queue),
+            k.run(queue, flow_id),
+            k.flow_results(queue, flow_id),
+            k.flow_wait(queue, flow_id),
+        ]
+        args: list[Any] = [GROUP, self.settings.events_maxlen, entry_id, flow_id, attempt]
+        args += [payload, mode, self._ttl_ms(ttl), seq, ",".join(child_queues), *waiting]
+        return int(self.call(scripts.SUSPEND, keys, args))
+
+    def notify(
+        self,
+        queue: str,
+        flow_id: str,
+        child_id: str,
+        outcome: bytes,
+        ttl: float | None = None,
+    ) -> bool:
+        """Tell flow ``flow_id`` (on ``queue``) that a child ended; True if that resumed it."""
+        k = self.keys
+        keys = [
+            k.stream(queue),
+            k.events(queue),
+            k.run(queue, flow_id),
+            k.flow_results(queue, flow_id),
+            k.flow_order(queue, flow_id),
+            k.flow_wait(queue, flow_id),
+            k.flow_ping(queue, flow_id),
+        ]
+        args: list[Any] = [
+            self.settings.events_maxlen,
+            flow_id,
+            child_id,
+            outcome,
+            self._ttl_ms(ttl),
+        ]
+        return bool(self.call(scripts.NOTIFY, keys, args))
+
+    def reset_child(self, queue: str, run_id: str) -> bool:
+        """Forget a Failed/Cancelled child so it can be enqueued again (flow retry)."""
+        keys = [self.keys.run(queue, run_id), self.keys.result(queue, run_id)]
+        return bool(self.call(scripts.RESET, keys, []))
+
+    def flow_outcomes(
+        self, queue: str, flow_id: str, known: int
+    ) -> tuple[list[str], dict[str, bytes]]:
+        """Children that ended after the first ``known`` ones, in order, with their outcomes.
+
+        One round trip when nothing is new, two otherwise.
+        """
+        order_key = self.keys.flow_order(queue, flow_id)
+        new = [_s(c) for c in self.execute("LRANGE", order_key, known, -1) or []]
+        if not new:
+            return [], {}
+        results = self.keys.flow_results(queue, flow_id)
+        if known == 0:
+            flat = self.execute("HGETALL", results)
+            allout = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            return new, {c: allout[c] for c in new if c in allout}
+        values = self.execute("HMGET", results, *new)
+        return new, {c: v for c, v in zip(new, values, strict=True) if v is not None}
+
+    def flow_forget(self, queue: str, flow_id: str, children: Sequence[str]) -> None:
+        """Drop ended children from a flow's fan-in keys (a retried flow re-runs them)."""
+        results, order = (
+            self.keys.flow_results(queue, flow_id),
+            self.keys.flow_order(queue, flow_id),
+        )
+        cmds: list[tuple[Any, ...]] = [("HDEL", results, *children)]
+        cmds += [("LREM", order, 0, c) for c in children]
+        for reply in self.send(cmds):
+            if isinstance(reply, Exception):
+                with self.translate():
+                    raise reply
+
+    def flow_ping_wait(self, queue: str, flow_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds for any child of the flow to end."""
+        self.execute("BLPOP", self.keys.flow_ping(queue, flow_id), f"{max(timeout, 0.001):.3f}")

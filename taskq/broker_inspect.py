@@ -1,0 +1,83 @@
+"""The broker's read-only inspection: events, dead letters, queue sizes, server settings."""
+
+from __future__ import annotations
+
+from taskq.broker_core import BrokerCore, _s
+from taskq.errors import TaskqError
+from taskq.keys import GROUP
+
+
+class Inspection(BrokerCore):
+    """Reads for the CLI, dashboards and tests; nothing here changes state."""
+
+    def events(
+        self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events after ``after`` (an events-stream id), oldest first."""
+        block_ms = None if block is None else max(1, int(block * 1000))
+        with self.translate():
+            reply = self.client.xread({self.keys.events(queue): after}, count=count, block=block_ms)
+        out = []
+        for _, entries in reply or ():
+            for eid, fields in entries:
+                out.append((_s(eid), {_s(f): _s(v) for f, v in fields.items()}))
+        return out
+
+    def recent_events(self, queue: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """The newest ``count`` events of ``queue``, oldest first."""
+        with self.translate():
+            reply = self.client.xrevrange(self.keys.events(queue), count=count)
+        return [
+            (_s(eid), {_s(f): _s(v) for f, v in fields.items()}) for eid, fields in reversed(reply)
+        ]
+
+    def find_run(self, run_id: str) -> str | None:
+        """The queue holding ``run_id``'s record, found by SCAN (None if none does)."""
+        with self.translate():
+            for key in self.client.scan_iter(match=self.keys.run_pattern(run_id), count=1000):
+                return self.keys.queue_of_run_key(_s(key))
+        return None
+
+    def run_events(self, queue: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
+        """Every event of ``run_id`` still in the queue's (capped) events stream."""
+        out = []
+        with self.translate():
+            for eid, fields in self.client.xrange(self.keys.events(queue)):
+                if fields.get(b"r") == run_id.encode():
+                    out.append((_s(eid), {_s(f): _s(v) for f, v in fields.items()}))
+        return out
+
+    def dead_entries(self, queue: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The oldest ``count`` dead-lettered entries of a queue."""
+        with self.translate():
+            reply = self.client.xrange(self.keys.dead(queue), count=count)
+        return [(_s(eid), fields) for eid, fields in reply]
+
+    def queue_sizes(self, queue: str) -> tuple[int, int]:
+        """(entries in the stream, entries pending in the group) for ``queue``."""
+        stream = self.keys.stream(queue)
+        length, summary = self.send([("XLEN", stream), ("XPENDING", stream, GROUP)])
+        if isinstance(length, Exception):
+            with self.translate():
+                raise length
+        pending = 0 if isinstance(summary, Exception) else int(summary[0])  # NOGROUP: none yet
+        return int(length), pending
+
+    def server_warnings(self) -> list[str]:
+        """Settings of the Redis server that put queued work at risk (empty if fine or unknown)."""
+        out = []
+        try:
+            aof_reply = self.execute("CONFIG", "GET", "appendonly")
+            policy_reply = self.execute("CONFIG", "GET", "maxmemory-policy")
+        except TaskqError:
+            return []  # CONFIG may be denied to this user; nothing to say then
+        aof = _s(aof_reply[1]) if len(aof_reply) > 1 else None
+        policy = _s(policy_reply[1]) if len(policy_reply) > 1 else None
+        if aof == "no":
+            out.append(f"Redis at {self.url} has appendonly no: a Redis restart loses queued work")
+        if policy and policy != "noeviction":
+            out.append(
+                f"Redis at {self.url} has maxmemory-policy {policy}: under memory pressure it may "
+                "evict queued work; use noeviction"
+            )
+        return out

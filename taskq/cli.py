@@ -1,0 +1,170 @@
+"""The ``taskq`` command: parses arguments and delegates; no logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from taskq.errors import ConfigurationError, TaskqError
+
+
+def _queues(value: str | None) -> tuple[str, ...]:
+    return tuple(q.strip() for q in value.split(",") if q.strip()) if value else ()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="taskq")
+def cli() -> None:
+    """taskq — a distributed task queue on Redis Streams."""
+
+
+@cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option(
+    "--queues",
+    "-Q",
+    help="Comma-separated queues to consume, in priority order "
+    "[default: every queue the app's tasks use].",
+)
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Worker processes to run.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Tasks each process runs at once (threads for sync tasks, one event loop for async ones).",
+)
+@click.option("--burst", is_flag=True, help="Drain the queues, then exit (tests, batch jobs).")
+@click.option(
+    "--redis-url",
+    envvar="TASKQ_REDIS_URL",
+    help="Redis URL [env: TASKQ_REDIS_URL; default: redis://localhost:6379/0].",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running tasks get to finish after SIGTERM.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check that the app imports and Redis answers, then exit 0 (healthy) or 1.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def worker(
+    app_spec: str,
+    queues: str | None,
+    processes: int,
+    concurrency: int,
+    burst: bool,
+    redis_url: str | None,
+    grace: float,
+    check: bool,
+    log_level: str,
+) -> None:
+    """Run a pool of worker processes for the app at MODULE:APP.
+
+    A supervisor starts --processes worker processes, restarts any that dies and
+    forwards SIGTERM/SIGINT; each process runs up to --concurrency tasks at once.
+    """
+    from taskq.app import load_app
+    from taskq.supervisor import PoolConfig, Supervisor
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    app = load_app(app_spec)  # fail here, once, rather than in every child
+    app.configure(redis_url=redis_url)
+    qs = _queues(queues)
+    if check:
+        app.broker.ping()
+        click.echo(f"ok: {app_spec} ({len(app.registry)} tasks) and Redis at {app.broker.url}")
+        return
+    app.broker.ping()
+    cfg = PoolConfig(app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper())
+    sys.exit(Supervisor(cfg, processes).run())
+
+
+@cli.command()
+@click.option("--queue", "-q", default="default", show_default=True)
+@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
+@click.option("--prefix", envvar="TASKQ_PREFIX", default="taskq", show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@click.option("--count", "-n", type=click.IntRange(min=1), default=50, show_default=True)
+def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: int) -> None:
+    """Print a queue's state transitions (its capped events stream)."""
+    from taskq.app import App
+    from taskq.events import print_events
+
+    print_events(App(redis_url, prefix=prefix).broker, queue, count, follow)
+
+
+@cli.command()
+@click.option("--queue", "-q", default="default", show_default=True)
+@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
+@click.option("--prefix", envvar="TASKQ_PREFIX", default="taskq", show_default=True)
+@click.option("--count", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
+    """List a queue's dead-lettered entries with their reasons."""
+    from taskq.app import App
+
+    for eid, fields in App(redis_url, prefix=prefix).broker.dead_entries(queue, count):
+        reason = fields.get(b"reason", b"").decode(errors="replace")
+        run = fields.get(b"run", b"").decode(errors="replace") or "-"
+        click.echo(f"{eid}  run={run}  {reason}")
+
+
+@cli.command(name="run")
+@click.argument("run_id")
+@click.option("--queue", "-q", help="The run's queue [default: found by scanning].")
+@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
+@click.option("--prefix", envvar="TASKQ_PREFIX", default="taskq", show_default=True)
+def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) -> None:
+    """Show a run: its state, every attempt (start, error) and its events."""
+    from taskq.app import App
+    from taskq.runs import describe
+
+    broker = App(redis_url, prefix=prefix).broker
+    queue = queue or broker.find_run(run_id)
+    lines = describe(broker, queue, run_id) if queue else []
+    if not lines:
+        raise click.ClickException(f"no run {run_id!r} (unknown, or its record expired)")
+    click.echo("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: every error is one line on stderr and a non-zero exit."""
+    try:
+        return cli.main(args=argv, prog_name="taskq", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"taskq: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except ConfigurationError as exc:
+        click.echo(f"taskq: error: {exc}", err=True)
+        sys.exit(2)
+    except TaskqError as exc:
+        click.echo(f"taskq: error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,89 @@
+"""Settings, read once from arguments and ``TASKQ_*`` environment variables.
+
+Durations are seconds here; they become milliseconds only at the Redis boundary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+from taskq.errors import ConfigurationError
+from taskq.keys import check_name
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an App needs to talk to Redis and run tasks.
+
+    Attributes:
+        redis_url: Where Redis is (``TASKQ_REDIS_URL``).
+        prefix: Key prefix (``TASKQ_PREFIX``), default ``taskq``.
+        default_queue: Queue of tasks that name none.
+        result_ttl: Seconds a finished run's record and result are kept (default 1 day).
+        events_maxlen: Approximate cap of each queue's events stream.
+        max_message_bytes: Largest payload accepted, checked before decoding.
+        max_depth: Deepest nesting of arguments accepted.
+        max_args: Most positional plus keyword arguments accepted.
+        block_seconds: How long one blocking read waits; kept below ``socket_timeout``.
+        lease_seconds: A delivery idle this long in the pending list (its worker stopped
+            renewing it) is reclaimed by another worker. At least 1 s.
+        socket_timeout: Socket timeout of the Redis connections.
+        connect_timeout: Connect timeout of the Redis connections.
+        signing_keys: HMAC keys (``TASKQ_SIGNING_KEYS``, comma-separated): the first
+            signs, any verifies. Empty: messages are not signed.
+    """
+
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = "taskq"
+    default_queue: str = "default"
+    result_ttl: float = 86_400.0
+    events_maxlen: int = 10_000
+    max_message_bytes: int = 1 << 20
+    max_depth: int = 32
+    max_args: int = 256
+    block_seconds: float = 2.0
+    lease_seconds: float = 15.0
+    socket_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    signing_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_name("key prefix", self.prefix)
+        check_name("queue name", self.default_queue)
+        if self.result_ttl <= 0:
+            raise ConfigurationError(f"result_ttl must be > 0 seconds, got {self.result_ttl}")
+        if self.lease_seconds < 1:
+            raise ConfigurationError(f"lease_seconds must be >= 1, got {self.lease_seconds}")
+        if self.block_seconds >= self.socket_timeout:
+            raise ConfigurationError("block_seconds must be below socket_timeout")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from the environment, then ``overrides`` (``None`` values ignored)."""
+        base = cls(
+            redis_url=os.environ.get("TASKQ_REDIS_URL") or DEFAULT_REDIS_URL,
+            prefix=os.environ.get("TASKQ_PREFIX") or "taskq",
+            result_ttl=_env_float("TASKQ_RESULT_TTL", 86_400.0),
+            lease_seconds=_env_float("TASKQ_LEASE_SECONDS", 15.0),
+            signing_keys=tuple(
+                k for k in os.environ.get("TASKQ_SIGNING_KEYS", "").split(",") if k.strip()
+            ),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "signing_keys" in given:
+            given["signing_keys"] = tuple(given["signing_keys"])
+        return replace(base, **given) if given else base

@@ -1,0 +1,431 @@
+"""Runs one delivery: admit it, call the task, record the outcome.
+
+Outcomes have names, as in Prefect's task engine: :meth:`Engine.handle_success`,
+:meth:`Engine.handle_retry`, :meth:`Engine.handle_failure`,
+:meth:`Engine.handle_cancel`. Each is one script call that also acks the
+delivery. The engine is written once; only the call of the function differs
+between threads (:meth:`Engine.run`) and the event loop (:meth:`Engine.run_async`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskq.app import App
+from taskq.broker import Entry
+from taskq.cache import TaskRunContext, bind_arguments
+from taskq.context import current_flow
+from taskq.errors import (
+    Cancel,
+    ConfigurationError,
+    ErrorInfo,
+    MessageError,
+    Retry,
+    TaskTimeoutError,
+    UnknownTaskError,
+    error_info,
+)
+from taskq.flow import Flow, FlowRun, Suspend, call_body
+from taskq.message import (
+    PAYLOAD_FIELD,
+    Limits,
+    Message,
+    decode_message,
+    decode_outcome,
+    encode_outcome,
+)
+from taskq.options import RETRY_OPTIONS
+from taskq.retry import RetryPolicy, build_policy, retry_decision
+from taskq.states import State, TaskRun
+from taskq.task import Task
+
+log = logging.getLogger("taskq.engine")
+
+
+@dataclass
+class Delivery:
+    """One admitted delivery: a decoded message that now holds attempt ``attempt``."""
+
+    queue: str
+    entry_id: bytes
+    payload: bytes
+    message: Message
+    task: Task[Any, Any]
+    attempt: int = 0
+    resumed: bool = False
+    retry_start: bool = False
+    cache_key: str | None = None
+
+    @property
+    def parent(self) -> tuple[str, str] | None:
+        """``(queue, flow run id)`` of the flow this run is a child of, if any."""
+        p = self.message.meta.get("parent")
+        if isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p):
+            return p[0], p[1]
+        return None
+
+    @property
+    def run_id(self) -> str:
+        return self.message.run_id
+
+    @property
+    def run(self) -> TaskRun:
+        return TaskRun(self.run_id, self.queue, self.task.name, self.attempt)
+
+
+class Engine:
+    """Turns stream entries into task calls and their outcomes into script calls.
+
+    Args:
+        app: The app whose registry names the runnable tasks.
+        worker_id: Recorded on every run this engine starts.
+    """
+
+    def __init__(
+        self, app: App, worker_id: str, can_block: Callable[[], bool] = lambda: True
+    ) -> None:
+        self.app = app
+        self.can_block = can_block
+        self.broker = app.broker
+        self.worker_id = worker_id
+        s = app.settings
+        self.limits = Limits(s.max_message_bytes, s.max_depth, s.max_args)
+
+    # -- admission ----------------------------------------------------------------------
+
+    def admit(self, entries: Sequence[Entry], fresh: bool = True) -> list[Delivery]:
+        """Decode a batch, dead-letter what cannot run, start the rest in one call per queue.
+
+        ``fresh`` entries come from ``XREADGROUP >`` (first deliveries, so their
+        delivery count is not looked up); reclaimed ones are checked against
+        ``max_deliveries``. Returns the deliveries that now hold an attempt (or
+        resume a flow) and must run.
+        """
+        by_queue: dict[str, list[Delivery]] = {}
+        for queue, eid, fields in entries:
+            d = self._decode(queue, eid, fields)
+            if d is not None:
+                by_queue.setdefault(queue, []).append(d)
+        admitted: list[Delivery] = []
+        for queue, batch in by_queue.items():
+            started = self.broker.start(
+                queue,
+                self.worker_id,
+                [
+                    (
+                        d.entry_id,
+                        d.run_id,
+                        0 if fresh else d.task.options.max_deliveries,
+                        str(d.message.meta.get("name", "")),
+                    )
+                    for d in batch
+                ],
+            )
+            duplicates = []
+            for d, (kind, attempt, deliveries) in zip(batch, started, strict=True):
+                d.attempt, d.resumed, d.retry_start = attempt, kind == 2, kind == 4
+                if kind in (1, 2, 4):
+                    admitted.append(d)
+                elif kind == 5:
+                    log.warning("run %s: delivery %s was taken over; dropped", d.run_id, d.entry_id)
+                elif kind == 3:
+                    reason = (
+                        f"delivered {deliveries} times, more than max_deliveries="
+                        f"{d.task.options.max_deliveries} (the task may crash its worker)"
+                    )
+                    self._notify_dead(d.message, reason)
+                    self._dead(queue, d.entry_id, {PAYLOAD_FIELD: d.payload}, reason, d.run_id)
+                else:
+                    log.info("run %s already ended; duplicate delivery dropped", d.run_id)
+                    self._renotify(d)
+                    duplicates.append(d.entry_id)
+            if duplicates:
+                self.broker.ack(queue, duplicates)
+        return admitted
+
+    def _renotify(self, d: Delivery) -> None:
+        """A duplicate of an ended flow child: its flow may not have heard (a crash
+        between the outcome and the notification), so tell it again (idempotent)."""
+        parent = d.parent
+        if parent is None:
+            return
+        raw = self.broker.peek_results(d.queue, [d.run_id])[0]
+        if raw is not None:
+            self.broker.notify(parent[0], parent[1], d.run_id, raw, self._ttl(d))
+
+    def _decode(self, queue: str, eid: bytes, fields: dict[bytes, bytes]) -> Delivery | None:
+        payload = fields.get(PAYLOAD_FIELD)
+        if payload is None:
+            self._dead(queue, eid, fields, "entry has no 'm' payload field")
+            return None
+        try:
+            if len(payload) > self.limits.max_bytes + 64:  # before the MAC is computed
+                size, limit = len(payload), self.limits.max_bytes
+                raise MessageError(f"payload of {size} bytes exceeds the {limit} byte limit")
+            msg = decode_message(self.broker.signer.verify(payload), self.limits)
+        except MessageError as exc:
+            self._dead(queue, eid, fields, str(exc))
+            return None
+        try:
+            task = self.app.get_task(msg.task)
+        except UnknownTaskError as exc:
+            self._notify_dead(msg, str(exc))
+            self._dead(queue, eid, fields, str(exc), msg.run_id)
+            return None
+        return Delivery(queue, eid, payload, msg, task)
+
+    def _notify_dead(self, msg: Message, reason: str) -> None:
+        """A flow child about to be dead-lettered fails in its flow first, so the
+        flow is never left waiting (a crash in between is repaired by redelivery)."""
+        p = msg.meta.get("parent")
+        if isinstance(p, list) and len(p) == 2:
+            outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
+            self.broker.notify(str(p[0]), str(p[1]), msg.run_id, outcome)
+
+    def _dead(
+        self,
+        queue: str,
+        eid: bytes,
+        fields: dict[bytes, bytes],
+        reason: str,
+        run_id: str | None = None,
+    ) -> None:
+        log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
+        outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
+        self.broker.dead_letter(queue, eid, fields, reason, run_id, outcome)
+
+    # -- execution ----------------------------------------------------------------------
+
+    def run(self, d: Delivery) -> None:
+        """Call a sync task (or any flow body) in this thread and record its outcome."""
+        if isinstance(d.task, Flow):
+            self._run_flow(d)
+            return
+        if d.task.options.cache.enabled and self._from_cache(d):
+            return
+        try:
+            value = d.task.fn(*d.message.args, **d.message.kwargs)
+        except BaseException as exc:
+            self._handle_exception(d, exc)
+        else:
+            self.handle_success(d, value)
+
+    async def run_async(self, d: Delivery) -> None:
+        """Await an async task on the running loop and record its outcome."""
+        if d.task.options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
+            return
+        try:
+            value = await d.task.fn(*d.message.args, **d.message.kwargs)
+        except BaseException as exc:
+            self._handle_exception(d, exc)
+        else:
+            self.handle_success(d, value)
+
+    def _run_flow(self, d: Delivery) -> None:
+        """Run a flow body; replay it at once if its wait is already satisfied."""
+        while True:
+            runner = FlowRun(
+                self.app,
+                d.task,
+                d.run_id,
+                d.queue,
+                durable=True,
+                can_block=self.can_block,
+                retrying=d.retry_start,
+            )
+            runner.load()
+            token = current_flow.set(runner)
+            try:
+                value = call_body(d.task, d.message.args, d.message.kwargs)
+            except Suspend as sig:
+                got = self.broker.suspend(
+                    d.queue,
+                    d.entry_id,
+                    d.run_id,
+                    d.attempt,
+                    d.payload,
+                    sig.waiting,
+                    sig.mode,
+                    runner.seq,
+                    list(runner.child_queues),
+                    self._ttl(d),
+                )
+                if got == 2:
+                    d.retry_start = False  # failed children were already reset
+                    continue
+                if got == 0:
+                    log.warning("flow %s attempt %d was fenced off", d.run_id, d.attempt)
+                return
+            except BaseException as exc:
+                self._handle_exception(d, exc)
+                return
+            finally:
+                current_flow.reset(token)
+            self.handle_success(d, value)
+            return
+
+    def _from_cache(self, d: Delivery) -> bool:
+        """Complete the run as Cached if its cache key has a value; True if it did.
+
+        Under SERIALIZABLE isolation a run whose key is being computed by another
+        run waits for that run (up to the lock's life) and then reads the cache.
+        """
+        cache = d.task.options.cache
+        context = TaskRunContext(d.task, d.run_id, d.queue)
+        try:
+            args = bind_arguments(d.task.fn, d.message.args, d.message.kwargs)
+            d.cache_key = cache.key(context, args)
+        except Exception:
+            log.exception("cache key of run %s could not be computed; running it", d.run_id)
+            return False
+        if d.cache_key is None:
+            return False
+        refresh = d.message.meta.get("refresh_cache", cache.refresh)
+        raw = None if refresh else self.broker.cache_get(d.queue, d.cache_key)
+        if raw is None and cache.serializable and not refresh:
+            ttl = self.app.settings.lease_seconds * 4
+            holder = self.broker.cache_lock(d.queue, d.cache_key, d.run_id, ttl)
+            if holder is not None and holder != d.run_id:
+                self.broker.wait_result(d.queue, holder, ttl)
+                raw = self.broker.cache_get(d.queue, d.cache_key)
+        if raw is None:
+            return False
+        value = decode_outcome(raw).value
+        if self._finish(d, "Cached", encode_outcome("Cached", d.attempt, value), None):
+            self._hooks(d, d.task.options.on_completion, State("Cached", d.attempt))
+        return True
+
+    def timeout_of(self, d: Delivery) -> float | None:
+        """The attempt's time limit in seconds (per-submission override first)."""
+        t = d.message.meta.get("timeout_seconds")
+        if isinstance(t, int | float) and t > 0:
+            return float(t)
+        return d.task.options.timeout_seconds
+
+    def handle_timeout(self, d: Delivery) -> None:
+        """Record an attempt that overran its time limit: retried per the task's policy."""
+        self._handle_exception(d, TaskTimeoutError(f"timed out after {self.timeout_of(d)} s"))
+
+    def _handle_exception(self, d: Delivery, exc: BaseException) -> None:
+        if isinstance(exc, Cancel):
+            self.handle_cancel(d, exc.reason or "cancelled")
+            return
+        if not isinstance(exc, Exception | Retry):
+            # KeyboardInterrupt, SystemExit: record, then let the process go on stopping.
+            self.handle_failure(d, exc)
+            raise exc
+        policy = self._policy(d)
+        delay = retry_decision(d.task, policy, d.run, exc)
+        if delay is None:
+            self.handle_failure(d, exc)
+        else:
+            self.handle_retry(d, exc, delay, policy)
+
+    def _policy(self, d: Delivery) -> RetryPolicy:
+        """The task's retry policy, with per-submission overrides from the message."""
+        policy = d.task.options.retry
+        changes = {k: v for k, v in d.message.meta.items() if k in RETRY_OPTIONS}
+        if not changes:
+            return policy
+        try:
+            return build_policy({**d.task.options.retry_raw, **changes})
+        except ConfigurationError as exc:
+            log.warning("run %s carries bad retry options (%s); using the task's", d.run_id, exc)
+            return policy
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _ttl(self, d: Delivery) -> float | None:
+        ttl = d.message.meta.get("result_ttl")
+        return float(ttl) if isinstance(ttl, int | float) and ttl > 0 else d.task.options.result_ttl
+
+    def handle_success(self, d: Delivery, value: Any) -> None:
+        """Record Completed with the return value (Failed if it cannot be serialized)."""
+        try:
+            outcome = encode_outcome("Completed", d.attempt, value)
+        except MessageError as exc:
+            self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
+            return
+        if self._finish(d, "Completed", outcome, None):
+            self._hooks(d, d.task.options.on_completion, State("Completed", d.attempt))
+        else:
+            log.warning("run %s attempt %d was fenced off; result dropped", d.run_id, d.attempt)
+
+    def _finish(
+        self, d: Delivery, state: str, outcome: bytes, error: tuple[str, str] | None
+    ) -> bool:
+        """Record the final outcome; a flow child then notifies its flow, then acks.
+
+        The order (outcome, notify, ack) means a crash at any point is repaired by
+        redelivery: the duplicate is recognised as ended and re-notifies.
+        """
+        parent = d.parent
+        ttl = self._ttl(d)
+        cache = None
+        if d.cache_key is not None and state != "Cached":
+            cache = (d.cache_key, d.task.options.cache.expiration)
+        # A child on its flow's queue (one hash tag) ends in one script: outcome, notify,
+        # ack. On another queue it takes three calls in that order (two hash tags).
+        same_tag = parent is not None and parent[0] == d.queue
+        recorded = self.broker.finish(
+            d.queue,
+            d.entry_id,
+            d.run_id,
+            d.attempt,
+            state,
+            outcome,
+            error,
+            ttl,
+            ack=parent is None or same_tag,
+            cache=cache,
+            flow=parent[1] if parent is not None and same_tag else None,
+        )
+        if recorded and parent is not None and not same_tag:
+            self.broker.notify(parent[0], parent[1], d.run_id, outcome, ttl)
+            self.broker.ack(d.queue, [d.entry_id])
+        return recorded
+
+    def handle_retry(
+        self, d: Delivery, exc: BaseException, delay: float, policy: RetryPolicy
+    ) -> None:
+        """Ack the attempt and put the run in the delay queue (AwaitingRetry), in one script."""
+        err = error_info(exc)
+        got = self.broker.retry(
+            d.queue,
+            d.entry_id,
+            d.run_id,
+            d.attempt,
+            delay,
+            d.payload,
+            (err.type, err.message),
+            policy.deadline,
+        )
+        if got == 2:
+            log.info("run %s: retry would pass its retry deadline; failing it", d.run_id)
+            self.handle_failure(d, exc)
+        elif got == 0:
+            log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
+
+    def handle_failure(self, d: Delivery, exc: BaseException) -> None:
+        """Record Failed with the error as data."""
+        err = error_info(exc)
+        outcome = encode_outcome("Failed", d.attempt, error=err)
+        if self._finish(d, "Failed", outcome, (err.type, err.message)):
+            self._hooks(d, d.task.options.on_failure, State("Failed", d.attempt, err))
+
+    def handle_cancel(self, d: Delivery, reason: str) -> None:
+        """Record Cancelled; the run never retries."""
+        err = ErrorInfo("Cancelled", reason)
+        outcome = encode_outcome("Cancelled", d.attempt, error=err)
+        self._finish(d, "Cancelled", outcome, ("Cancelled", reason))
+
+    def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:
+        for hook in hooks:
+            try:
+                hook(d.task, d.run, state)
+            except Exception:
+                log.exception("hook %r of task %s raised; ignored", hook, d.task.name)

@@ -1,0 +1,152 @@
+"""Every exception taskq raises, under one root.
+
+::
+
+    TaskqError
+    ├── ConfigurationError        bad option, bad CLI argument, unknown task option
+    ├── RedisUnavailableError     Redis did not answer (message names the URL, password redacted)
+    ├── BrokerError               Redis answered with an error taskq did not expect
+    ├── MessageError              a stream entry that cannot be decoded or is too large / deep
+    ├── ResultTimeoutError        Future.result(timeout=...) ran out of time
+    ├── TaskTimeoutError          an attempt ran past its timeout_seconds (retried per policy)
+    ├── TaskFailedError           the run ended Failed / Crashed; carries the error as data
+    │   └── ChildFailedError      inside a flow: a child run ended Failed or Cancelled
+    ├── TaskCancelledError        the run ended Cancelled
+    └── UnknownTaskError          a message names a task this app does not register
+
+    BaseException
+    ├── Retry                     raised by a task body: "retry me" (control flow, not an error)
+    └── Cancel                    raised by a task body: "stop for good"
+
+``Retry`` and ``Cancel`` derive from :class:`BaseException` so that a task's own
+``except Exception`` cannot swallow them.
+
+redis-py errors are translated to these in exactly one place:
+:meth:`taskq.broker_core.BrokerCore.translate`.
+"""
+
+from __future__ import annotations
+
+import traceback as _tb
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+class TaskqError(Exception):
+    """Root of every error taskq raises."""
+
+
+class ConfigurationError(TaskqError, ValueError):
+    """An option, argument or setting is invalid."""
+
+
+class RedisUnavailableError(TaskqError, ConnectionError):
+    """Redis could not be reached; the message names the URL without its password."""
+
+
+class BrokerError(TaskqError):
+    """Redis replied with an unexpected error (the reply text is in the message)."""
+
+
+class MessageError(TaskqError, ValueError):
+    """A payload could not be encoded or decoded within the configured limits."""
+
+
+class ResultTimeoutError(TaskqError, TimeoutError):
+    """A result did not arrive within the given timeout."""
+
+
+class TaskTimeoutError(TaskqError, TimeoutError):
+    """An attempt ran longer than its task's ``timeout_seconds``."""
+
+
+class UnknownTaskError(TaskqError, LookupError):
+    """A message names a task that is not registered in this app."""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error carried as data: never re-instantiated from its type name.
+
+    Attributes:
+        type: The qualified exception type name, e.g. ``"ValueError"``.
+        message: ``str(exc)``.
+        traceback: The formatted traceback text, possibly empty.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """An exception as data: qualified type name, message, traceback text."""
+    cls = type(exc)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    return ErrorInfo(name, str(exc), "".join(_tb.format_exception(exc))[-8000:])
+
+
+class TaskFailedError(TaskqError):
+    """A run ended Failed (or Crashed); ``result()`` raises this.
+
+    Attributes:
+        run_id: The failed run.
+        error: The last attempt's error, as data.
+        attempts: How many attempts ran.
+    """
+
+    def __init__(self, run_id: str, error: ErrorInfo, attempts: int) -> None:
+        super().__init__(f"run {run_id} failed after {attempts} attempt(s): {error}")
+        self.run_id = run_id
+        self.error = error
+        self.attempts = attempts
+
+
+class ChildFailedError(TaskFailedError):
+    """Raised inside a flow where it reads the result of a child that ended badly.
+
+    Attributes:
+        child_id: The child run's id (``<flow run id>.<sequence>``).
+        error: The child's error as data (``error.type``, ``error.message``).
+    """
+
+    def __init__(self, child_id: str, error: ErrorInfo, attempts: int) -> None:
+        super().__init__(child_id, error, attempts)
+        self.child_id = child_id
+
+
+class TaskCancelledError(TaskqError):
+    """A run ended Cancelled; ``result()`` raises this."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"run {run_id} was cancelled: {reason}")
+        self.run_id = run_id
+        self.reason = reason
+
+
+class Retry(BaseException):
+    """Raise inside a task to ask for another attempt.
+
+    Args:
+        delay: Seconds (or a timedelta) to wait before the next attempt; ``None``
+            uses the task's retry policy.
+        reason: Free text recorded on the run.
+    """
+
+    def __init__(self, delay: float | timedelta | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        self.delay = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        self.reason = reason
+
+
+class Cancel(BaseException):
+    """Raise inside a task to end the run as Cancelled, with no retry."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "cancelled")
+        self.reason = reason

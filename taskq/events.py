@@ -1,0 +1,62 @@
+"""Reading the per-queue events stream: the live story of every run.
+
+The state record, not this stream, is the truth: the stream is capped
+(``events_maxlen``, approximate) and meant for CLIs, dashboards and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import click
+
+from taskq.broker import Broker
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state transition."""
+
+    id: str
+    run_id: str
+    state: str
+    attempt: int
+    error_type: str = ""
+    error_message: str = ""
+
+    def __str__(self) -> str:
+        err = f"  {self.error_type}: {self.error_message}" if self.error_type else ""
+        return f"{self.id}  {self.run_id}  {self.state:<13} attempt={self.attempt}{err}"
+
+
+def _event(eid: str, f: dict[str, str]) -> Event:
+    state, attempt, et, em = f.get("s", ""), int(f.get("a", 0)), f.get("et", ""), f.get("em", "")
+    return Event(eid, f.get("r", ""), state, attempt, et, em)
+
+
+def read_events(
+    broker: Broker, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
+) -> list[Event]:
+    """Events of ``queue`` after stream id ``after``, oldest first."""
+    return [_event(eid, f) for eid, f in broker.events(queue, after, count, block)]
+
+
+def follow(broker: Broker, queue: str, after: str) -> Iterator[Event]:
+    """Yield events after ``after`` forever, blocking on Redis between them."""
+    last = after
+    while True:
+        for ev in read_events(broker, queue, last, 1000, broker.settings.block_seconds):
+            last = ev.id
+            yield ev
+
+
+def print_events(broker: Broker, queue: str, count: int, keep_following: bool) -> None:
+    """Print the last ``count`` events, then new ones when ``keep_following``."""
+    last = "0-0"
+    for eid, fields in broker.recent_events(queue, count):
+        click.echo(str(_event(eid, fields)))
+        last = eid
+    if keep_following:
+        for ev in follow(broker, queue, last):
+            click.echo(str(ev))

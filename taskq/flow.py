@@ -1,0 +1,280 @@
+"""Flows: tasks whose bodies call other tasks, durable through Redis.
+
+A flow run's children get deterministic ids, ``<flow run id>.<sequence>``, so a
+replayed body finds the same children: enqueue is idempotent, and a child that
+already ended hands back its stored outcome instead of running again.
+
+When the body waits for children that have not ended, it blocks for up to
+``inline_wait_seconds`` (only when its worker has a free slot for them), then
+*suspends*: :class:`Suspend` unwinds the body, the ``suspend`` script acks the
+delivery and records the wait set, and the slot is free. Each child, once ended,
+runs the ``notify`` script on the flow's hash tag; the one that empties the wait
+set re-enqueues the flow exactly once, and the body replays from the top.
+
+Flow bodies must therefore be deterministic in the calls they make (the same
+children in the same order, given the same results); side effects belong in
+tasks. This is the rule Temporal and DBOS workflows follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+
+from taskq.context import current_flow
+from taskq.errors import ChildFailedError, ErrorInfo
+from taskq.futures import Future
+from taskq.message import Message, Outcome, decode_outcome, encode_message, new_run_id
+from taskq.states import NAME_TO_TYPE, State, StateType
+from taskq.task import Task
+
+if TYPE_CHECKING:
+    from taskq.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Suspend(BaseException):
+    """Unwinds a flow body that must wait for children (never seen by user code
+    that catches ``Exception``)."""
+
+    def __init__(self, waiting: list[str], mode: Literal["all", "any"]) -> None:
+        super().__init__(f"waiting for {len(waiting)} child run(s)")
+        self.waiting = waiting
+        self.mode = mode
+
+
+class Flow(Task[P, R]):
+    """A registered flow: ``Flow[P, R]``. Made by ``@app.flow``.
+
+    ``submit`` runs it on a worker; a direct call runs the body here, in the
+    caller's process, with its children on the workers; inside another flow a
+    direct call is a subflow (a child run, waited for).
+    """
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if current_flow.get() is not None:
+            return self.submit(*args, **kwargs).result()
+        runner = FlowRun(self.app, self, new_run_id(), self.queue, durable=False)
+        token = current_flow.set(runner)
+        try:
+            return call_body(self, args, kwargs)  # type: ignore[no-any-return]
+        finally:
+            current_flow.reset(token)
+
+
+def call_body(flow: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """Run a flow body, sync or ``async def`` (the latter on a private event loop)."""
+    if flow.is_async:
+        return asyncio.run(flow.fn(*args, **kwargs))
+    return flow.fn(*args, **kwargs)
+
+
+class ChildFuture(Future[R]):
+    """A child's future inside a durable flow: waiting on it may suspend the flow."""
+
+    __slots__ = ("_runner",)
+
+    def __init__(self, runner: FlowRun, queue: str, run_id: str, task_name: str) -> None:
+        super().__init__(runner.app.broker, queue, run_id, task_name)
+        self._runner = runner
+
+    @property
+    def flow_runner(self) -> FlowRun:
+        return self._runner
+
+    def done(self) -> bool:
+        return self._runner.outcome(self.run_id, refresh=True) is not None
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Wait (suspending the flow if need be); ``timeout`` is ignored inside a flow."""
+        self._runner.wait([self.run_id], "all")
+        return self.state
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """The child's value; raises :class:`ChildFailedError` if it ended badly.
+
+        Inside a flow the wait may suspend the flow; ``timeout`` is ignored.
+        """
+        self._runner.wait([self.run_id], "all")
+        outcome = self._runner.outcome(self.run_id)
+        assert outcome is not None
+        if NAME_TO_TYPE.get(outcome.state) is StateType.COMPLETED:
+            return outcome.value
+        error = outcome.error or ErrorInfo("UnknownError", f"child ended {outcome.state}")
+        exc = ChildFailedError(self.run_id, error, outcome.attempt)
+        if raise_on_failure:
+            raise exc
+        return exc
+
+    @property
+    def state(self) -> State:
+        o = self._runner.outcome(self.run_id)
+        if o is not None:
+            return State(o.state, o.attempt, o.error)
+        return super().state
+
+
+class FlowRun:
+    """The runtime of one execution of a flow body: it submits and awaits children.
+
+    Args:
+        app: The app.
+        flow: The flow being run.
+        run_id: The flow run's id (children are ``<run_id>.<n>``).
+        queue: The flow's queue (its hash tag holds the fan-in keys).
+        durable: True on a worker (children notify the flow, waits may suspend);
+            False for a direct call in application code (waits block).
+        can_block: Whether the worker has a free slot, so blocking inline can help.
+        retrying: This execution is a retry: children that failed run again.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        flow: Task[Any, Any],
+        run_id: str,
+        queue: str,
+        *,
+        durable: bool,
+        can_block: Callable[[], bool] = lambda: True,
+        retrying: bool = False,
+    ) -> None:
+        self.app = app
+        self.flow = flow
+        self.run_id = run_id
+        self.queue = queue
+        self.durable = durable
+        self.can_block = can_block
+        self.retrying = retrying
+        self.seq = 0
+        self.inline_wait = float(flow.options.inline_wait_seconds)
+        self.child_queues: dict[str, None] = {}
+        self.spawned: list[str] = []
+        self._outcomes: dict[str, Outcome] = {}
+        self._seen = 0
+        self._reset: set[str] = set()
+
+    # -- replay -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Learn every child that already ended, in one round trip (two if any did)."""
+        if not self.durable:
+            return
+        self._refresh()
+        if self.retrying:
+            bad = [c for c, o in self._outcomes.items() if not _completed(o)]
+            if bad:
+                self.app.broker.flow_forget(self.queue, self.run_id, bad)
+                self._outcomes, self._seen, self._reset = {}, 0, set(bad)
+                self._refresh()
+
+    def _refresh(self) -> None:
+        order, raws = self.app.broker.flow_outcomes(self.queue, self.run_id, self._seen)
+        self._seen += len(order)
+        for child in order:
+            raw = raws.get(child)
+            if raw is not None:
+                self._outcomes[child] = decode_outcome(raw)
+
+    def outcome(self, child_id: str, refresh: bool = False) -> Outcome | None:
+        if child_id not in self._outcomes and refresh and self.durable:
+            self._refresh()
+        return self._outcomes.get(child_id)
+
+    # -- children -----------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        self.seq += 1
+        return f"{self.run_id}.{self.seq}"
+
+    def _message(
+        self, task: Task[Any, Any], rid: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Message:
+        msg = task.make_message(args, kwargs, rid)
+        if self.durable:
+            msg.meta["parent"] = [self.queue, self.run_id]
+        return msg
+
+    def map_children(
+        self,
+        task: Task[Any, Any],
+        rows: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        due: str,
+    ) -> list[Future[Any]]:
+        """Enqueue one child per row (one bulk call); futures in input order."""
+        futures: list[Future[Any]] = []
+        runs = []
+        queue = task.queue
+        self.child_queues[queue] = None
+        for row in rows:
+            rid = self._next_id()
+            self.spawned.append(rid)
+            futures.append(self._future(queue, rid, task.name))
+            if rid in self._outcomes:
+                continue  # ended in an earlier execution: never enqueued again
+            if rid in self._reset:
+                self.app.broker.reset_child(queue, rid)
+                self._reset.discard(rid)
+            runs.append((rid, encode_message(self._message(task, rid, row, kwargs)), due))
+        if runs:
+            self.app.broker.enqueue(queue, runs)
+        return futures
+
+    def submit_child(
+        self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], due: str
+    ) -> Future[Any]:
+        return self.map_children(task, [args], kwargs, due)[0]
+
+    def _future(self, queue: str, rid: str, name: str) -> Future[Any]:
+        if self.durable:
+            return ChildFuture(self, queue, rid, name)
+        return Future(self.app.broker, queue, rid, name)
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def wait(self, ids: Sequence[str], mode: Literal["all", "any"]) -> None:
+        """Return once all (or any) of ``ids`` ended; otherwise block briefly, then suspend.
+
+        A flow suspended by an "all" wait resumes when every child it has started
+        so far has ended, not just ``ids``: resuming earlier would only replay the
+        body to wait again, so ``for f in futures: f.result()`` costs one resume.
+        """
+        deadline = time.monotonic() + self.inline_wait
+        block = self.app.settings.block_seconds
+        refreshed = False
+        while True:
+            missing = [i for i in ids if i not in self._outcomes]
+            if not missing or (mode == "any" and len(missing) < len(ids)):
+                return
+            if not refreshed:
+                self._refresh()
+                refreshed = True
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.can_block():
+                if mode == "all":
+                    missing = [c for c in self.spawned if c not in self._outcomes]
+                raise Suspend(missing, mode)
+            self.app.broker.flow_ping_wait(self.queue, self.run_id, min(left, block))
+            refreshed = False
+
+    def as_completed(self, futures: Iterable[Future[R]]) -> Iterator[Future[R]]:
+        """Yield children in the order they ended (the order a replay sees too)."""
+        pending = {f.run_id: f for f in futures}
+        rank = {c: i for i, c in enumerate(self._outcomes)}
+        for rid in sorted((r for r in pending if r in rank), key=rank.__getitem__):
+            yield pending.pop(rid)
+        while pending:
+            before = set(self._outcomes)
+            self.wait(list(pending), "any")
+            for rid in [c for c in self._outcomes if c not in before and c in pending]:
+                yield pending.pop(rid)
+
+
+def _completed(outcome: Outcome) -> bool:
+    return NAME_TO_TYPE.get(outcome.state) is StateType.COMPLETED

@@ -1,0 +1,226 @@
+"""Futures: handles on submitted runs whose results arrive through Redis.
+
+``Future.result()`` blocks on Redis (BLMOVE of the run's one-element result list
+back onto itself), so it wakes the moment the outcome is written and nothing
+polls on a timer. ``wait`` and ``as_completed`` read every finished outcome in one
+round trip, then block on the rest with one BLPOP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+from taskq.errors import (
+    ErrorInfo,
+    ResultTimeoutError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskqError,
+)
+from taskq.message import Outcome, decode_outcome
+from taskq.states import NAME_TO_TYPE, State, StateType
+
+if TYPE_CHECKING:
+    from taskq.broker import Broker
+
+R = TypeVar("R")
+
+#: Most result lists one BLPOP watches at once in ``as_completed``.
+_WATCH_BATCH = 512
+
+
+class Future(Generic[R]):
+    """A submitted run.
+
+    Attributes:
+        run_id: The run's id.
+        queue: The queue it was sent to.
+        task_name: The registered name of its task.
+    """
+
+    __slots__ = ("_broker", "_outcome", "queue", "run_id", "task_name")
+
+    def __init__(self, broker: Broker, queue: str, run_id: str, task_name: str) -> None:
+        self._broker = broker
+        self.queue = queue
+        self.run_id = run_id
+        self.task_name = task_name
+        self._outcome: Outcome | None = None
+
+    def __repr__(self) -> str:
+        return f"Future(task={self.task_name!r}, run_id={self.run_id!r}, queue={self.queue!r})"
+
+    @property
+    def flow_runner(self) -> Any:
+        """The durable flow run waiting on this future (None outside flows)."""
+        return None
+
+    def _set(self, raw: bytes | None) -> Outcome | None:
+        if raw is not None and self._outcome is None:
+            self._outcome = decode_outcome(raw)
+        return self._outcome
+
+    def done(self) -> bool:
+        """True once the run has a final outcome (one round trip unless already known)."""
+        if self._outcome is None:
+            self._set(self._broker.peek_results(self.queue, [self.run_id])[0])
+        return self._outcome is not None
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Block until the run is final or ``timeout`` seconds pass; return its state."""
+        if self._outcome is None:
+            self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
+        return self.state
+
+    @overload
+    def result(self, timeout: float | None = None, raise_on_failure: Literal[True] = True) -> R: ...
+
+    @overload
+    def result(
+        self, timeout: float | None = None, *, raise_on_failure: Literal[False]
+    ) -> R | TaskqError: ...
+
+    @overload
+    def result(self, timeout: float | None, raise_on_failure: Literal[False]) -> R | TaskqError: ...
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R | TaskqError:
+        """The run's return value, blocking until it exists.
+
+        Args:
+            timeout: Seconds to wait; None waits as long as it takes.
+            raise_on_failure: When False, a failed or cancelled run's error is
+                returned instead of raised.
+
+        Raises:
+            ResultTimeoutError: No outcome within ``timeout``.
+            TaskFailedError: The run ended Failed (error data attached).
+            TaskCancelledError: The run ended Cancelled.
+        """
+        outcome = self._outcome
+        if outcome is None:
+            outcome = self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
+        if outcome is None:
+            raise ResultTimeoutError(f"run {self.run_id} has no result after {timeout} s")
+        error = _error_of(self.run_id, outcome)
+        if error is None:
+            return outcome.value  # type: ignore[no-any-return]
+        if raise_on_failure:
+            raise error
+        return error
+
+    @property
+    def state(self) -> State:
+        """The run's current state, read from Redis (final states are cached)."""
+        if self._outcome is not None:
+            o = self._outcome
+            return State(o.state, o.attempt, o.error)
+        record = self._broker.run_record(self.queue, self.run_id)
+        if not record:
+            raw = self._broker.peek_results(self.queue, [self.run_id])[0]
+            if self._set(raw) is not None:
+                return self.state
+            return State("Unknown")
+        err = None
+        if "dead" in record:
+            err = ErrorInfo("DeadLettered", record["dead"])
+        return State(record.get("s", "Pending"), int(record.get("a", 0)), err, dict(record))
+
+
+def _error_of(run_id: str, outcome: Outcome) -> TaskqError | None:
+    kind = NAME_TO_TYPE.get(outcome.state)
+    if kind is StateType.COMPLETED:
+        return None
+    if kind is StateType.CANCELLED:
+        reason = outcome.error.message if outcome.error else ""
+        return TaskCancelledError(run_id, reason)
+    error = outcome.error or ErrorInfo("UnknownError", f"run ended {outcome.state}")
+    return TaskFailedError(run_id, error, outcome.attempt)
+
+
+@dataclass(frozen=True)
+class DoneAndNotDone(Generic[R]):
+    """What :func:`wait` returns."""
+
+    done: set[Future[R]]
+    not_done: set[Future[R]]
+
+
+def _refresh(futures: Iterable[Future[Any]]) -> None:
+    by_queue: dict[tuple[int, str], list[Future[Any]]] = {}
+    for f in futures:
+        if f._outcome is None:
+            by_queue.setdefault((id(f._broker), f.queue), []).append(f)
+    for group in by_queue.values():
+        raws = group[0]._broker.peek_results(group[0].queue, [f.run_id for f in group])
+        for f, raw in zip(group, raws, strict=True):
+            f._set(raw)
+
+
+def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> Iterator[Future[R]]:
+    """Yield futures as their runs finish, finished ones first.
+
+    Raises:
+        ResultTimeoutError: Some runs were not final within ``timeout`` seconds.
+    """
+    pending = list(dict.fromkeys(futures))
+    runners = {id(f.flow_runner) for f in pending}
+    if pending and len(runners) == 1 and pending[0].flow_runner is not None:
+        # Inside a flow: completion order is the recorded one, so a replay agrees.
+        yield from pending[0].flow_runner.as_completed(pending)
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        _refresh(pending)
+        still = []
+        for f in pending:
+            if f._outcome is not None:
+                yield f
+            else:
+                still.append(f)
+        pending = still
+        if not pending:
+            return
+        left = 2.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise ResultTimeoutError(f"{len(pending)} run(s) unfinished after {timeout} s")
+        head = pending[0]
+        same = [f for f in pending if f._broker is head._broker and f.queue == head.queue]
+        block = min(left, head._broker.settings.block_seconds)
+        head._broker.wait_any(head.queue, [f.run_id for f in same[:_WATCH_BATCH]], block)
+
+
+def wait(futures: Iterable[Future[R]], timeout: float | None = None) -> DoneAndNotDone[R]:
+    """Block until every run is final or ``timeout`` passes; split the futures accordingly."""
+    items = list(futures)
+    if items and all(f.flow_runner is not None for f in items):
+        # Inside a flow: one wait for all of them (the flow may suspend).
+        items[0].flow_runner.wait([f.run_id for f in items], "all")
+        return DoneAndNotDone(set(items), set())
+    try:
+        for _ in as_completed(items, timeout):
+            pass
+    except ResultTimeoutError:
+        pass
+    done = {f for f in items if f._outcome is not None}
+    return DoneAndNotDone(done, {f for f in items if f._outcome is None})
+
+
+def resolve_futures(value: Any) -> Any:
+    """Replace every Future in ``value`` (and in its lists, tuples and dicts) by its result.
+
+    As in Prefect, a task given a Future receives the upstream run's value; an
+    upstream run that failed raises its error here, at the call.
+    """
+    if isinstance(value, str | int | float | bytes | None):
+        return value
+    if isinstance(value, Future):
+        return value.result()
+    if isinstance(value, list | tuple):
+        items = [resolve_futures(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {k: resolve_futures(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,117 @@
+"""Every Redis key name taskq uses is built here, and nowhere else.
+
+Keys share a configurable prefix (default ``taskq``) and a hash tag made of the
+queue name, so that every key a script touches lives in one Cluster slot::
+
+    taskq:{default}:stream          the task stream (backlog + in-flight only)
+    taskq:{default}:delayed         ZSET of runs waiting for a time (retries, delay=)
+    taskq:{default}:dead            dead-letter stream (never trimmed)
+    taskq:{default}:events          capped stream of state transitions
+    taskq:{default}:run:<run_id>    the run's state record (small hash)
+    taskq:{default}:result:<run_id> one-element list holding the final outcome
+    taskq:{default}:wake            pub/sub channel (not a key) waking delay-queue movers
+    taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
+    taskq:{default}:flow:<id>:...   a flow's fan-in keys (results, order, wait, ping), on
+                                    the flow's queue tag
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from taskq.errors import ConfigurationError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+#: The consumer group every worker of a queue joins.
+GROUP = "taskq"
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return ``value`` if it is a valid queue name or prefix, else raise.
+
+    Args:
+        kind: What the value names, for the error message.
+        value: The name to check.
+
+    Raises:
+        ConfigurationError: The name is empty, too long or has characters outside
+            ``[A-Za-z0-9_.-]`` (braces would break the Cluster hash tag).
+    """
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ConfigurationError(
+            f"invalid {kind} {value!r}: use 1-128 characters from A-Z a-z 0-9 _ . -"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Builds key names for one prefix."""
+
+    prefix: str = "taskq"
+
+    def __post_init__(self) -> None:
+        check_name("key prefix", self.prefix)
+
+    def _tag(self, queue: str) -> str:
+        return f"{self.prefix}:{{{queue}}}"
+
+    def stream(self, queue: str) -> str:
+        return f"{self._tag(queue)}:stream"
+
+    def delayed(self, queue: str) -> str:
+        return f"{self._tag(queue)}:delayed"
+
+    def dead(self, queue: str) -> str:
+        return f"{self._tag(queue)}:dead"
+
+    def events(self, queue: str) -> str:
+        return f"{self._tag(queue)}:events"
+
+    def run(self, queue: str, run_id: str) -> str:
+        return f"{self._tag(queue)}:run:{run_id}"
+
+    def result(self, queue: str, run_id: str) -> str:
+        return f"{self._tag(queue)}:result:{run_id}"
+
+    def flow_results(self, queue: str, flow_id: str) -> str:
+        """Hash: child run id -> outcome payload, for every child of the flow that ended."""
+        return f"{self._tag(queue)}:flow:{flow_id}:results"
+
+    def flow_order(self, queue: str, flow_id: str) -> str:
+        """List: the flow's child run ids in the order they ended (replays follow it)."""
+        return f"{self._tag(queue)}:flow:{flow_id}:order"
+
+    def flow_wait(self, queue: str, flow_id: str) -> str:
+        """Set: the children a suspended flow still waits for."""
+        return f"{self._tag(queue)}:flow:{flow_id}:wait"
+
+    def flow_ping(self, queue: str, flow_id: str) -> str:
+        """Short list a flow blocking inline waits on (BLPOP); children push to it."""
+        return f"{self._tag(queue)}:flow:{flow_id}:ping"
+
+    def cache(self, queue: str, key: str) -> str:
+        """A cached outcome, under the task's cache key."""
+        return f"{self._tag(queue)}:cache:{key}"
+
+    def cache_lock(self, queue: str, key: str) -> str:
+        """Held by the run computing a SERIALIZABLE cache entry (its value: the run id)."""
+        return f"{self._tag(queue)}:cache:{key}:lock"
+
+    def wake_channel(self, queue: str) -> str:
+        """Pub/sub channel on which the delay-queue movers of ``queue`` are woken."""
+        return f"{self._tag(queue)}:wake"
+
+    def run_pattern(self, run_id: str) -> str:
+        """A SCAN pattern matching the run record of ``run_id`` on any queue."""
+        return f"{self.prefix}:{{*}}:run:{run_id}"
+
+    def queue_of_run_key(self, key: str) -> str:
+        """The queue named by the hash tag of a run-record key."""
+        return key[len(self.prefix) + 2 : key.index("}:run:")]
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix."""
+        return f"{self.prefix}:*"

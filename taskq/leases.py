@@ -1,0 +1,83 @@
+"""Leases: a running delivery is renewed by its worker; an expired one is reclaimed.
+
+A delivery's lease is its idle time in the group's pending list. The keeper
+thread renews this worker's in-flight ids every lease/3 (``renew.lua``), from a
+thread of its own so that a task holding the GIL delays it by at most a switch
+interval. Every worker reclaims deliveries idle past the lease (XAUTOCLAIM)
+every half lease; the ``start`` script then records the lost attempt Crashed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from taskq.broker import Broker, Entry
+from taskq.errors import TaskqError
+
+log = logging.getLogger("taskq.leases")
+
+
+class LeaseKeeper:
+    """Renews the leases of ``held()`` deliveries until ``stop()``.
+
+    Args:
+        broker: Redis access.
+        consumer: This worker's consumer name.
+        lease: Lease length in seconds.
+        held: Returns ``(queue, entry_id)`` of the deliveries to keep.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        consumer: str,
+        lease: float,
+        held: Callable[[], Sequence[tuple[str, bytes]]],
+    ) -> None:
+        self.broker = broker
+        self.consumer = consumer
+        self.lease = lease
+        self.held = held
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskq-lease", daemon=True)
+        self._last_reclaim = 0.0
+        self.lost = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            by_queue: dict[str, list[bytes]] = {}
+            for q, eid in self.held():
+                by_queue.setdefault(q, []).append(eid)
+            for q, ids in by_queue.items():
+                try:
+                    lost = self.broker.renew(q, self.consumer, ids)
+                except TaskqError as exc:
+                    log.warning("lease renewal failed: %s", exc)
+                    continue
+                for eid in lost:
+                    self.lost += 1
+                    log.warning("another worker took %s on %s; this attempt will be fenced", eid, q)
+
+    def reclaim(self, queues: Sequence[str], free: int) -> list[Entry]:
+        """Take over deliveries whose lease expired, at most every half lease."""
+        now = time.monotonic()
+        if free <= 0 or now - self._last_reclaim < self.lease / 2:
+            return []
+        self._last_reclaim = now
+        out: list[Entry] = []
+        for q in queues:
+            out += self.broker.reclaim(q, self.consumer, self.lease, free - len(out))
+            if len(out) >= free:
+                break
+        if out:
+            log.warning("reclaimed %d delivery(ies) whose lease expired", len(out))
+        return out

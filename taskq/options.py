@@ -1,0 +1,239 @@
+"""Task options: the names users may pass to ``@app.task(...)``, validated once.
+
+Unknown names are refused at decoration time with a message naming the option
+(and the closest known one), as dramatiq refuses options nobody owns.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
+
+from taskq.cache import CachePolicy, CacheSettings, build_cache
+from taskq.errors import ConfigurationError
+from taskq.keys import check_name
+from taskq.retry import DelaySpec, RetryPolicy, build_policy
+
+Hook = Callable[..., object]
+
+
+class TaskOptionsDict(TypedDict, total=False):
+    """The keyword options of ``@app.task`` and ``Task.with_options`` (for type checkers)."""
+
+    name: str
+    queue: str
+    result_ttl: float | timedelta
+    tags: Iterable[str]
+    on_completion: list[Hook]
+    on_failure: list[Hook]
+    retries: int
+    retry_delay_seconds: DelaySpec
+    retry_jitter_factor: float | None
+    retry_condition_fn: Callable[..., bool] | None
+    retry_on: type[BaseException] | Sequence[type[BaseException]]
+    no_retry_on: type[BaseException] | Sequence[type[BaseException]]
+    retry_deadline_seconds: float | timedelta | None
+    max_deliveries: int
+    task_run_name: str | Callable[[], str] | None
+    timeout_seconds: float | timedelta | None
+    cache_key_fn: Callable[..., str | None] | None
+    cache_policy: CachePolicy | None
+    cache_expiration: float | timedelta | None
+    refresh_cache: bool
+    delay: float | timedelta | None
+    scheduled_at: datetime | None
+
+
+class FlowOptionsDict(TaskOptionsDict, total=False):
+    """``@app.flow`` takes every task option plus these."""
+
+    inline_wait_seconds: float
+
+
+KNOWN = frozenset(TaskOptionsDict.__annotations__) | {"inline_wait_seconds"}
+CACHE_OPTIONS = ("cache_key_fn", "cache_policy", "cache_expiration", "refresh_cache")
+RETRY_OPTIONS = (
+    "retries",
+    "retry_delay_seconds",
+    "retry_jitter_factor",
+    "retry_condition_fn",
+    "retry_on",
+    "no_retry_on",
+    "retry_deadline_seconds",
+)
+#: Options only flows take.
+FLOW_ONLY = ("inline_wait_seconds",)
+#: Per-submission options: only ``with_options`` (or ``submit``) takes them.
+SUBMIT_ONLY = ("delay", "scheduled_at")
+#: Options that travel in the message when ``with_options`` changes them: plain data only.
+WIRE = (
+    "result_ttl",
+    "retries",
+    "retry_delay_seconds",
+    "retry_jitter_factor",
+    "retry_deadline_seconds",
+)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Validated options of one task."""
+
+    name: str
+    queue: str | None = None
+    result_ttl: float | None = None
+    tags: frozenset[str] = frozenset()
+    on_completion: tuple[Hook, ...] = ()
+    on_failure: tuple[Hook, ...] = ()
+    retry_raw: dict[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_deliveries: int = 5
+    task_run_name: str | Callable[[], str] | None = None
+    timeout_seconds: float | None = None
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    inline_wait_seconds: float = 0.5
+    delay: float | None = None
+    scheduled_at: datetime | None = None
+
+    def merged(self, changes: dict[str, Any]) -> TaskOptions:
+        """A copy with ``changes`` (validated) applied."""
+        norm = _normalize(changes)
+        raw = {**self.retry_raw, **{k: v for k, v in changes.items() if k in RETRY_OPTIONS}}
+        norm["retry_raw"], norm["retry"] = raw, build_policy(raw)
+        cache = {k: v for k, v in changes.items() if k in CACHE_OPTIONS}
+        if cache:
+            c = self.cache
+            base: dict[str, Any] = {"cache_key_fn": c.key_fn, "cache_policy": c.policy}
+            base |= {"cache_expiration": c.expiration, "refresh_cache": c.refresh}
+            norm["cache"] = build_cache({**base, **cache})
+        return replace(self, **norm)
+
+    def wire(self, base: TaskOptions) -> dict[str, Any]:
+        """Options that differ from ``base`` and must travel with the message.
+
+        Raises:
+            ConfigurationError: A changed option cannot travel (a callable or a type).
+        """
+        out: dict[str, Any] = {}
+        if self.result_ttl != base.result_ttl:
+            out["result_ttl"] = self.result_ttl
+        if self.timeout_seconds != base.timeout_seconds:
+            out["timeout_seconds"] = self.timeout_seconds
+        if self.cache.refresh != base.cache.refresh:
+            out["refresh_cache"] = self.cache.refresh
+        mc, bc = self.cache, base.cache
+        if (mc.key_fn, mc.policy, mc.expiration) != (bc.key_fn, bc.policy, bc.expiration):
+            raise ConfigurationError(
+                "cache_key_fn / cache_policy / cache_expiration cannot be changed per submission; "
+                "register a separate task instead"
+            )
+        for name in RETRY_OPTIONS:
+            mine, theirs = self.retry_raw.get(name), base.retry_raw.get(name)
+            if mine is theirs or mine == theirs:
+                continue
+            if name not in WIRE or callable(mine):
+                raise ConfigurationError(
+                    f"{name} cannot be changed per submission (the worker uses the registered "
+                    "task's value); register a separate task instead"
+                )
+            out[name] = mine.total_seconds() if isinstance(mine, timedelta) else mine
+        return out
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, got {value!r}"
+        )
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _hooks(name: str, value: Any) -> tuple[Hook, ...]:
+    items = [value] if callable(value) else list(value)
+    for h in items:
+        if not callable(h):
+            raise ConfigurationError(f"{name} must be a list of callables, got {h!r}")
+    return tuple(items)
+
+
+def check_known(options: dict[str, Any], *, decorator: bool = False, flow: bool = False) -> None:
+    """Raise :class:`ConfigurationError` naming the first unknown option."""
+    for key in options:
+        if key in FLOW_ONLY and decorator and not flow:
+            raise ConfigurationError(f"{key!r} is a flow option; use @app.flow")
+        if key not in KNOWN or (decorator and key in SUBMIT_ONLY):
+            close = difflib.get_close_matches(key, sorted(KNOWN - set(SUBMIT_ONLY)), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if key in SUBMIT_ONLY:
+                hint = " (it is per submission: use task.with_options(...) or submit(...))"
+            known = ", ".join(sorted(KNOWN - set(SUBMIT_ONLY)))
+            raise ConfigurationError(f"unknown task option {key!r}{hint}; known options: {known}")
+
+
+def _normalize(options: dict[str, Any]) -> dict[str, Any]:
+    check_known(options)
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "name":
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"name must be a non-empty string, got {value!r}")
+            out[key] = value
+        elif key == "queue":
+            out[key] = check_name("queue name", value)
+        elif key == "result_ttl":
+            out[key] = _seconds(key, value)
+        elif key == "tags":
+            if isinstance(value, str):
+                raise ConfigurationError("tags must be a collection of strings, not one string")
+            out[key] = frozenset(str(t) for t in value)
+        elif key in ("on_completion", "on_failure"):
+            out[key] = _hooks(key, value)
+        elif key == "max_deliveries":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(
+                    f"max_deliveries must be a whole number >= 1, got {value!r}"
+                )
+            out[key] = value
+        elif key == "task_run_name":
+            if value is not None and not (isinstance(value, str) or callable(value)):
+                raise ConfigurationError(
+                    f"task_run_name must be a string or a callable, got {value!r}"
+                )
+            out[key] = value
+        elif key == "timeout_seconds":
+            out[key] = None if value is None else _seconds(key, value)
+        elif key == "delay":
+            out[key] = None if value is None else check_delay(value)
+        elif key == "inline_wait_seconds":
+            out[key] = check_delay(value)
+        elif key == "scheduled_at":
+            if value is not None and not isinstance(value, datetime):
+                raise ConfigurationError(f"scheduled_at must be a datetime, got {value!r}")
+            out[key] = value
+    return out
+
+
+def check_delay(value: Any) -> float:
+    """A submission delay in seconds (>= 0)."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigurationError(f"delay must be seconds >= 0 or a timedelta, got {value!r}")
+    return float(value)
+
+
+def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> TaskOptions:
+    """Validate decorator options into a :class:`TaskOptions`."""
+    check_known(options, decorator=True, flow=flow)
+    norm = _normalize(options)
+    norm.setdefault("name", default_name)
+    raw = {k: v for k, v in options.items() if k in RETRY_OPTIONS}
+    cache = build_cache({k: v for k, v in options.items() if k in CACHE_OPTIONS})
+    return TaskOptions(**norm, retry_raw=raw, retry=build_policy(raw), cache=cache)

@@ -1,0 +1,196 @@
+"""Retry policy: Prefect's inputs, normalized once into a small pure value object.
+
+``retry_delay_seconds`` may be a number (fixed delay), a list (one delay per
+attempt; the last repeats when the list is shorter than ``retries``) or a
+callable of the attempt number. A callable that returns a list (Prefect's style,
+such as :func:`exponential_backoff`) is given the attempt number and its
+``attempt``-th element is used, which for :func:`exponential_backoff` is
+``factor * 2 ** (attempt - 1)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from taskq.errors import Cancel, ConfigurationError, Retry, error_info
+from taskq.states import State, TaskRun
+
+log = logging.getLogger("taskq.retry")
+
+DelaySpec = float | int | timedelta | Sequence[float | int | timedelta] | Callable[[int], Any]
+
+
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """Prefect's helper: ``exponential_backoff(f)(n) == [f, 2f, 4f, ...]`` (n delays).
+
+    Use it as ``retry_delay_seconds=taskq.exponential_backoff(backoff_factor=2)``.
+
+    Raises:
+        ConfigurationError: ``backoff_factor`` is negative or not a number.
+    """
+    factor = _seconds("backoff_factor", backoff_factor)
+
+    def delays(retries: int) -> list[float]:
+        return [factor * 2**r for r in range(retries)]
+
+    delays.__qualname__ = f"exponential_backoff({factor:g})"
+    return delays
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be seconds (a number or timedelta), got {value!r}")
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _exc_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
+    items = (value,) if isinstance(value, type) else tuple(value)
+    for t in items:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise ConfigurationError(f"{name} must be exception types, got {t!r}")
+    return items
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how soon a failed attempt runs again.
+
+    Attributes:
+        retries: Extra attempts after the first (0: never retry).
+        delays: Fixed list of delays (seconds), used when ``delay_fn`` is None.
+        delay_fn: Callable of the attempt number, when given.
+        jitter: ``retry_jitter_factor``: each delay is drawn uniformly from
+            ``[d * (1 - j), d * (1 + j)]``, never below 0. None: no jitter.
+        condition: ``retry_condition_fn``: ``(task, task_run, state) -> bool``, or a
+            one-argument exception predicate.
+        retry_on: Retry only these exception types (empty: any).
+        no_retry_on: Never retry these exception types.
+        deadline: ``retry_deadline_seconds``: no retry may come due later than this
+            many seconds after the first attempt started (server clock).
+    """
+
+    retries: int = 0
+    delays: tuple[float, ...] = (0.0,)
+    delay_fn: Callable[[int], Any] | None = None
+    jitter: float | None = None
+    condition: Callable[..., bool] | None = None
+    retry_on: tuple[type[BaseException], ...] = ()
+    no_retry_on: tuple[type[BaseException], ...] = ()
+    deadline: float | None = None
+
+    def base_delay(self, attempt: int) -> float:
+        """The delay after failed attempt ``attempt`` (1-based), before jitter."""
+        if self.delay_fn is not None:
+            got = self.delay_fn(attempt)
+            if isinstance(got, list | tuple):
+                if not got:
+                    return 0.0
+                got = got[min(attempt, len(got)) - 1]
+            return _seconds("retry_delay_seconds(attempt)", got)
+        return self.delays[min(attempt, len(self.delays)) - 1]
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The delay after failed attempt ``attempt``, jitter applied (never negative)."""
+        base = self.base_delay(attempt)
+        if not self.jitter:
+            return base
+        r = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
+        return max(0.0, base * r)
+
+    def allows(self, exc: BaseException) -> bool:
+        """Whether the exception types let a retry happen (``retry_on`` / ``no_retry_on``)."""
+        if self.no_retry_on and isinstance(exc, self.no_retry_on):
+            return False
+        return not self.retry_on or isinstance(exc, self.retry_on)
+
+
+def build_policy(options: dict[str, Any]) -> RetryPolicy:
+    """Validate Prefect-style retry options into a :class:`RetryPolicy`.
+
+    Raises:
+        ConfigurationError: A value has the wrong type or is negative.
+    """
+    retries = options.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError(f"retries must be a whole number >= 0, got {retries!r}")
+    spec = options.get("retry_delay_seconds", 0)
+    delays: tuple[float, ...] = (0.0,)
+    delay_fn = None
+    if callable(spec) and not isinstance(spec, timedelta):
+        delay_fn = spec
+    elif isinstance(spec, list | tuple):
+        if not spec:
+            raise ConfigurationError("retry_delay_seconds list must not be empty")
+        delays = tuple(_seconds("retry_delay_seconds item", d) for d in spec)
+    else:
+        delays = (_seconds("retry_delay_seconds", spec),)
+    jitter = options.get("retry_jitter_factor")
+    if jitter is not None:
+        jitter = _seconds("retry_jitter_factor", jitter)
+    condition = options.get("retry_condition_fn")
+    if condition is not None and not callable(condition):
+        raise ConfigurationError(f"retry_condition_fn must be callable, got {condition!r}")
+    deadline = options.get("retry_deadline_seconds")
+    return RetryPolicy(
+        retries=retries,
+        delays=delays,
+        delay_fn=delay_fn,
+        jitter=jitter,
+        condition=condition,
+        retry_on=_exc_types("retry_on", options.get("retry_on", ())),
+        no_retry_on=_exc_types("no_retry_on", options.get("no_retry_on", ())),
+        deadline=None if deadline is None else _seconds("retry_deadline_seconds", deadline),
+    )
+
+
+def takes_one_argument(fn: Callable[..., Any]) -> bool:
+    """True for a simple exception predicate ``fn(exc)`` rather than ``fn(task, run, state)``."""
+    try:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
+
+
+def retry_decision(
+    task: Any, policy: RetryPolicy, run: TaskRun, exc: BaseException
+) -> float | None:
+    """The delay before the next attempt after ``exc`` ended ``run.attempt``, or None.
+
+    ``raise taskq.Retry(delay=...)`` retries whatever ``retry_on`` /
+    ``no_retry_on`` / ``retry_condition_fn`` say, but counts as an attempt, so it
+    too stops once ``retries`` are used up. ``Cancel`` never retries.
+    """
+    if isinstance(exc, Cancel) or run.attempt > policy.retries:
+        return None
+    if isinstance(exc, Retry):
+        return policy.delay(run.attempt) if exc.delay is None else max(0.0, exc.delay)
+    if not policy.allows(exc):
+        return None
+    if policy.condition is not None:
+        try:
+            if takes_one_argument(policy.condition):
+                ok = policy.condition(exc)
+            else:
+                state = State("Failed", run.attempt, error_info(exc), exception=exc)
+                ok = policy.condition(task, run, state)
+        except Exception:
+            log.exception("retry_condition_fn of %s raised; not retrying", run.task_name)
+            return None
+        if not ok:
+            return None
+    return policy.delay(run.attempt)

@@ -1,0 +1,84 @@
+-- start: move delivered runs to Running (a new attempt, or a resumed flow).
+--
+-- KEYS[1]        the queue's task stream
+-- KEYS[2]        the queue's events stream
+-- KEYS[2+i]      the run record of the i-th delivery (i = 1..n)
+-- ARGV[1]        consumer group name
+-- ARGV[2]        events stream cap (approximate MAXLEN)
+-- ARGV[3]        worker id (recorded on the run)
+-- ARGV[4i]       stream entry id of the i-th delivery
+-- ARGV[1+4i]     run id of the i-th delivery
+-- ARGV[2+4i]     most deliveries allowed for it (max_deliveries), or 0 for a fresh
+--                read (XREADGROUP >: its first delivery, so the count is not looked up)
+-- ARGV[3+4i]     the run's display name (task_run_name), or '' for none
+--
+-- Per delivery, three numbers {kind, attempt, deliveries}; kind is
+--   1  started: a new attempt (start time recorded as t<attempt>, server ms)
+--   2  resumed: a flow that waited for its children runs again, same attempt
+--   0  duplicate: the run already ended; nothing changed (the caller acks it,
+--      after re-sending a flow child's notification)
+--   3  poison: delivered more than max_deliveries times; nothing changed (the
+--      caller dead-letters it)
+--   4  started: a new attempt of a run that was AwaitingRetry (a retried flow
+--      re-runs its failed children)
+--   5  lost: this worker no longer holds the delivery (it stalled past its lease
+--      and another worker took it, or it was acked meanwhile); nothing changed.
+--      Checked for every run past its first start (a run still Pending or
+--      Scheduled has had no attempt that another worker could have taken).
+-- A run found Running/Retrying lost its worker: that attempt is recorded Crashed
+-- before the new one starts, which fences the old attempt's late writes off.
+local stream, events = KEYS[1], KEYS[2]
+local group, cap, worker = ARGV[1], ARGV[2], ARGV[3]
+local final = {Completed = true, Cached = true, Failed = true, Cancelled = true}
+local t = redis.call('TIME')
+local now_ms = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+local out = {}
+for i = 1, #KEYS - 2 do
+  local run = KEYS[2 + i]
+  local eid, rid, maxdel = ARGV[4 * i], ARGV[1 + 4 * i], tonumber(ARGV[2 + 4 * i])
+  local display = ARGV[3 + 4 * i]
+  local deliveries = 1
+  if maxdel > 0 then
+    local pend = redis.call('XPENDING', stream, group, eid, eid, 1)
+    if pend[1] then deliveries = pend[1][4] end
+  else
+    maxdel = 1
+  end
+  local cur = redis.call('HMGET', run, 's', 'a')
+  local s, a = cur[1], tonumber(cur[2] or '0')
+  local kind = 1
+  local owned = true
+  if s and s ~= 'Pending' and s ~= 'Scheduled' and not final[s] then
+    local p = redis.call('XPENDING', stream, group, eid, eid, 1)
+    owned = p[1] ~= nil and p[1][2] == worker
+  end
+  if not owned then
+    kind = 5
+  elseif s and final[s] then
+    kind = 0
+  elseif deliveries > maxdel then
+    kind = 3
+  elseif s == 'AwaitingChildren' or s == 'Resuming' then
+    kind = 2
+    redis.call('HSET', run, 's', 'Running', 'w', worker, 'e', eid)
+    redis.call('HINCRBY', run, 'resumes', 1)
+    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Running', 'a', a)
+  else
+    if s == 'AwaitingRetry' then kind = 4 end
+    if s == 'Running' or s == 'Retrying' then
+      redis.call('HSET', run, 'x' .. a, 'Crashed: worker lost (lease expired)')
+      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Crashed', 'a', a,
+        'et', 'Crashed', 'em', 'worker lost (lease expired)')
+    end
+    a = redis.call('HINCRBY', run, 'a', 1)
+    local name = 'Running'
+    if a > 1 then name = 'Retrying' end
+    redis.call('HSET', run, 's', name, 'w', worker, 'e', eid, 't' .. a, now_ms)
+    if display ~= '' then redis.call('HSET', run, 'n', display) end
+    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', name, 'a', a)
+  end
+  out[#out + 1] = kind
+  out[#out + 1] = a
+  out[#out + 1] = deliveries
+end
+return out

@@ -1,0 +1,226 @@
+"""``Task[P, R]``: a decorated function that can run in-process or on the workers.
+
+``submit`` / ``delay`` enqueue one run; ``map`` enqueues many in one pipelined
+bulk call; a direct call runs the function here, in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
+
+from taskq.context import current_flow
+from taskq.errors import ConfigurationError, MessageError, Retry
+from taskq.futures import Future, resolve_futures
+from taskq.message import Message, encode_call, encode_message, new_run_id
+from taskq.options import TaskOptions, TaskOptionsDict, check_delay
+from taskq.retry import retry_decision
+from taskq.states import TaskRun
+
+if TYPE_CHECKING:
+    from taskq.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task(Generic[P, R]):
+    """A registered task. Made by ``@app.task``; do not construct directly.
+
+    Attributes:
+        fn: The wrapped function.
+        name: The registered name (``module.qualname`` unless ``name=`` was given).
+        options: The validated options.
+    """
+
+    def __init__(self, app: App, fn: Callable[P, Any], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        try:
+            self._params = frozenset(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self._params = frozenset()
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} queue={self.queue!r}>"
+
+    @property
+    def queue(self) -> str:
+        """The queue this task's runs go to."""
+        return self.options.queue or self.app.settings.default_queue
+
+    def with_options(self, **options: Unpack[TaskOptionsDict]) -> Task[P, R]:
+        """A copy of this task with some options changed (the registry is untouched).
+
+        Raises:
+            ConfigurationError: An option is unknown or invalid.
+        """
+        if "name" in options:
+            raise ConfigurationError("with_options cannot rename a task; register a new one")
+        clone = type(self)(self.app, self.fn, self.options.merged(dict(options)))
+        return clone
+
+    def make_message(
+        self, args: Sequence[Any], kwargs: dict[str, Any], run_id: str | None = None
+    ) -> Message:
+        """The message of one run of this task (options changed by ``with_options`` ride along)."""
+        base = self.app.registry.get(self.name)
+        meta = self.options.wire(base.options) if base is not None and base is not self else {}
+        if self.options.task_run_name is not None:
+            meta["name"] = self.run_name(args, kwargs)
+        return Message(run_id or new_run_id(), self.name, list(args), kwargs, meta)
+
+    def run_name(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+        """``task_run_name`` for one call: a template filled from the arguments by name
+        (``"fetch-{url}"``, as in Prefect) or a callable's return value."""
+        spec = self.options.task_run_name
+        if callable(spec):
+            return str(spec())
+        if spec is None:
+            return ""
+        try:
+            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            return spec.format(**bound.arguments)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise ConfigurationError(f"task_run_name {spec!r} cannot be filled: {exc}") from None
+
+    def _due(self, kwargs: dict[str, Any]) -> str:
+        """Pop ``delay`` / ``scheduled_at`` from ``kwargs`` (unless the function takes
+        such a parameter) and return the enqueue script's due spec."""
+        delay, at = self.options.delay, self.options.scheduled_at
+        if "delay" in kwargs and "delay" not in self._params:
+            delay = check_delay(kwargs.pop("delay"))
+        if "scheduled_at" in kwargs and "scheduled_at" not in self._params:
+            at = kwargs.pop("scheduled_at")
+            if not isinstance(at, datetime):
+                raise ConfigurationError(f"scheduled_at must be a datetime, got {at!r}")
+        if at is not None:
+            return f"a{int(at.timestamp() * 1000)}"
+        if delay:
+            return f"d{round(delay * 1000)}"
+        return ""
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Enqueue one run on the task's queue and return its future.
+
+        ``delay=`` (seconds or timedelta) or ``scheduled_at=`` (a datetime) may be
+        given here too, unless the function has a parameter of that name; the
+        typed way is ``task.with_options(delay=...).submit(...)``. The run is
+        Scheduled until due, then Pending.
+
+        Raises:
+            MessageError: An argument cannot be serialized with msgpack.
+            RedisUnavailableError: Redis did not answer.
+        """
+        kw = dict(kwargs)
+        due = self._due(kw)
+        args, kw = resolve_futures(args), resolve_futures(kw)
+        runner = current_flow.get()
+        if runner is not None:
+            return runner.submit_child(self, args, kw, due)
+        msg = self.make_message(args, kw)
+        self.app.broker.enqueue(self.queue, [(msg.run_id, encode_message(msg), due)])
+        return Future(self.app.broker, self.queue, msg.run_id, self.name)
+
+    delay = submit  # Prefect's name for a background run
+
+    def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[R]]:
+        """Enqueue one run per element, in one bulk call; futures come back in input order.
+
+        Positional iterables are zipped (all must have the same length); keyword
+        arguments are passed unchanged to every run.
+        """
+        columns = [resolve_futures(list(it)) for it in iterables]
+        if not columns:
+            raise ConfigurationError("map needs at least one iterable")
+        n = len(columns[0])
+        if any(len(c) != n for c in columns):
+            raise ConfigurationError("map iterables have different lengths")
+        kw = dict(kwargs)
+        due = self._due(kw)
+        kw = resolve_futures(kw)
+        runner = current_flow.get()
+        if runner is not None:
+            return runner.map_children(self, list(zip(*columns, strict=True)), kw, due)
+        # Every payload is built before anything is sent: a bad item enqueues nothing.
+        named = self.options.task_run_name is not None
+        meta = {} if named else self.make_message((), {}).meta
+        name = self.name
+        runs: list[tuple[str, bytes, str]] = []
+        for i, row in enumerate(zip(*columns, strict=True)):
+            rid = new_run_id()
+            if named:
+                meta = self.make_message(row, kw).meta
+            try:
+                runs.append((rid, encode_call(rid, name, list(row), kw, meta), due))
+            except MessageError as exc:
+                raise MessageError(f"map item {i}: {exc}") from exc
+        broker, queue = self.app.broker, self.queue
+        broker.enqueue_stream(queue, runs)
+        return [Future(broker, queue, rid, name) for rid, _, _ in runs]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here, in this process, with the task's retry policy.
+
+        As in Prefect, a failed attempt is retried after its delay (slept here),
+        up to ``retries`` times; the last error is raised as it was. Inside a
+        running flow, the call instead submits a child run and waits for it.
+        """
+        if current_flow.get() is not None:
+            return self.submit(*args, **kwargs).result()
+        attempt = 1
+        while True:
+            try:
+                return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+            except Exception as exc:
+                delay = self._local_retry_delay(attempt, exc)
+                if delay is None:
+                    raise
+            except Retry as sig:
+                delay = self._local_retry_delay(attempt, sig)
+                if delay is None:
+                    raise
+            time.sleep(delay)
+            attempt += 1
+
+    def _local_retry_delay(self, attempt: int, exc: BaseException) -> float | None:
+        """The delay before the next in-process attempt, or None to give up."""
+        run = TaskRun("local", self.queue, self.name, attempt)
+        return retry_decision(self, self.options.retry, run, exc)
+
+
+class AsyncTask(Task[P, R]):
+    """A task whose function is ``async def``; a direct call returns a coroutine."""
+
+    def __call__(  # type: ignore[override]
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]:
+        if current_flow.get() is not None:
+            return _ready(self.submit(*args, **kwargs).result())
+        return self._call_with_retries(*args, **kwargs)
+
+    async def _call_with_retries(self, *args: Any, **kwargs: Any) -> R:
+        attempt = 1
+        while True:
+            try:
+                return await self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+            except (Exception, Retry) as exc:
+                delay = self._local_retry_delay(attempt, exc)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
+async def _ready(value: R) -> R:
+    return value

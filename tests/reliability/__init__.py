@@ -1,0 +1,1 @@
+"""Fault-injection (reliability) suite: real Redis, real worker processes, a ledger."""

@@ -1,0 +1,86 @@
+import msgpack
+import pytest
+
+from taskq.errors import ErrorInfo, MessageError
+from taskq.message import (
+    Limits,
+    Message,
+    decode_message,
+    decode_outcome,
+    encode_message,
+    encode_outcome,
+    new_run_id,
+    pack,
+)
+
+
+def test_round_trip_keeps_every_field() -> None:
+    msg = Message(
+        "r1", "mod.task", [1, "a", [2.5, None]], {"k": {"x": b"\x00"}}, {"result_ttl": 5.0}
+    )
+    assert decode_message(encode_message(msg)) == msg
+
+
+def test_tuples_and_sets_become_lists() -> None:
+    msg = Message("r1", "t", [(1, 2), {3}], {})
+    assert decode_message(encode_message(msg)).args == [[1, 2], [3]]
+
+
+def test_unserializable_argument_is_refused_with_its_type() -> None:
+    with pytest.raises(MessageError, match="object"):
+        pack([object()])
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xc1garbage", "undecodable"),
+        (encode_message(Message("r", "t", [1], {}))[:-3], "undecodable"),
+        (msgpack.packb({"not": "a list"}), "not a taskq v1 message"),
+        (msgpack.packb([1, "", "t", [], {}, None]), "no valid run id"),
+        (msgpack.packb([1, "r", "t", "args", {}, None]), "args must be an array"),
+        (msgpack.packb([2, "r", "t", [], {}, None]), "not a taskq v1 message"),
+    ],
+)
+def test_malformed_payloads_name_the_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        decode_message(payload)
+
+
+def test_size_is_checked_before_decoding() -> None:
+    big = encode_message(Message("r", "t", ["x" * 2000], {}))
+    with pytest.raises(MessageError, match="exceeds the 1000 byte limit"):
+        decode_message(big, Limits(max_bytes=1000))
+
+
+def test_depth_and_argument_count_limits() -> None:
+    deep: list[object] = []
+    node = deep
+    for _ in range(40):
+        node.append([])
+        node = node[0]  # type: ignore[assignment]
+    with pytest.raises(MessageError, match="nested deeper than 32"):
+        decode_message(encode_message(Message("r", "t", deep, {})))
+    with pytest.raises(MessageError, match="more than 3 arguments"):
+        decode_message(encode_message(Message("r", "t", [1, 2, 3, 4], {})), Limits(max_args=3))
+
+
+def test_hostile_depth_beyond_msgpack_stack_is_refused_not_crashing() -> None:
+    payload = b"\x91" * 5000 + b"\xc0"  # 5000 nested one-element arrays
+    with pytest.raises(MessageError):
+        decode_message(payload)
+
+
+def test_outcomes_carry_values_and_errors_as_data() -> None:
+    ok = decode_outcome(encode_outcome("Completed", 2, {"a": [1]}))
+    assert (ok.state, ok.attempt, ok.value, ok.error) == ("Completed", 2, {"a": [1]}, None)
+    err = ErrorInfo("ValueError", "bad", "Traceback ...")
+    failed = decode_outcome(encode_outcome("Failed", 1, error=err))
+    assert failed.error == err and failed.value is None
+
+
+def test_run_ids_are_unique_and_dot_free() -> None:
+    ids = {new_run_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(i) == 16 and "." not in i and "," not in i for i in ids)
+    assert not any(i.startswith("-") for i in ids)
