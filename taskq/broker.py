@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import Entry, Subscription, _is_noscript, _now, _s
+from taskq.broker_core import Entry, Subscription, _fields, _is_noscript, _now, _s
 from taskq.broker_flows import FlowCalls
 from taskq.broker_inspect import Inspection
-from taskq.keys import GROUP
+from taskq.keys import GROUP, LEVELS_SERVED
 
 __all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
 
@@ -24,21 +24,29 @@ __all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
 ENQUEUE_BATCH = 500
 
 
+def delay_mark(level: int) -> bytes:
+    """The prefix of a delay-queue member of priority ``level`` (see ``promote.lua``)."""
+    return b"" if level == 0 else b"\xc1P" + str(level).encode()
+
+
 class Broker(FlowCalls, Inspection):
     """Redis access for one process: the transitions, on top of the core's plumbing."""
 
     # -- producer side ------------------------------------------------------------------
 
-    def enqueue(self, queue: str, runs: Sequence[tuple[str, bytes, str]]) -> list[int]:
+    def enqueue(
+        self, queue: str, runs: Sequence[tuple[str, bytes, str]], level: int = 0
+    ) -> list[int]:
         """Enqueue ``(run_id, payload, due)`` triples; per run 1 if added, 0 if already known.
 
         ``due`` is ``''`` (now), ``'d<ms>'`` (after a delay, server clock) or
         ``'a<ms>'`` (absolute Unix ms). Batches of ``ENQUEUE_BATCH`` runs go in one
-        script call each, and all the calls in one round trip.
+        script call each, and all the calls in one round trip. ``level`` is the runs'
+        priority (0-9).
         """
         k = self.keys
-        head = [k.stream(queue), k.events(queue), k.delayed(queue)]
-        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue)]
+        head = [k.stream(queue, level), k.events(queue), k.delayed(queue)]
+        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue), delay_mark(level)]
         calls = []
         for i in range(0, len(runs), ENQUEUE_BATCH):
             chunk = runs[i : i + ENQUEUE_BATCH]
@@ -51,7 +59,9 @@ class Broker(FlowCalls, Inspection):
             out.extend(reply)
         return out
 
-    def enqueue_stream(self, queue: str, runs: Iterable[tuple[str, bytes, str]]) -> list[int]:
+    def enqueue_stream(
+        self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int = 0
+    ) -> list[int]:
         """Like :meth:`enqueue`, but each batch is sent as soon as it is built.
 
         Redis runs batch *k* while the caller builds batch *k+1*; every reply is
@@ -59,10 +69,10 @@ class Broker(FlowCalls, Inspection):
         """
         conn = self._wire()
         if conn is None:
-            return self.enqueue(queue, list(runs))
+            return self.enqueue(queue, list(runs), level)
         k = self.keys
-        head = [k.stream(queue), k.events(queue), k.delayed(queue)]
-        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue)]
+        head = [k.stream(queue, level), k.events(queue), k.delayed(queue)]
+        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue), delay_mark(level)]
         commands: list[tuple[Any, ...]] = []
         batch: list[tuple[str, bytes, str]] = []
 
@@ -110,15 +120,18 @@ class Broker(FlowCalls, Inspection):
         payload: bytes,
         error: tuple[str, str],
         deadline: float | None,
+        level: int = 0,
     ) -> int:
         """Ack a failed attempt and schedule the next one ``delay`` seconds from now.
+
+        The next attempt keeps the priority ``level`` the delivery came with.
 
         Returns:
             1 scheduled; 0 fenced off (the attempt no longer holds the run);
             2 refused because the retry would come due after ``deadline``.
         """
         k = self.keys
-        keys = [k.stream(queue), k.events(queue), k.delayed(queue), k.run(queue, run_id)]
+        keys = [k.stream(queue, level), k.events(queue), k.delayed(queue), k.run(queue, run_id)]
         args = [
             GROUP,
             self.settings.events_maxlen,
@@ -126,7 +139,7 @@ class Broker(FlowCalls, Inspection):
             run_id,
             attempt,
             round(delay * 1000),
-            payload,
+            delay_mark(level) + payload,
             error[0],
             error[1][:1000],
             -1 if deadline is None else int(deadline * 1000),
@@ -136,9 +149,8 @@ class Broker(FlowCalls, Inspection):
 
     def promote(self, queue: str, limit: int) -> tuple[int, int, int]:
         """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``."""
-        moved, next_due, now = self.call(
-            scripts.PROMOTE, [self.keys.delayed(queue), self.keys.stream(queue)], [limit]
-        )
+        keys = [self.keys.delayed(queue), *self.keys.streams(queue)]
+        moved, next_due, now = self.call(scripts.PROMOTE, keys, [limit])
         return int(moved), int(next_due), int(now)
 
     def delayed_count(self, queues: Sequence[str]) -> int:
@@ -200,42 +212,73 @@ class Broker(FlowCalls, Inspection):
     # -- worker side --------------------------------------------------------------------
 
     def ensure_group(self, queue: str) -> None:
-        """Create the queue's consumer group (and stream) if it does not exist."""
+        """Create the consumer group (and stream) of each of the queue's priority levels.
+
+        Created at id 0, so runs enqueued before any worker existed are delivered.
+        """
         if queue in self._groups:
             return
-        reply = self.send([("XGROUP", "CREATE", self.keys.stream(queue), GROUP, "0", "MKSTREAM")])[
-            0
-        ]
-        if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-            with self.translate():
-                raise reply
+        cmds = [("XGROUP", "CREATE", s, GROUP, "0", "MKSTREAM") for s in self.keys.streams(queue)]
+        for reply in self.send(cmds):
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                with self.translate():
+                    raise reply
         self._groups.add(queue)
 
     def read(
         self, queues: Sequence[str], consumer: str, count: int, block: float | None
     ) -> list[Entry]:
-        """New deliveries for ``consumer`` from ``queues`` (XREADGROUP ... >).
+        """New deliveries for ``consumer`` from ``queues``, highest priority first.
+
+        First one ``fetch`` script call takes up to ``count`` entries, priority 9 of
+        every queue first, then 8, and so on (strict priority, FIFO within a level).
+        When that finds nothing and ``block`` is given, one XREADGROUP blocks on
+        every priority stream at once for up to ``block`` seconds. On Redis >= 7.2
+        that read may return up to ``count`` entries from *each* stream that
+        received some; the caller gives back what it has no slot for
+        (:meth:`release`).
 
         Args:
             block: Seconds to block when nothing is ready; None returns at once.
         """
-        names = {self.keys.stream(q): q for q in queues}
-        cmd: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
-        if block is not None:
-            cmd += ["BLOCK", max(1, int(block * 1000))]
-        cmd += ["STREAMS", *names, *([">"] * len(names))]
-        reply = self.execute(*cmd)
+        lanes = [(q, level) for level in LEVELS_SERVED for q in queues]
+        names = [self.keys.stream(q, level) for q, level in lanes]
+        flat = self.call(scripts.FETCH, names, [GROUP, consumer, count])
         out: list[Entry] = []
-        for stream, entries in reply or ():
-            q = names[_s(stream)]
-            for eid, flat in entries:
-                flat = flat or []
-                fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-                out.append((q, eid, fields))
+        for i in range(0, len(flat), 3):
+            q, level = lanes[int(flat[i]) - 1]
+            out.append((q, flat[i + 1], _fields(flat[i + 2]), level))
+        if out or block is None:
+            return out
+        by_name = dict(zip(names, lanes, strict=True))
+        cmd: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
+        cmd += ["BLOCK", max(1, int(block * 1000)), "STREAMS", *names, *([">"] * len(names))]
+        for stream, entries in self.execute(*cmd) or ():
+            q, level = by_name[_s(stream)]
+            out += [(q, eid, _fields(fields), level) for eid, fields in entries]
+        out.sort(key=lambda e: -e[3])
         return out
 
+    def release(self, consumer: str, entries: Sequence[Entry]) -> int:
+        """Give back unstarted deliveries this consumer read but cannot run now.
+
+        Each goes, untouched, to the end of its stream (``release.lua``).
+        """
+        by_lane: dict[tuple[str, int], list[bytes]] = {}
+        for q, eid, _, level in entries:
+            by_lane.setdefault((q, level), []).append(eid)
+        calls = [
+            ([self.keys.stream(q, level)], [GROUP, consumer, *ids])
+            for (q, level), ids in by_lane.items()
+        ]
+        return sum(int(n) for n in self.call_many(scripts.RELEASE, calls))
+
     def start(
-        self, queue: str, worker: str, deliveries: Sequence[tuple[bytes, str, int, str]]
+        self,
+        queue: str,
+        worker: str,
+        deliveries: Sequence[tuple[bytes, str, int, str]],
+        level: int = 0,
     ) -> list[tuple[int, int, int]]:
         """Start ``(entry_id, run_id, max_deliveries, run_name)`` deliveries in one script call.
 
@@ -244,16 +287,17 @@ class Broker(FlowCalls, Inspection):
             0 duplicate of an ended run, 3 poison (see ``scripts/start.lua``).
         """
         k = self.keys
-        keys = [k.stream(queue), k.events(queue)] + [k.run(queue, d[1]) for d in deliveries]
+        keys = [k.stream(queue, level), k.events(queue)]
+        keys += [k.run(queue, d[1]) for d in deliveries]
         args: list[Any] = [GROUP, self.settings.events_maxlen, worker]
         for eid, rid, maxdel, name in deliveries:
             args += (eid, rid, maxdel, name)
         flat = self.call(scripts.START, keys, args)
         return [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
-    def ack(self, queue: str, entry_ids: Sequence[bytes]) -> None:
+    def ack(self, queue: str, entry_ids: Sequence[bytes], level: int = 0) -> None:
         """Ack and delete deliveries (idempotent)."""
-        stream = self.keys.stream(queue)
+        stream = self.keys.stream(queue, level)
         for reply in self.send([("XACK", stream, GROUP, *entry_ids), ("XDEL", stream, *entry_ids)]):
             if isinstance(reply, Exception):
                 with self.translate():
@@ -265,12 +309,13 @@ class Broker(FlowCalls, Inspection):
         consumer: str,
         deliveries: Sequence[tuple[bytes, str, int, bytes]],
         reason: str,
+        level: int = 0,
     ) -> int:
         """Return ``(entry_id, run_id, attempt, payload)`` deliveries for immediate redelivery."""
         if not deliveries:
             return 0
         k = self.keys
-        keys = [k.stream(queue), k.events(queue)] + [
+        keys = [k.stream(queue, level), k.events(queue)] + [
             k.run(queue, rid) for _, rid, _, _ in deliveries
         ]
         args: list[Any] = [GROUP, self.settings.events_maxlen, consumer, reason]
@@ -278,39 +323,41 @@ class Broker(FlowCalls, Inspection):
             args += (eid, rid, attempt, payload)
         return int(self.call(scripts.HANDBACK, keys, args))
 
-    def renew(self, queue: str, consumer: str, entry_ids: Sequence[bytes]) -> list[bytes]:
+    def renew(
+        self, queue: str, consumer: str, entry_ids: Sequence[bytes], level: int = 0
+    ) -> list[bytes]:
         """Extend this consumer's leases; return the ids it no longer holds."""
         if not entry_ids:
             return []
-        lost = self.call(scripts.RENEW, [self.keys.stream(queue)], [GROUP, consumer, *entry_ids])
+        stream = self.keys.stream(queue, level)
+        lost = self.call(scripts.RENEW, [stream], [GROUP, consumer, *entry_ids])
         return list(lost)
 
     def reclaim(self, queue: str, consumer: str, min_idle: float, count: int) -> list[Entry]:
         """Take over deliveries idle longer than ``min_idle`` seconds (expired leases).
 
         XAUTOCLAIM is looped until its cursor returns to 0-0 or ``count`` entries are
-        claimed; entries deleted meanwhile are dropped from the pending list by Redis.
+        claimed, over every priority stream of the queue, highest first; entries
+        deleted meanwhile are dropped from the pending list by Redis.
         """
-        stream = self.keys.stream(queue)
         out: list[Entry] = []
-        cursor: Any = "0-0"
-        while len(out) < count:
-            cursor, claimed, _deleted = self.execute(
-                "XAUTOCLAIM",
-                stream,
-                GROUP,
-                consumer,
-                max(1, int(min_idle * 1000)),
-                cursor,
-                "COUNT",
-                count - len(out),
-            )
-            for eid, flat in claimed:
-                if flat is None:
-                    continue
-                out.append((queue, eid, {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}))
-            if cursor in (b"0-0", "0-0"):
-                break
+        for level in LEVELS_SERVED:
+            stream = self.keys.stream(queue, level)
+            cursor: Any = "0-0"
+            while len(out) < count:
+                idle = max(1, int(min_idle * 1000))
+                left = count - len(out)
+                cmd = ("XAUTOCLAIM", stream, GROUP, consumer, idle, cursor, "COUNT", left)
+                reply = self.send([cmd])[0]
+                if isinstance(reply, Exception):
+                    if "NOGROUP" in str(reply):  # no worker made this level's group yet
+                        break
+                    with self.translate():
+                        raise reply
+                cursor, claimed, _deleted = reply
+                out += [(queue, eid, _fields(f), level) for eid, f in claimed if f is not None]
+                if cursor in (b"0-0", "0-0"):
+                    break
         return out
 
     def finish(
@@ -325,17 +372,20 @@ class Broker(FlowCalls, Inspection):
         ttl: float | None = None,
         ack: bool = True,
         cache: tuple[str, float | None] | None = None,
-        flow: str | None = None,
+        flow: tuple[str, int] | None = None,
+        level: int = 0,
     ) -> bool:
         """Record a final outcome and ack, fenced by ``attempt``; False if fenced off.
 
         ``ack=False`` leaves the delivery pending (a flow child, acked after its
         flow is notified). ``cache=(key, expiration)`` also stores a Completed
-        outcome under that cache key and releases the key's lock. ``flow``: the id of
-        the flow this run is a child of, when that flow is on the same queue; it is
-        notified in the same script."""
+        outcome under that cache key and releases the key's lock. ``flow``: ``(id,
+        priority level)`` of the flow this run is a child of, when that flow is on the
+        same queue; it is notified in the same script. ``level``: the delivery's
+        priority level."""
         k = self.keys
-        keys = [k.stream(queue), k.events(queue), k.run(queue, run_id), k.result(queue, run_id)]
+        keys = [k.stream(queue, level), k.events(queue), k.run(queue, run_id)]
+        keys.append(k.result(queue, run_id))
         etype, emsg = error or ("", "")
         args = [
             GROUP,
@@ -356,14 +406,16 @@ class Broker(FlowCalls, Inspection):
         else:
             args.append("")
         if flow is not None:  # a child of a flow on this queue: notify it in this call
+            fid, flow_level = flow
             keys += [
-                k.run(queue, flow),
-                k.flow_results(queue, flow),
-                k.flow_order(queue, flow),
-                k.flow_wait(queue, flow),
-                k.flow_ping(queue, flow),
+                k.stream(queue, flow_level),
+                k.run(queue, fid),
+                k.flow_results(queue, fid),
+                k.flow_order(queue, fid),
+                k.flow_wait(queue, fid),
+                k.flow_ping(queue, fid),
             ]
-            args += ["flow", flow]
+            args += ["flow", fid]
         return bool(self.call(scripts.FINISH, keys, args))
 
     def cache_get(self, queue: str, key: str) -> bytes | None:
@@ -388,10 +440,11 @@ class Broker(FlowCalls, Inspection):
         reason: str,
         run_id: str | None = None,
         outcome: bytes = b"",
+        level: int = 0,
     ) -> None:
         """Copy a delivery to the dead-letter stream with ``reason``, then ack and delete it."""
         k = self.keys
-        keys = [k.stream(queue), k.dead(queue), k.events(queue)]
+        keys = [k.stream(queue, level), k.dead(queue), k.events(queue)]
         if run_id:
             keys += [k.run(queue, run_id), k.result(queue, run_id)]
         args: list[Any] = [

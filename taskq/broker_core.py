@@ -25,10 +25,17 @@ from taskq.keys import Keyspace
 from taskq.localredis import redact_url
 from taskq.signing import Signer
 
-Entry = tuple[str, bytes, dict[bytes, bytes]]
+#: A delivery as read: ``(queue, entry id, fields, priority level)``.
+Entry = tuple[str, bytes, dict[bytes, bytes], int]
 
 #: Error replies that mean "not now" rather than "wrong": retried like a lost connection.
 _UNAVAILABLE = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes]:
+    """A stream entry's flat field/value list as a dict."""
+    flat = flat or []
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
 def _s(value: bytes | str) -> str:

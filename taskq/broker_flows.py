@@ -25,11 +25,15 @@ class FlowCalls(BrokerCore):
         seq: int,
         child_queues: Sequence[str],
         ttl: float | None = None,
+        level: int = 0,
     ) -> int:
-        """Suspend a flow until its children end: 1 suspended, 2 already satisfied, 0 fenced."""
+        """Suspend a flow until its children end: 1 suspended, 2 already satisfied, 0 fenced.
+
+        ``level`` is the flow delivery's priority level (its resume goes back there).
+        """
         k = self.keys
         keys = [
-            k.stream(queue),
+            k.stream(queue, level),
             k.events(queue),
             k.run(queue, flow_id),
             k.flow_results(queue, flow_id),
@@ -46,11 +50,13 @@ class FlowCalls(BrokerCore):
         child_id: str,
         outcome: bytes,
         ttl: float | None = None,
+        level: int = 0,
     ) -> bool:
-        """Tell flow ``flow_id`` (on ``queue``) that a child ended; True if that resumed it."""
+        """Tell flow ``flow_id`` (on ``queue``, priority ``level``) that a child ended; True
+        if that resumed it."""
         k = self.keys
         keys = [
-            k.stream(queue),
+            k.stream(queue, level),
             k.events(queue),
             k.run(queue, flow_id),
             k.flow_results(queue, flow_id),

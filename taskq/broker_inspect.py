@@ -54,14 +54,22 @@ class Inspection(BrokerCore):
         return [(_s(eid), fields) for eid, fields in reply]
 
     def queue_sizes(self, queue: str) -> tuple[int, int]:
-        """(entries in the stream, entries pending in the group) for ``queue``."""
-        stream = self.keys.stream(queue)
-        length, summary = self.send([("XLEN", stream), ("XPENDING", stream, GROUP)])
-        if isinstance(length, Exception):
-            with self.translate():
-                raise length
-        pending = 0 if isinstance(summary, Exception) else int(summary[0])  # NOGROUP: none yet
-        return int(length), pending
+        """(entries in the streams, entries pending in the group) for ``queue``, summed
+        over its priority levels."""
+        cmds: list[tuple[str, ...]] = []
+        for stream in self.keys.streams(queue):
+            cmds += [("XLEN", stream), ("XPENDING", stream, GROUP)]
+        replies = self.send(cmds)
+        length = pending = 0
+        for i in range(0, len(replies), 2):
+            size, summary = replies[i], replies[i + 1]
+            if isinstance(size, Exception):
+                with self.translate():
+                    raise size
+            length += int(size)
+            if not isinstance(summary, Exception):  # NOGROUP: no worker made it yet
+                pending += int(summary[0])
+        return length, pending
 
     def server_warnings(self) -> list[str]:
         """Settings of the Redis server that put queued work at risk (empty if fine or unknown)."""

@@ -30,6 +30,7 @@ from taskq.errors import (
     error_info,
 )
 from taskq.flow import Flow, FlowRun, Suspend, call_body
+from taskq.keys import PRIORITIES
 from taskq.message import (
     PAYLOAD_FIELD,
     Limits,
@@ -59,14 +60,12 @@ class Delivery:
     resumed: bool = False
     retry_start: bool = False
     cache_key: str | None = None
+    level: int = 0
 
     @property
-    def parent(self) -> tuple[str, str] | None:
-        """``(queue, flow run id)`` of the flow this run is a child of, if any."""
-        p = self.message.meta.get("parent")
-        if isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p):
-            return p[0], p[1]
-        return None
+    def parent(self) -> tuple[str, str, int] | None:
+        """``(queue, flow run id, priority level)`` of the flow this run is a child of."""
+        return parent_of(self.message)
 
     @property
     def run_id(self) -> str:
@@ -75,6 +74,20 @@ class Delivery:
     @property
     def run(self) -> TaskRun:
         return TaskRun(self.run_id, self.queue, self.task.name, self.attempt)
+
+
+def parent_of(msg: Message) -> tuple[str, str, int] | None:
+    """The ``(queue, flow run id, flow priority level)`` a message names as its parent."""
+    p = msg.meta.get("parent")
+    if not isinstance(p, list) or len(p) not in (2, 3):
+        return None
+    queue, flow_id, *rest = p
+    level = rest[0] if rest else 0
+    if not (isinstance(queue, str) and isinstance(flow_id, str)):
+        return None
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < PRIORITIES:
+        return None
+    return queue, flow_id, level
 
 
 class Engine:
@@ -105,13 +118,13 @@ class Engine:
         ``max_deliveries``. Returns the deliveries that now hold an attempt (or
         resume a flow) and must run.
         """
-        by_queue: dict[str, list[Delivery]] = {}
-        for queue, eid, fields in entries:
-            d = self._decode(queue, eid, fields)
+        by_lane: dict[tuple[str, int], list[Delivery]] = {}
+        for queue, eid, fields, level in entries:
+            d = self._decode(queue, eid, fields, level)
             if d is not None:
-                by_queue.setdefault(queue, []).append(d)
+                by_lane.setdefault((queue, level), []).append(d)
         admitted: list[Delivery] = []
-        for queue, batch in by_queue.items():
+        for (queue, level), batch in by_lane.items():
             started = self.broker.start(
                 queue,
                 self.worker_id,
@@ -124,6 +137,7 @@ class Engine:
                     )
                     for d in batch
                 ],
+                level,
             )
             duplicates = []
             for d, (kind, attempt, deliveries) in zip(batch, started, strict=True):
@@ -138,13 +152,15 @@ class Engine:
                         f"{d.task.options.max_deliveries} (the task may crash its worker)"
                     )
                     self._notify_dead(d.message, reason)
-                    self._dead(queue, d.entry_id, {PAYLOAD_FIELD: d.payload}, reason, d.run_id)
+                    self._dead(
+                        queue, d.entry_id, {PAYLOAD_FIELD: d.payload}, reason, d.run_id, level
+                    )
                 else:
                     log.info("run %s already ended; duplicate delivery dropped", d.run_id)
                     self._renotify(d)
                     duplicates.append(d.entry_id)
             if duplicates:
-                self.broker.ack(queue, duplicates)
+                self.broker.ack(queue, duplicates, level)
         return admitted
 
     def _renotify(self, d: Delivery) -> None:
@@ -155,12 +171,14 @@ class Engine:
             return
         raw = self.broker.peek_results(d.queue, [d.run_id])[0]
         if raw is not None:
-            self.broker.notify(parent[0], parent[1], d.run_id, raw, self._ttl(d))
+            self.broker.notify(parent[0], parent[1], d.run_id, raw, self._ttl(d), parent[2])
 
-    def _decode(self, queue: str, eid: bytes, fields: dict[bytes, bytes]) -> Delivery | None:
+    def _decode(
+        self, queue: str, eid: bytes, fields: dict[bytes, bytes], level: int
+    ) -> Delivery | None:
         payload = fields.get(PAYLOAD_FIELD)
         if payload is None:
-            self._dead(queue, eid, fields, "entry has no 'm' payload field")
+            self._dead(queue, eid, fields, "entry has no 'm' payload field", level=level)
             return None
         try:
             if len(payload) > self.limits.max_bytes + 64:  # before the MAC is computed
@@ -168,23 +186,23 @@ class Engine:
                 raise MessageError(f"payload of {size} bytes exceeds the {limit} byte limit")
             msg = decode_message(self.broker.signer.verify(payload), self.limits)
         except MessageError as exc:
-            self._dead(queue, eid, fields, str(exc))
+            self._dead(queue, eid, fields, str(exc), level=level)
             return None
         try:
             task = self.app.get_task(msg.task)
         except UnknownTaskError as exc:
             self._notify_dead(msg, str(exc))
-            self._dead(queue, eid, fields, str(exc), msg.run_id)
+            self._dead(queue, eid, fields, str(exc), msg.run_id, level)
             return None
-        return Delivery(queue, eid, payload, msg, task)
+        return Delivery(queue, eid, payload, msg, task, level=level)
 
     def _notify_dead(self, msg: Message, reason: str) -> None:
         """A flow child about to be dead-lettered fails in its flow first, so the
         flow is never left waiting (a crash in between is repaired by redelivery)."""
-        p = msg.meta.get("parent")
-        if isinstance(p, list) and len(p) == 2:
+        p = parent_of(msg)
+        if p is not None:
             outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
-            self.broker.notify(str(p[0]), str(p[1]), msg.run_id, outcome)
+            self.broker.notify(p[0], p[1], msg.run_id, outcome, level=p[2])
 
     def _dead(
         self,
@@ -193,10 +211,11 @@ class Engine:
         fields: dict[bytes, bytes],
         reason: str,
         run_id: str | None = None,
+        level: int = 0,
     ) -> None:
         log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
         outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
-        self.broker.dead_letter(queue, eid, fields, reason, run_id, outcome)
+        self.broker.dead_letter(queue, eid, fields, reason, run_id, outcome, level)
 
     # -- execution ----------------------------------------------------------------------
 
@@ -236,6 +255,7 @@ class Engine:
                 durable=True,
                 can_block=self.can_block,
                 retrying=d.retry_start,
+                level=d.level,
             )
             runner.load()
             token = current_flow.set(runner)
@@ -253,6 +273,7 @@ class Engine:
                     runner.seq,
                     list(runner.child_queues),
                     self._ttl(d),
+                    d.level,
                 )
                 if got == 2:
                     d.retry_start = False  # failed children were already reset
@@ -382,11 +403,12 @@ class Engine:
             ttl,
             ack=parent is None or same_tag,
             cache=cache,
-            flow=parent[1] if parent is not None and same_tag else None,
+            flow=(parent[1], parent[2]) if parent is not None and same_tag else None,
+            level=d.level,
         )
         if recorded and parent is not None and not same_tag:
-            self.broker.notify(parent[0], parent[1], d.run_id, outcome, ttl)
-            self.broker.ack(d.queue, [d.entry_id])
+            self.broker.notify(parent[0], parent[1], d.run_id, outcome, ttl, parent[2])
+            self.broker.ack(d.queue, [d.entry_id], d.level)
         return recorded
 
     def handle_retry(
@@ -403,6 +425,7 @@ class Engine:
             d.payload,
             (err.type, err.message),
             policy.deadline,
+            d.level,
         )
         if got == 2:
             log.info("run %s: retry would pass its retry deadline; failing it", d.run_id)

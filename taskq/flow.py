@@ -142,8 +142,10 @@ class FlowRun:
         durable: bool,
         can_block: Callable[[], bool] = lambda: True,
         retrying: bool = False,
+        level: int = 0,
     ) -> None:
         self.app = app
+        self.level = level
         self.flow = flow
         self.run_id = run_id
         self.queue = queue
@@ -196,7 +198,8 @@ class FlowRun:
     ) -> Message:
         msg = task.make_message(args, kwargs, rid)
         if self.durable:
-            msg.meta["parent"] = [self.queue, self.run_id]
+            # The flow's priority level travels too: its resume goes back to that stream.
+            msg.meta["parent"] = [self.queue, self.run_id, self.level]
         return msg
 
     def map_children(
@@ -222,7 +225,7 @@ class FlowRun:
                 self._reset.discard(rid)
             runs.append((rid, encode_message(self._message(task, rid, row, kwargs)), due))
         if runs:
-            self.app.broker.enqueue(queue, runs)
+            self.app.broker.enqueue(queue, runs, task.options.priority)
         return futures
 
     def submit_child(

@@ -3,7 +3,8 @@
 Keys share a configurable prefix (default ``taskq``) and a hash tag made of the
 queue name, so that every key a script touches lives in one Cluster slot::
 
-    taskq:{default}:stream          the task stream (backlog + in-flight only)
+    taskq:{default}:stream          the task stream (backlog + in-flight only), priority 0
+    taskq:{default}:stream:p<N>     the task stream of priority N (1-9; served before lower ones)
     taskq:{default}:delayed         ZSET of runs waiting for a time (retries, delay=)
     taskq:{default}:dead            dead-letter stream (never trimmed)
     taskq:{default}:events          capped stream of state transitions
@@ -24,8 +25,14 @@ from taskq.errors import ConfigurationError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
-#: The consumer group every worker of a queue joins.
+#: The consumer group every worker of a queue joins (on each of its priority streams).
 GROUP = "taskq"
+
+#: Priority levels: 0 (the default) to ``PRIORITIES - 1``; each has a stream of its own.
+PRIORITIES = 10
+
+#: Levels in the order workers serve them: highest first.
+LEVELS_SERVED = tuple(range(PRIORITIES - 1, -1, -1))
 
 
 def check_name(kind: str, value: str) -> str:
@@ -58,8 +65,15 @@ class Keyspace:
     def _tag(self, queue: str) -> str:
         return f"{self.prefix}:{{{queue}}}"
 
-    def stream(self, queue: str) -> str:
-        return f"{self._tag(queue)}:stream"
+    def stream(self, queue: str, level: int = 0) -> str:
+        """The task stream of ``queue`` at priority ``level``."""
+        if level == 0:
+            return f"{self._tag(queue)}:stream"
+        return f"{self._tag(queue)}:stream:p{level}"
+
+    def streams(self, queue: str) -> list[str]:
+        """Every priority stream of ``queue``, indexed by level (0 first)."""
+        return [self.stream(queue, level) for level in range(PRIORITIES)]
 
     def delayed(self, queue: str) -> str:
         return f"{self._tag(queue)}:delayed"

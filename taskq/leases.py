@@ -27,7 +27,7 @@ class LeaseKeeper:
         broker: Redis access.
         consumer: This worker's consumer name.
         lease: Lease length in seconds.
-        held: Returns ``(queue, entry_id)`` of the deliveries to keep.
+        held: Returns ``(queue, priority level, entry_id)`` of the deliveries to keep.
     """
 
     def __init__(
@@ -35,7 +35,7 @@ class LeaseKeeper:
         broker: Broker,
         consumer: str,
         lease: float,
-        held: Callable[[], Sequence[tuple[str, bytes]]],
+        held: Callable[[], Sequence[tuple[str, int, bytes]]],
     ) -> None:
         self.broker = broker
         self.consumer = consumer
@@ -54,12 +54,12 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease / 3):
-            by_queue: dict[str, list[bytes]] = {}
-            for q, eid in self.held():
-                by_queue.setdefault(q, []).append(eid)
-            for q, ids in by_queue.items():
+            by_lane: dict[tuple[str, int], list[bytes]] = {}
+            for q, level, eid in self.held():
+                by_lane.setdefault((q, level), []).append(eid)
+            for (q, level), ids in by_lane.items():
                 try:
-                    lost = self.broker.renew(q, self.consumer, ids)
+                    lost = self.broker.renew(q, self.consumer, ids, level)
                 except TaskqError as exc:
                     log.warning("lease renewal failed: %s", exc)
                     continue

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 from taskq.cache import CachePolicy, CacheSettings, build_cache
 from taskq.errors import ConfigurationError
-from taskq.keys import check_name
+from taskq.keys import PRIORITIES, check_name
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
 
 Hook = Callable[..., object]
@@ -25,6 +25,7 @@ class TaskOptionsDict(TypedDict, total=False):
 
     name: str
     queue: str
+    priority: int
     result_ttl: float | timedelta
     tags: Iterable[str]
     on_completion: list[Hook]
@@ -84,6 +85,7 @@ class TaskOptions:
 
     name: str
     queue: str | None = None
+    priority: int = 0
     result_ttl: float | None = None
     tags: frozenset[str] = frozenset()
     on_completion: tuple[Hook, ...] = ()
@@ -187,6 +189,8 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
         elif key == "queue":
             out[key] = check_name("queue name", value)
+        elif key == "priority":
+            out[key] = check_priority(value)
         elif key == "result_ttl":
             out[key] = _seconds(key, value)
         elif key == "tags":
@@ -218,6 +222,16 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigurationError(f"scheduled_at must be a datetime, got {value!r}")
             out[key] = value
     return out
+
+
+def check_priority(value: Any) -> int:
+    """A priority level: a whole number from 0 (the default) to 9 (served first)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < PRIORITIES:
+        raise ConfigurationError(
+            f"priority must be a whole number from 0 to {PRIORITIES - 1} "
+            f"(higher runs first), got {value!r}"
+        )
+    return value
 
 
 def check_delay(value: Any) -> float:

@@ -97,9 +97,10 @@ class Worker:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="taskq-task")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._held: dict[tuple[str, bytes], Delivery] = {}
-        self._started: dict[tuple[str, bytes], float] = {}
-        self._abandoned: set[tuple[str, bytes]] = set()
+        # Deliveries are keyed (queue, priority level, entry id): ids are per stream.
+        self._held: dict[tuple[str, int, bytes], Delivery] = {}
+        self._started: dict[tuple[str, int, bytes], float] = {}
+        self._abandoned: set[tuple[str, int, bytes]] = set()
         self.processed = 0
         self.timed_out = 0
         self.handed_back = 0
@@ -195,6 +196,9 @@ class Worker:
             )
             if not entries and not wait:
                 return False
+        if len(entries) > free:  # a blocking read over several priority streams
+            broker.release(self.id, entries[free:])
+            entries = entries[:free]
         admitted = self.engine.admit(entries, fresh) if entries else []
         if self.stopping:  # read after a stop: give these straight back
             self._hand_back(admitted, "worker stopping")
@@ -220,12 +224,12 @@ class Worker:
 
     # -- running ------------------------------------------------------------------------
 
-    def _held_ids(self) -> list[tuple[str, bytes]]:
+    def _held_ids(self) -> list[tuple[str, int, bytes]]:
         with self._cond:
             return list(self._held)
 
     def _dispatch(self, d: Delivery) -> None:
-        key = (d.queue, d.entry_id)
+        key = (d.queue, d.level, d.entry_id)
         with self._cond:
             self._inflight += 1
             self._held[key] = d
@@ -247,7 +251,7 @@ class Worker:
     def _done(self, d: Delivery, fut: Any) -> None:
         if fut is not None and fut.exception() is not None:
             log.error("recording an async outcome failed: %r", fut.exception())
-        key = (d.queue, d.entry_id)
+        key = (d.queue, d.level, d.entry_id)
         with self._cond:
             self._started.pop(key, None)
             if key in self._abandoned:  # its slot was freed when it timed out
@@ -287,7 +291,7 @@ class Worker:
             for key, d in overdue:
                 self._time_out(key, d)
 
-    def _time_out(self, key: tuple[str, bytes], d: Delivery) -> None:
+    def _time_out(self, key: tuple[str, int, bytes], d: Delivery) -> None:
         self.timed_out += 1
         log.warning("run %s overran its timeout; recording it timed out", d.run_id)
         try:
@@ -315,13 +319,13 @@ class Worker:
     # -- shutdown -----------------------------------------------------------------------
 
     def _hand_back(self, deliveries: Sequence[Delivery], reason: str) -> None:
-        by_queue: dict[str, list[Delivery]] = {}
+        by_lane: dict[tuple[str, int], list[Delivery]] = {}
         for d in deliveries:
-            by_queue.setdefault(d.queue, []).append(d)
-        for q, ds in by_queue.items():
+            by_lane.setdefault((d.queue, d.level), []).append(d)
+        for (q, level), ds in by_lane.items():
             items = [(d.entry_id, d.run_id, d.attempt, d.payload) for d in ds]
             try:
-                self.handed_back += self.app.broker.handback(q, self.id, items, reason)
+                self.handed_back += self.app.broker.handback(q, self.id, items, reason, level)
             except TaskqError as exc:
                 log.warning("hand-back failed (%s); the lease will bring the runs back", exc)
 

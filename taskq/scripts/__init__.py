@@ -44,6 +44,8 @@ def load(name: str) -> Script:
 
 
 ENQUEUE = "enqueue"
+FETCH = "fetch"
+RELEASE = "release"
 START = "start"
 FINISH = "finish"
 DEAD = "dead"

@@ -1,6 +1,6 @@
 -- dead: move a delivery that cannot run to the dead-letter stream, with a reason.
 --
--- KEYS[1]   the queue's task stream
+-- KEYS[1]   the task stream of the deliveries (one priority level's)
 -- KEYS[2]   the queue's dead-letter stream
 -- KEYS[3]   the queue's events stream
 -- KEYS[4]   (optional) the run record, when the payload named a run id

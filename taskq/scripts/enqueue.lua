@@ -1,14 +1,16 @@
 -- enqueue: add runs to a queue, each at most once, and record them Pending (or Scheduled).
 --
--- KEYS[1]        the queue's task stream
+-- KEYS[1]        the queue's task stream of the runs' priority level
 -- KEYS[2]        the queue's events stream
 -- KEYS[3]        the queue's delay queue (ZSET scored by due time, ms)
 -- KEYS[3+i]      the run record of the i-th run (i = 1..n)
 -- ARGV[1]        events stream cap (approximate MAXLEN)
 -- ARGV[2]        wake-up channel of the queue's movers
--- ARGV[3i]       run id of the i-th run
--- ARGV[3i+1]     payload of the i-th run (msgpack, stored once: stream entry or ZSET member)
--- ARGV[3i+2]     when it is due: '' now; 'd<ms>' after a delay (server clock);
+-- ARGV[3]        delay-queue member prefix: '' for priority 0, else "\xC1P<level>"
+--                (promote.lua routes a member to its level's stream by it)
+-- ARGV[3i+1]     run id of the i-th run
+-- ARGV[3i+2]     payload of the i-th run (msgpack, stored once: stream entry or ZSET member)
+-- ARGV[3i+3]     when it is due: '' now; 'd<ms>' after a delay (server clock);
 --                'a<ms>' at an absolute Unix time in milliseconds
 --
 -- Each run gets its own Pending (or Scheduled) event; the events stream is trimmed
@@ -16,13 +18,13 @@
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
 -- already known (idempotent enqueue: a retried call never adds a second entry).
 local stream, events, delayed = KEYS[1], KEYS[2], KEYS[3]
-local cap, channel = ARGV[1], ARGV[2]
+local cap, channel, mark = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 local added = 0
 local now_ms = nil
 for i = 1, #KEYS - 3 do
   local run = KEYS[3 + i]
-  local rid, payload, due = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local rid, payload, due = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
   -- HSETNX both tests and creates the record: a known run id is refused.
   if redis.call('HSETNX', run, 's', due == '' and 'Pending' or 'Scheduled') == 0 then
     out[i] = 0
@@ -37,11 +39,12 @@ for i = 1, #KEYS - 3 do
       end
       local at = tonumber(string.sub(due, 2))
       if string.sub(due, 1, 1) == 'd' then at = now_ms + at end
-      redis.call('ZADD', delayed, at, payload)
+      local member = mark .. payload
+      redis.call('ZADD', delayed, at, member)
       redis.call('HSET', run, 'due', at)
       redis.call('XADD', events, '*', 'r', rid, 's', 'Scheduled', 'due', at)
       local first = redis.call('ZRANGE', delayed, 0, 0)
-      if first[1] == payload then redis.call('PUBLISH', channel, at) end
+      if first[1] == member then redis.call('PUBLISH', channel, at) end
     end
     out[i] = 1
     added = added + 1

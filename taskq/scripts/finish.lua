@@ -1,6 +1,6 @@
 -- finish: record a run's final outcome and ack its delivery, fenced by attempt.
 --
--- KEYS[1]   the queue's task stream
+-- KEYS[1]   the task stream the delivery came from (its priority level's)
 -- KEYS[2]   the queue's events stream
 -- KEYS[3]   the run record
 -- KEYS[4]   the run's result list (one element: the outcome payload)
@@ -20,7 +20,8 @@
 -- KEYS[6]   (optional) the cache entry's lock, released if this run holds it
 -- ARGV[12]  '' without cache keys; with them, cache expiration in milliseconds (-1: none)
 -- ARGV[13]  'flow' when the run is a child of a flow on this same queue (hash tag):
---           the last five KEYS are then the flow's run record, results hash, order
+--           the last six KEYS are then the flow's task stream (of the flow's priority
+--           level; a resumed flow is added to it), run record, results hash, order
 --           list, wait set and ping list, and the flow is notified in this script
 --           (before the ack), so one call ends the child; ARGV[14] is the flow's id
 --
@@ -55,7 +56,7 @@ if ARGV[12] ~= '' then
 end
 if ARGV[13] == 'flow' then
   local n = #KEYS
-  notify_flow(stream, events, KEYS[n - 4], KEYS[n - 3], KEYS[n - 2], KEYS[n - 1], KEYS[n],
+  notify_flow(KEYS[n - 5], events, KEYS[n - 4], KEYS[n - 3], KEYS[n - 2], KEYS[n - 1], KEYS[n],
     cap, ARGV[14], rid, payload, ttl)
 end
 if ARGV[11] ~= '1' then

@@ -1,7 +1,7 @@
 -- notify: a child tells its flow that it ended; the last one waited for resumes it.
 -- (A child on its flow's own queue does this inside finish.lua instead.)
 --
--- KEYS[1]   the flow queue's task stream
+-- KEYS[1]   the flow's task stream (of the flow's priority level)
 -- KEYS[2]   the flow queue's events stream
 -- KEYS[3]   the flow's run record
 -- KEYS[4]   the flow's results hash (child id -> outcome)

@@ -1,6 +1,6 @@
 -- renew: extend this worker's leases on its in-flight deliveries.
 --
--- KEYS[1]   the queue's task stream
+-- KEYS[1]   the task stream of the deliveries (one priority level's)
 -- ARGV[1]   consumer group name
 -- ARGV[2]   this worker's consumer name
 -- ARGV[3..] stream entry ids this worker is running

@@ -1,6 +1,6 @@
 -- retry: a failed attempt waits in the delay queue; ack, record and schedule in one step.
 --
--- KEYS[1]   the queue's task stream
+-- KEYS[1]   the task stream the delivery came from (its priority level's)
 -- KEYS[2]   the queue's events stream
 -- KEYS[3]   the queue's delay queue (ZSET scored by due time, ms)
 -- KEYS[4]   the run record
@@ -10,7 +10,8 @@
 -- ARGV[4]   run id
 -- ARGV[5]   attempt that failed (the fence)
 -- ARGV[6]   delay before the next attempt, in milliseconds (server clock)
--- ARGV[7]   the run's payload, re-enqueued by the mover when due
+-- ARGV[7]   the delay-queue member: the run's payload, after a "\xC1P<level>" prefix
+--           when its priority is not 0 (the mover re-enqueues it when due)
 -- ARGV[8]   error type
 -- ARGV[9]   error message
 -- ARGV[10]  retry deadline in ms after the first start, or -1 for none

@@ -1,6 +1,6 @@
 -- start: move delivered runs to Running (a new attempt, or a resumed flow).
 --
--- KEYS[1]        the queue's task stream
+-- KEYS[1]        the task stream of the deliveries (one priority level's)
 -- KEYS[2]        the queue's events stream
 -- KEYS[2+i]      the run record of the i-th delivery (i = 1..n)
 -- ARGV[1]        consumer group name

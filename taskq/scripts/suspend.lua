@@ -1,6 +1,6 @@
 -- suspend: a flow waiting for unfinished children gives its slot back.
 --
--- KEYS[1]   the flow queue's task stream
+-- KEYS[1]   the flow's task stream (of the flow's priority level)
 -- KEYS[2]   the flow queue's events stream
 -- KEYS[3]   the flow's run record
 -- KEYS[4]   the flow's results hash (child id -> outcome)

@@ -315,7 +315,7 @@ def test_a_crash_between_child_outcome_and_notify_is_repaired_by_redelivery(
         # A fake worker takes child 1, records its outcome and "dies" before notifying
         # the flow (and so before acking): the delivery stays pending.
         broker.ensure_group("side")
-        [(queue, eid, fields)] = broker.read(["side"], "fake-consumer", 1, None)
+        [(queue, eid, fields, _)] = broker.read(["side"], "fake-consumer", 1, None)
         assert decode_message(fields[b"m"]).run_id == child1
         assert broker.start(queue, "fake-consumer", [(eid, child1, 5, "")]) == [(1, 1, 1)]
         outcome = encode_outcome("Completed", 1, 10)
@@ -376,7 +376,7 @@ def test_a_stale_start_does_not_resume_a_flow_waiting_for_children(
         burst_worker(app, ["side"])  # they end: the flow is Resuming, its entry E2 queued
         assert broker.run_record("default", fut.run_id)["s"] == "Resuming"
         # A worker reads E2, then stalls (GC pause, SIGSTOP) for longer than the lease.
-        [(_, e2, _)] = broker.read(["default"], "stalled-worker", 1, None)
+        [(_, e2, _, _)] = broker.read(["default"], "stalled-worker", 1, None)
         # A healthy worker reclaims E2, resumes the flow, which spawns children 3 and 4
         # and suspends again (wait 2), acking and deleting E2.
         worker = taskq.Worker(app, ["default"], concurrency=1)

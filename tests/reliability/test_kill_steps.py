@@ -45,7 +45,7 @@ def healthy_worker_until(app: taskq.App, done: Callable[[], object]) -> taskq.Wo
 def dead_worker_reads(app: taskq.App) -> tuple[bytes, str]:
     entries = app.broker.read(["default"], "doomed-worker", 1, None)
     assert len(entries) == 1
-    _, eid, fields = entries[0]
+    _, eid, fields, _ = entries[0]
     return eid, decode_message(fields[b"m"]).run_id
 
 
@@ -115,7 +115,7 @@ def test_a_flow_child_killed_between_its_scripts_converges(app: taskq.App, step:
     # A worker takes child 1, runs it, records the outcome and dies before finishing up.
     app.broker.ensure_group("side")
     entries = app.broker.read(["side"], "doomed-worker", 1, None)
-    (_, eid, _fields) = entries[0]
+    (_, eid, _fields, _) = entries[0]
     child_id = f"{fut.run_id}.1"
     app.broker.start("side", "doomed-worker", [(eid, child_id, 0, "")])
     outcome = encode_outcome("Completed", 1, 101)

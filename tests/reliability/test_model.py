@@ -190,7 +190,7 @@ class ScriptMachine(RuleBasedStateMachine):
             ((r.eid, rid) for rid, r in self.runs.items() if r.place == "backlog"),
             key=lambda x: _eid_key(x[0] or b"0-0"),
         )
-        got = [(eid, _rid(fields)) for _, eid, fields in entries]
+        got = [(eid, _rid(fields)) for _, eid, fields, _ in entries]
         assert got == backlog[:count]
         for _, rid in got:
             r = self.runs[rid]
@@ -212,9 +212,9 @@ class ScriptMachine(RuleBasedStateMachine):
             ((r.eid, rid) for rid, r in self.runs.items() if r.place == "pending"),
             key=lambda x: _eid_key(x[0] or b"0-0"),
         )
-        assert [(eid, _rid(f)) for _, eid, f in entries] == pending[:count]
+        assert [(eid, _rid(f)) for _, eid, f, _ in entries] == pending[:count]
         got = []
-        for _, eid, fields in entries:
+        for _, eid, fields, _ in entries:
             rid = _rid(fields)
             r = self.runs[rid]
             assert r.place == "pending" and r.eid == eid, (rid, r)
