@@ -27,8 +27,8 @@ def cli() -> None:
 @click.option(
     "--queues",
     "-Q",
-    help="Comma-separated queues to consume, in priority order "
-    "[default: every queue the app's tasks use].",
+    help="Comma-separated queues to consume; within a task priority level, earlier queues "
+    "are served first [default: every queue the app's tasks use].",
 )
 @click.option(
     "--processes",

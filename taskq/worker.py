@@ -59,7 +59,8 @@ class Worker:
 
     Args:
         app: The app whose tasks run here.
-        queues: Queues to consume, in priority order; default: every queue of the app.
+        queues: Queues to consume; within a priority level, earlier ones are served
+            first. Default: every queue of the app.
         concurrency: Most tasks running at once in this process.
         burst: Exit once the queues are drained.
         grace: Seconds to let running tasks finish after a stop request.

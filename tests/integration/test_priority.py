@@ -253,3 +253,36 @@ def test_priorities_0_and_9_are_accepted(value: int) -> None:
     assert flow_body.options.priority == value
     assert task_body.with_options(priority=9 - value).options.priority == 9 - value
     assert task_body.options.priority == value
+
+
+# -- over-delivery ------------------------------------------------------------------------
+
+
+def test_release_gives_unstarted_deliveries_back_untouched(
+    taskq_app: taskq.App, burst_worker: BurstWorker, redis_url: str
+) -> None:
+    """What a worker does when a blocking read over several levels returns more entries
+    than it has slots (Redis >= 7.2): the extras go back to the end of their streams,
+    no longer pending, their records still Pending, and they run later as usual."""
+
+    @taskq_app.task
+    def record(tag: str) -> str:
+        return tag
+
+    futures = submit_levels_0_9_5(record)
+    broker = taskq_app.broker
+    broker.ensure_group("default")
+    entries = broker.read(["default"], "greedy", 40, None)
+    assert [e[3] for e in entries] == [9] * 30 + [5] * 10  # highest level first
+    assert broker.queue_sizes("default") == (90, 40)
+
+    assert broker.release("greedy", entries[25:]) == 15
+    assert broker.release("greedy", entries[25:]) == 0  # no longer owned: nothing happens
+    assert broker.queue_sizes("default") == (90, 25)
+    assert stream_lengths(redis_url, taskq_app) == at_levels({0: 30, 5: 30, 9: 30})
+    assert {f.state.name for f in futures} == {"Pending"}
+
+    broker.release("greedy", entries[:25])  # the rest too, so a worker can take them all
+    burst_worker(taskq_app, concurrency=4)
+    assert [f.result(timeout=5) for f in futures] == tags(0) + tags(9) + tags(5)
+    assert broker.queue_sizes("default") == (0, 0)
