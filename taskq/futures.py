@@ -30,6 +30,8 @@ R = TypeVar("R")
 
 #: Most result lists one BLPOP watches at once in ``as_completed``.
 _WATCH_BATCH = 512
+#: Longest time ``as_completed`` goes without re-reading every pending future (seconds).
+_FULL_REFRESH = 1.0
 
 
 class Future(Generic[R]):
@@ -172,8 +174,19 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
         yield from pending[0].flow_runner.as_completed(pending)
         return
     deadline = None if timeout is None else time.monotonic() + timeout
+    # After a wake-up only the watched futures are re-read (one of them finished);
+    # every pending one is re-read at the start, when a wait times out, and at least
+    # every _FULL_REFRESH seconds (futures of other queues, or beyond the watched
+    # batch), so many slowly finishing futures cost O(batch) per wake-up, not O(n).
+    watched: list[Future[R]] = []
+    full_at = 0.0
     while pending:
-        _refresh(pending)
+        now = time.monotonic()
+        if not watched or now >= full_at:
+            _refresh(pending)
+            full_at = now + _FULL_REFRESH
+        else:
+            _refresh(watched)
         still = []
         for f in pending:
             if f._outcome is not None:
@@ -188,8 +201,10 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
             raise ResultTimeoutError(f"{len(pending)} run(s) unfinished after {timeout} s")
         head = pending[0]
         same = [f for f in pending if f._broker is head._broker and f.queue == head.queue]
+        watched = same[:_WATCH_BATCH]
         block = min(left, head._broker.settings.block_seconds)
-        head._broker.wait_any(head.queue, [f.run_id for f in same[:_WATCH_BATCH]], block)
+        if head._broker.wait_any(head.queue, [f.run_id for f in watched], block) is None:
+            watched = []  # timed out: re-read everything
 
 
 def wait(futures: Iterable[Future[R]], timeout: float | None = None) -> DoneAndNotDone[R]:
