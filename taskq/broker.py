@@ -336,25 +336,27 @@ class Broker(FlowCalls, Inspection):
     def reclaim(self, queue: str, consumer: str, min_idle: float, count: int) -> list[Entry]:
         """Take over deliveries idle longer than ``min_idle`` seconds (expired leases).
 
-        XAUTOCLAIM is looped until its cursor returns to 0-0 or ``count`` entries are
-        claimed, over every priority stream of the queue, highest first; entries
-        deleted meanwhile are dropped from the pending list by Redis.
+        One pipelined round trip asks every priority stream of the queue whether it
+        has a delivery idle that long (``XPENDING ... IDLE``); only those streams are
+        then reclaimed, highest level first, with XAUTOCLAIM looped until its cursor
+        returns to 0-0 or ``count`` entries are claimed. Entries deleted meanwhile
+        are dropped from the pending list by Redis.
         """
+        idle = max(1, int(min_idle * 1000))
+        streams = [(level, self.keys.stream(queue, level)) for level in LEVELS_SERVED]
+        probes = self.send([("XPENDING", s, GROUP, "IDLE", idle, "-", "+", 1) for _, s in streams])
         out: list[Entry] = []
-        for level in LEVELS_SERVED:
-            stream = self.keys.stream(queue, level)
+        for (level, stream), probe in zip(streams, probes, strict=True):
+            if isinstance(probe, Exception):
+                if "NOGROUP" in str(probe):  # no worker made this level's group yet
+                    continue
+                with self.translate():
+                    raise probe
             cursor: Any = "0-0"
-            while len(out) < count:
-                idle = max(1, int(min_idle * 1000))
-                left = count - len(out)
-                cmd = ("XAUTOCLAIM", stream, GROUP, consumer, idle, cursor, "COUNT", left)
-                reply = self.send([cmd])[0]
-                if isinstance(reply, Exception):
-                    if "NOGROUP" in str(reply):  # no worker made this level's group yet
-                        break
-                    with self.translate():
-                        raise reply
-                cursor, claimed, _deleted = reply
+            while probe and len(out) < count:
+                cursor, claimed, _deleted = self.execute(
+                    "XAUTOCLAIM", stream, GROUP, consumer, idle, cursor, "COUNT", count - len(out)
+                )
                 out += [(queue, eid, _fields(f), level) for eid, f in claimed if f is not None]
                 if cursor in (b"0-0", "0-0"):
                     break

@@ -4,6 +4,7 @@ scheduled submission and flow suspension; bad values refused at decoration."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -286,3 +287,40 @@ def test_release_gives_unstarted_deliveries_back_untouched(
     burst_worker(taskq_app, concurrency=4)
     assert [f.result(timeout=5) for f in futures] == tags(0) + tags(9) + tags(5)
     assert broker.queue_sizes("default") == (0, 0)
+
+
+def test_reclaim_asks_every_level_in_one_round_trip(
+    taskq_app: taskq.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten levels must not mean ten round trips every half lease: through a slow link
+    that multiplied the reclaim cost (the fault suite saw 18 runs/s drop to 3)."""
+
+    @taskq_app.task
+    def record(tag: str) -> str:
+        return tag
+
+    broker = taskq_app.broker
+    broker.ensure_group("default")
+    record.with_options(priority=4).map(tags(4, 3))
+    taken = broker.read(["default"], "stalled", 3, None)
+    assert len(taken) == 3
+
+    trips: list[int] = []
+    real_send = broker.send
+
+    def counting_send(commands: Any) -> list[Any]:
+        trips.append(len(commands))
+        return real_send(commands)
+
+    monkeypatch.setattr(broker, "send", counting_send)
+    assert broker.reclaim("default", "rescuer", 3600, 10) == []  # nothing idle that long
+    assert trips == [PRIORITIES]  # one pipeline probing every level
+
+    trips.clear()
+    stream = broker.keys.stream("default", 4)
+    ids = [e[1] for e in taken]  # make them look stalled for a minute (no sleeping)
+    real_send([("XCLAIM", stream, "taskq", "stalled", 0, *ids, "IDLE", 60_000, "JUSTID")])
+    got = broker.reclaim("default", "rescuer", 30, 10)
+    assert sorted(e[1] for e in got) == sorted(e[1] for e in taken)
+    assert {e[3] for e in got} == {4}
+    assert len(trips) == 2  # the probe, then one XAUTOCLAIM on the one level that has some
