@@ -28,7 +28,6 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from taskq.app import App
@@ -39,6 +38,7 @@ from taskq.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.message import new_run_id
 from taskq.scheduler import Mover
+from taskq.threads import TaskThreads
 
 log = logging.getLogger("taskq.worker")
 
@@ -95,7 +95,7 @@ class Worker:
         self._stopping = threading.Event()
         self._hurry = threading.Event()
         self._exited = threading.Event()
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="taskq-task")
+        self._threads = TaskThreads(concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         # Deliveries are keyed (queue, priority level, entry id): ids are per stream.
@@ -239,7 +239,7 @@ class Worker:
             fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._event_loop())
             fut.add_done_callback(lambda f: self._done(d, f))
         else:
-            self._pool.submit(self._run_sync, d)
+            self._threads.submit(lambda: self._run_sync(d))
 
     def _run_sync(self, d: Delivery) -> None:
         try:
@@ -310,6 +310,8 @@ class Worker:
             self.processed += 1
             self._cond.notify_all()
             others = list(self._held.values())
+        if not self.replace_on_timeout:
+            self._threads.add_thread()  # the stuck job keeps its thread; the freed slot needs one
         if self.replace_on_timeout:
             # The stuck thread cannot be killed: hand the other runs back and let the
             # supervisor start a fresh process.
@@ -342,7 +344,9 @@ class Worker:
         if unfinished:
             log.warning("handing back %d unfinished run(s) for redelivery", len(unfinished))
             self._hand_back(unfinished, "worker shut down before it finished")
-        self._pool.shutdown(wait=not unfinished, cancel_futures=True)
+        with self._cond:
+            stuck = bool(self._abandoned)  # threads held by timed-out runs: never joined
+        self._threads.shutdown(wait=not unfinished and not stuck)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
