@@ -241,13 +241,8 @@ class Broker(FlowCalls, Inspection):
         Args:
             block: Seconds to block when nothing is ready; None returns at once.
         """
-        lanes = [(q, level) for level in LEVELS_SERVED for q in queues]
-        names = [self.keys.stream(q, level) for q, level in lanes]
-        flat = self.call(scripts.FETCH, names, [GROUP, consumer, count])
-        out: list[Entry] = []
-        for i in range(0, len(flat), 3):
-            q, level = lanes[int(flat[i]) - 1]
-            out.append((q, flat[i + 1], _fields(flat[i + 2]), level))
+        lanes, names = self._lanes(queues)
+        out = self._fetched(lanes, self.call(scripts.FETCH, names, [GROUP, consumer, count]))
         if out or block is None:
             return out
         by_name = dict(zip(names, lanes, strict=True))
@@ -257,6 +252,20 @@ class Broker(FlowCalls, Inspection):
             q, level = by_name[_s(stream)]
             out += [(q, eid, _fields(fields), level) for eid, fields in entries]
         out.sort(key=lambda e: -e[3])
+        return out
+
+    def _lanes(self, queues: Sequence[str]) -> tuple[list[tuple[str, int]], list[str]]:
+        """``(queue, level)`` in the order they are served, and their stream keys."""
+        lanes = [(q, level) for level in LEVELS_SERVED for q in queues]
+        return lanes, [self.keys.stream(q, level) for q, level in lanes]
+
+    @staticmethod
+    def _fetched(lanes: Sequence[tuple[str, int]], flat: Sequence[Any]) -> list[Entry]:
+        """Entries from a ``fetch`` script reply."""
+        out: list[Entry] = []
+        for i in range(0, len(flat), 3):
+            q, level = lanes[int(flat[i]) - 1]
+            out.append((q, flat[i + 1], _fields(flat[i + 2]), level))
         return out
 
     def release(self, consumer: str, entries: Sequence[Entry]) -> int:
@@ -362,7 +371,7 @@ class Broker(FlowCalls, Inspection):
                     break
         return out
 
-    def finish(
+    def finish_args(
         self,
         queue: str,
         entry_id: bytes,
@@ -376,8 +385,10 @@ class Broker(FlowCalls, Inspection):
         cache: tuple[str, float | None] | None = None,
         flow: tuple[str, int] | None = None,
         level: int = 0,
-    ) -> bool:
-        """Record a final outcome and ack, fenced by ``attempt``; False if fenced off.
+    ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of a ``finish`` script call (see :meth:`finish`).
+
+        Records a final outcome and acks, fenced by ``attempt``.
 
         ``ack=False`` leaves the delivery pending (a flow child, acked after its
         flow is notified). ``cache=(key, expiration)`` also stores a Completed
@@ -418,7 +429,39 @@ class Broker(FlowCalls, Inspection):
                 k.flow_ping(queue, fid),
             ]
             args += ["flow", fid]
-        return bool(self.call(scripts.FINISH, keys, args))
+        return keys, args
+
+    def finish(self, *a: Any, **kw: Any) -> bool:
+        """Record a final outcome and ack, fenced by ``attempt``; False if fenced off.
+
+        Takes the arguments of :meth:`finish_args`.
+        """
+        return bool(self.call(scripts.FINISH, *self.finish_args(*a, **kw)))
+
+    def finish_and_read(
+        self,
+        finishes: Sequence[tuple[Sequence[str], Sequence[Any]]],
+        queues: Sequence[str],
+        consumer: str,
+        count: int,
+    ) -> tuple[list[bool | Exception], list[Entry]]:
+        """Run ``finish`` calls (from :meth:`finish_args`) and a non-blocking fetch of up
+        to ``count`` new deliveries, all in one round trip.
+
+        Returns:
+            Per finish True (recorded), False (fenced off) or the error it raised; and
+            the deliveries read, as :meth:`read` returns them.
+        """
+        lanes, names = self._lanes(queues)
+        calls = [(scripts.FINISH, k, a) for k, a in finishes]
+        calls.append((scripts.FETCH, names, [GROUP, consumer, count]))
+        replies = self.call_mixed(calls)
+        *done, fetched = replies
+        if isinstance(fetched, Exception):
+            with self.translate():
+                raise fetched
+        results = [r if isinstance(r, Exception) else bool(r) for r in done]
+        return results, self._fetched(lanes, fetched)
 
     def cache_get(self, queue: str, key: str) -> bytes | None:
         """The cached outcome under ``key``, if any."""

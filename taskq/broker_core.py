@@ -188,6 +188,22 @@ class BrokerCore:
                     raise reply
         return replies
 
+    def call_mixed(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run ``(script name, keys, args)`` calls of several scripts in one round trip.
+
+        Replies come back in order; a call's error is returned as its reply (the
+        caller decides), except that NOSCRIPT is healed by loading and re-sending.
+        """
+        commands = [self._evalsha(name, k, a) for name, k, a in calls]
+        replies = self.send(commands)
+        redo = [i for i, r in enumerate(replies) if _is_noscript(r)]
+        if redo:
+            for name in dict.fromkeys(calls[i][0] for i in redo):
+                self.execute("SCRIPT", "LOAD", scripts.load(name).source)
+            for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
+                replies[i] = reply
+        return replies
+
     def _ttl_ms(self, ttl: float | None) -> int:
         return int((ttl or self.settings.result_ttl) * 1000)
 

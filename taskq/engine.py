@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskq import scripts
 from taskq.app import App
 from taskq.broker import Entry
 from taskq.cache import TaskRunContext, bind_arguments
@@ -61,6 +62,8 @@ class Delivery:
     retry_start: bool = False
     cache_key: str | None = None
     level: int = 0
+    #: Its outcome waits in the worker's outbox, to be recorded with the next fetch.
+    deferred: bool = False
 
     @property
     def parent(self) -> tuple[str, str, int] | None:
@@ -103,6 +106,9 @@ class Engine:
     ) -> None:
         self.app = app
         self.can_block = can_block
+        #: Set by the worker: takes a ready ``finish`` call to send with its next fetch
+        #: (returns False when it cannot, and the engine sends the call itself).
+        self.defer: Callable[[Delivery, tuple[list[str], list[Any]]], bool] | None = None
         self.broker = app.broker
         self.worker_id = worker_id
         s = app.settings
@@ -316,7 +322,8 @@ class Engine:
         if raw is None:
             return False
         value = decode_outcome(raw).value
-        if self._finish(d, "Cached", encode_outcome("Cached", d.attempt, value), None):
+        hooks = d.task.options.on_completion
+        if self._finish(d, "Cached", encode_outcome("Cached", d.attempt, value), None, bool(hooks)):
             self._hooks(d, d.task.options.on_completion, State("Cached", d.attempt))
         return True
 
@@ -371,18 +378,26 @@ class Engine:
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
             return
-        if self._finish(d, "Completed", outcome, None):
+        if self._finish(d, "Completed", outcome, None, bool(d.task.options.on_completion)):
             self._hooks(d, d.task.options.on_completion, State("Completed", d.attempt))
         else:
             log.warning("run %s attempt %d was fenced off; result dropped", d.run_id, d.attempt)
 
     def _finish(
-        self, d: Delivery, state: str, outcome: bytes, error: tuple[str, str] | None
+        self,
+        d: Delivery,
+        state: str,
+        outcome: bytes,
+        error: tuple[str, str] | None,
+        need_result: bool = True,
     ) -> bool:
         """Record the final outcome; a flow child then notifies its flow, then acks.
 
         The order (outcome, notify, ack) means a crash at any point is repaired by
-        redelivery: the duplicate is recognised as ended and re-notifies.
+        redelivery: the duplicate is recognised as ended and re-notifies. When it is
+        one script call and nobody needs to know whether it was fenced off (no hooks),
+        the call may be handed to the worker (:attr:`defer`), which sends it with its
+        next fetch; True is returned then.
         """
         parent = d.parent
         ttl = self._ttl(d)
@@ -392,7 +407,7 @@ class Engine:
         # A child on its flow's queue (one hash tag) ends in one script: outcome, notify,
         # ack. On another queue it takes three calls in that order (two hash tags).
         same_tag = parent is not None and parent[0] == d.queue
-        recorded = self.broker.finish(
+        call = self.broker.finish_args(
             d.queue,
             d.entry_id,
             d.run_id,
@@ -406,6 +421,10 @@ class Engine:
             flow=(parent[1], parent[2]) if parent is not None and same_tag else None,
             level=d.level,
         )
+        one_call = parent is None or same_tag
+        if one_call and not need_result and self.defer is not None and self.defer(d, call):
+            return True
+        recorded = bool(self.broker.call(scripts.FINISH, *call))
         if recorded and parent is not None and not same_tag:
             self.broker.notify(parent[0], parent[1], d.run_id, outcome, ttl, parent[2])
             self.broker.ack(d.queue, [d.entry_id], d.level)
@@ -437,14 +456,16 @@ class Engine:
         """Record Failed with the error as data."""
         err = error_info(exc)
         outcome = encode_outcome("Failed", d.attempt, error=err)
-        if self._finish(d, "Failed", outcome, (err.type, err.message)):
+        if self._finish(
+            d, "Failed", outcome, (err.type, err.message), bool(d.task.options.on_failure)
+        ):
             self._hooks(d, d.task.options.on_failure, State("Failed", d.attempt, err))
 
     def handle_cancel(self, d: Delivery, reason: str) -> None:
         """Record Cancelled; the run never retries."""
         err = ErrorInfo("Cancelled", reason)
         outcome = encode_outcome("Cancelled", d.attempt, error=err)
-        self._finish(d, "Cancelled", outcome, ("Cancelled", reason))
+        self._finish(d, "Cancelled", outcome, ("Cancelled", reason), False)
 
     def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:
         for hook in hooks:

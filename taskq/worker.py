@@ -32,12 +32,14 @@ from typing import Any
 
 from taskq.app import App
 from taskq.backoff import Backoff
+from taskq.broker import Entry
 from taskq.engine import Delivery, Engine
 from taskq.errors import TaskqError
 from taskq.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.message import new_run_id
 from taskq.scheduler import Mover
+from taskq.scripts import FINISH
 from taskq.threads import TaskThreads
 
 log = logging.getLogger("taskq.worker")
@@ -90,6 +92,10 @@ class Worker:
         self.replace_on_timeout = replace_on_timeout
         self.id = make_worker_id()
         self.engine = Engine(app, self.id, can_block=self._has_free_slot)
+        self.engine.defer = self._defer
+        # Finished runs whose finish call waits to go out with the next fetch.
+        self._outbox: list[tuple[Delivery, tuple[list[str], list[Any]]]] = []
+        self._blocking = False  # the fetch loop is in (or entering) a blocking read
         self._inflight = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -177,36 +183,127 @@ class Worker:
         free = self._wait_for_slot()
         if free == 0:
             return None
+        # Expired leases first (at most every half lease), whatever else is going on.
+        entries = self.leases.reclaim(self.queues, free)
+        if entries:
+            self._admit(entries, False)
+            return None
+        read_too = self._commit(free)
+        if read_too is not None:  # outcomes recorded, new deliveries read, one round trip
+            if read_too:
+                self._admit(read_too, True)
+            return None
         # Blocking reads are capped at half a lease, so expired leases are checked in time.
         # A burst worker with runs in flight blocks briefly: a running flow may be about to
         # enqueue children (XREADGROUP wakes the moment it does); idle, it does not block.
         block: float | None = min(self.app.settings.block_seconds, self.leases.lease / 2)
         if self.burst:
             block = BURST_BLOCK if self._busy() else None
-        entries = self.leases.reclaim(self.queues, free)
-        fresh = not entries
-        if fresh:
-            entries = broker.read(self.queues, self.id, free, block)
+        entries = self._read(free, block)
+        fresh = True
         if not entries and self.burst and not self._busy():
             # Drained, unless runs wait in the delay queue: then block on the stream,
             # which the mover feeds when they come due. A run the mover moved between
             # the read above and the count is in the stream now: one more read settles it.
             wait = broker.delayed_count(self.queues) > 0
-            entries = broker.read(
-                self.queues, self.id, free, self.app.settings.block_seconds if wait else None
-            )
+            entries = self._read(free, self.app.settings.block_seconds if wait else None)
             if not entries and not wait:
                 return False
         if len(entries) > free:  # a blocking read over several priority streams
             broker.release(self.id, entries[free:])
             entries = entries[:free]
-        admitted = self.engine.admit(entries, fresh) if entries else []
+        if entries:
+            self._admit(entries, fresh)
+        return None
+
+    def _admit(self, entries: Sequence[Entry], fresh: bool) -> None:
+        admitted = self.engine.admit(entries, fresh)
         if self.stopping:  # read after a stop: give these straight back
             self._hand_back(admitted, "worker stopping")
-            return None
+            return
         for d in admitted:
             self._dispatch(d)
-        return None
+
+    def _read(self, free: int, block: float | None) -> list[Entry]:
+        """Read new deliveries; never block while finished runs wait in the outbox
+        (and, while blocked, let finishing runs record their outcomes themselves)."""
+        if block is not None:
+            with self._cond:
+                if self._outbox:
+                    block = None
+                else:
+                    self._blocking = True
+        try:
+            return self.app.broker.read(self.queues, self.id, free, block)
+        finally:
+            if block is not None:
+                with self._cond:
+                    self._blocking = False
+
+    # -- batched outcomes ---------------------------------------------------------------
+
+    def _defer(self, d: Delivery, call: tuple[list[str], list[Any]]) -> bool:
+        """Engine hook: keep a finished run's ``finish`` call for the fetch loop, which
+        sends it with its next fetch (one round trip for many runs). Refused while
+        the loop blocks on an empty stream or the worker stops: the caller sends it."""
+        with self._cond:
+            if self._blocking or self.stopping:
+                return False
+            d.deferred = True
+            self._started.pop((d.queue, d.level, d.entry_id), None)
+            self._outbox.append((d, call))
+            self._cond.notify_all()
+            return True
+
+    def _take_outbox(self) -> list[tuple[Delivery, tuple[list[str], list[Any]]]]:
+        with self._cond:
+            taken, self._outbox = self._outbox, []
+            return taken
+
+    def _commit(self, free: int) -> list[Entry] | None:
+        """Send the outbox's finish calls and a fetch for ``free`` slots in one round
+        trip; None when the outbox was empty. On a Redis error the calls go back."""
+        taken = self._take_outbox()
+        if not taken:
+            return None
+        try:
+            results, entries = self.app.broker.finish_and_read(
+                [call for _, call in taken], self.queues, self.id, free
+            )
+        except TaskqError:
+            with self._cond:
+                self._outbox[:0] = taken
+            raise
+        self._recorded(taken, results)
+        return entries
+
+    def _flush_outbox(self) -> None:
+        """Record every waiting outcome now (before a hand-back or an exit)."""
+        taken = self._take_outbox()
+        if not taken:
+            return
+        try:
+            results = self.app.broker.call_mixed([(FINISH, *call) for _, call in taken])
+        except TaskqError as exc:
+            log.warning(
+                "recording %d outcome(s) failed: %s (leases bring them back)", len(taken), exc
+            )
+            results = [exc] * len(taken)
+        self._recorded(taken, [r if isinstance(r, Exception) else bool(r) for r in results])
+
+    def _recorded(
+        self, taken: Sequence[tuple[Delivery, Any]], results: Sequence[bool | Exception]
+    ) -> None:
+        for (d, _), ok in zip(taken, results, strict=True):
+            if isinstance(ok, Exception):
+                log.error("recording the outcome of run %s failed: %s", d.run_id, ok)
+            elif not ok:
+                log.warning(
+                    "run %s attempt %d was fenced off; outcome dropped", d.run_id, d.attempt
+                )
+        with self._cond:
+            for d, _ in taken:
+                self._held.pop((d.queue, d.level, d.entry_id), None)
 
     def _has_free_slot(self) -> bool:
         """Whether a flow blocking inline could see its children run here."""
@@ -220,8 +317,9 @@ class Worker:
             return 0 if self.stopping else self.concurrency - self._inflight
 
     def _busy(self) -> bool:
+        """Runs in flight, or outcomes not recorded yet (one may resume a flow)."""
         with self._cond:
-            return self._inflight > 0
+            return self._inflight > 0 or bool(self._outbox)
 
     # -- running ------------------------------------------------------------------------
 
@@ -258,7 +356,8 @@ class Worker:
             if key in self._abandoned:  # its slot was freed when it timed out
                 self._abandoned.discard(key)
                 return
-            self._held.pop(key, None)
+            if not d.deferred:  # a deferred one stays held (leased) until recorded
+                self._held.pop(key, None)
             self._inflight -= 1
             self.processed += 1
             self._cond.notify_all()
@@ -313,8 +412,10 @@ class Worker:
         if not self.replace_on_timeout:
             self._threads.add_thread()  # the stuck job keeps its thread; the freed slot needs one
         if self.replace_on_timeout:
-            # The stuck thread cannot be killed: hand the other runs back and let the
-            # supervisor start a fresh process.
+            # The stuck thread cannot be killed: record the waiting outcomes, hand the
+            # other runs back and let the supervisor start a fresh process.
+            self._flush_outbox()
+            others = [o for o in others if not o.deferred]
             self._hand_back(others, "worker replaced after a task timed out")
             logging.shutdown()
             os._exit(EXIT_TIMEOUT)
@@ -340,7 +441,9 @@ class Worker:
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.1))
-            unfinished = list(self._held.values())
+        self._flush_outbox()
+        with self._cond:
+            unfinished = [d for d in self._held.values() if not d.deferred]
         if unfinished:
             log.warning("handing back %d unfinished run(s) for redelivery", len(unfinished))
             self._hand_back(unfinished, "worker shut down before it finished")
