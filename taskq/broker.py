@@ -2,7 +2,8 @@
 
 Connections, raw commands and error translation live in :mod:`taskq.broker_core`;
 flow calls in :mod:`taskq.broker_flows`; read-only inspection in
-:mod:`taskq.broker_inspect`. Everything above these modules sees
+:mod:`taskq.broker_inspect`; waiting for results in :mod:`taskq.broker_results`.
+Everything above these modules sees
 :class:`~taskq.errors.RedisUnavailableError` and :class:`~taskq.errors.BrokerError`,
 never a redis-py exception.
 """
@@ -13,9 +14,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import Entry, Subscription, _fields, _is_noscript, _now, _s
+from taskq.broker_core import Entry, Subscription, _fields, _is_noscript, _s
 from taskq.broker_flows import FlowCalls
 from taskq.broker_inspect import Inspection
+from taskq.broker_results import Results
 from taskq.keys import GROUP, LEVELS_SERVED
 
 __all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
@@ -29,7 +31,7 @@ def delay_mark(level: int) -> bytes:
     return b"" if level == 0 else b"\xc1P" + str(level).encode()
 
 
-class Broker(FlowCalls, Inspection):
+class Broker(FlowCalls, Inspection, Results):
     """Redis access for one process: the transitions, on top of the core's plumbing."""
 
     # -- producer side ------------------------------------------------------------------
@@ -164,50 +166,6 @@ class Broker(FlowCalls, Inspection):
         record = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         record.pop("p", None)  # a suspended flow's payload: binary, internal
         return {f: v.decode(errors="replace") for f, v in record.items()}
-
-    def wait_result(self, queue: str, run_id: str, timeout: float | None) -> bytes | None:
-        """Block until the run's outcome exists (BLMOVE of the one-element list onto itself).
-
-        Waits in slices no longer than ``block_seconds`` so a socket timeout never
-        cuts a healthy wait; nothing is polled on a timer.
-
-        Returns:
-            The outcome payload, or None when ``timeout`` ran out.
-        """
-        key = self.keys.result(queue, run_id)
-        block = self.settings.block_seconds
-        deadline = None if timeout is None else _now() + timeout
-        while True:
-            left = block if deadline is None else min(block, deadline - _now())
-            if left <= 0:
-                value: bytes | None = self.execute("LINDEX", key, 0)
-                return value
-            value = self.execute("BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}")
-            if value is not None:
-                return value
-
-    def peek_results(self, queue: str, run_ids: Sequence[str]) -> list[bytes | None]:
-        """Outcomes of many runs in one round trip (None for runs not finished)."""
-        if not run_ids:
-            return []
-        replies = self.send([("LINDEX", self.keys.result(queue, rid), 0) for rid in run_ids])
-        return [None if isinstance(r, Exception) else r for r in replies]
-
-    def wait_any(self, queue: str, run_ids: Sequence[str], timeout: float) -> str | None:
-        """Block until one of the runs has an outcome; return its id (None on timeout).
-
-        BLPOP takes the element, so it is pushed straight back: other waiters on
-        the same run are woken by that push.
-        """
-        if not run_ids:
-            return None
-        keys = {self.keys.result(queue, rid): rid for rid in run_ids}
-        got = self.execute("BLPOP", *keys, f"{max(timeout, 0.001):.3f}")
-        if got is None:
-            return None
-        key, value = got
-        self.execute("LPUSH", key, value)
-        return keys[_s(key)]
 
     # -- worker side --------------------------------------------------------------------
 
