@@ -37,7 +37,6 @@ from taskq.engine import Delivery, Engine
 from taskq.errors import TaskqError
 from taskq.flow import Flow
 from taskq.leases import LeaseKeeper
-from taskq.message import new_run_id
 from taskq.scheduler import Mover
 from taskq.scripts import FINISH
 from taskq.threads import TaskThreads
@@ -52,8 +51,9 @@ BURST_BLOCK = 0.05
 
 
 def make_worker_id() -> str:
-    """``host-pid-random``: unique per process start, readable in XINFO CONSUMERS."""
-    return f"{socket.gethostname()}-{os.getpid()}-{new_run_id()[:6]}"
+    """``host-pid-random``: unique per process start, readable in XINFO CONSUMERS. The
+    random part is hex, so the pid is always the second-to-last ``-`` field."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class Worker:
