@@ -389,12 +389,29 @@ class Broker(FlowCalls, Inspection, Results):
             args += ["flow", fid]
         return keys, args
 
-    def finish(self, *a: Any, **kw: Any) -> bool:
+    def finish(
+        self,
+        queue: str,
+        entry_id: bytes,
+        run_id: str,
+        attempt: int,
+        state: str,
+        outcome: bytes,
+        error: tuple[str, str] | None = None,
+        ttl: float | None = None,
+        ack: bool = True,
+        cache: tuple[str, float | None] | None = None,
+        flow: tuple[str, int] | None = None,
+        level: int = 0,
+    ) -> bool:
         """Record a final outcome and ack, fenced by ``attempt``; False if fenced off.
 
-        Takes the arguments of :meth:`finish_args`.
+        The arguments are those of :meth:`finish_args`.
         """
-        return bool(self.call(scripts.FINISH, *self.finish_args(*a, **kw)))
+        call = self.finish_args(
+            queue, entry_id, run_id, attempt, state, outcome, error, ttl, ack, cache, flow, level
+        )
+        return bool(self.call(scripts.FINISH, *call))
 
     def finish_and_read(
         self,
