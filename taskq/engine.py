@@ -240,13 +240,29 @@ class Engine:
             self.handle_success(d, value)
 
     async def run_async(self, d: Delivery) -> None:
-        """Await an async task on the running loop and record its outcome."""
+        """Await an async task on the running loop and record its outcome.
+
+        With a time limit the coroutine is cancelled when it passes it, and the
+        attempt ends with :class:`TaskTimeoutError` (retried per the task's policy).
+        """
         if d.task.options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
             return
+        limit = self.timeout_of(d)
+        scope: asyncio.Timeout | None = None
         try:
-            value = await d.task.fn(*d.message.args, **d.message.kwargs)
+            coro = d.task.fn(*d.message.args, **d.message.kwargs)
+            if limit is None:
+                value = await coro
+            else:
+                # asyncio.timeout (not wait_for): expired() tells the limit apart from a
+                # TimeoutError the task raises itself, which is an ordinary error.
+                async with asyncio.timeout(limit) as scope:
+                    value = await coro
         except BaseException as exc:
-            self._handle_exception(d, exc)
+            if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
+                self._handle_exception(d, TaskTimeoutError(f"timed out after {limit} s"))
+            else:
+                self._handle_exception(d, exc)
         else:
             self.handle_success(d, value)
 

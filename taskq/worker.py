@@ -375,7 +375,7 @@ class Worker:
     def _watch_timeouts(self) -> None:
         """Every 0.1 s, end sync attempts that ran past ``timeout_seconds``.
 
-        (Async tasks time out inside the engine, with ``asyncio.wait_for``.)
+        (Async tasks time out inside the engine, with ``asyncio.timeout``.)
         """
         while not self._exited.wait(0.1):
             now = time.monotonic()
