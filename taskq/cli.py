@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
 import click
 
+from taskq.cpus import available_cpus
 from taskq.errors import ConfigurationError, TaskqError
 
 
@@ -34,8 +34,8 @@ def cli() -> None:
     "--processes",
     "-p",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
-    show_default="CPU count",
+    default=available_cpus,
+    show_default="CPUs this process may use (affinity, cgroup quota)",
     help="Worker processes to run.",
 )
 @click.option(
