@@ -35,8 +35,35 @@ class PoolConfig:
     log_level: str = "INFO"
 
 
+#: Signals closer together than this (seconds) are one user action: a terminal's Ctrl-C
+#: reaches every process of the group and the supervisor forwards it too; systemd's
+#: default ``KillMode=control-group`` signals the whole group as well.
+SIGNAL_WINDOW = 0.5
+
+
+class SignalCount:
+    """Counts signals, taking a burst within :data:`SIGNAL_WINDOW` of the last counted
+    one as the same signal."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last = float("-inf")
+
+    def new(self) -> bool:
+        """Record a signal; True if it counts as a new one."""
+        now = time.monotonic()
+        if now - self._last < SIGNAL_WINDOW:
+            return False
+        self._last = now
+        self.count += 1
+        return True
+
+
 def child_main(cfg: PoolConfig) -> None:
     """Entry point of one worker process."""
+    # Ctrl-C reaches this process directly and again, as SIGTERM, from the supervisor:
+    # only the supervisor's counts, so one Ctrl-C is one stop request.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from taskq.app import load_app
     from taskq.worker import Worker
 
@@ -54,11 +81,13 @@ def child_main(cfg: PoolConfig) -> None:
         replace_on_timeout=True,
     )
 
+    signals = SignalCount()
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
+        if signals.new():  # not the forwarded copy of a signal the group already got
+            worker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     worker.run()
     if worker.handed_back:
         # Runs were handed back while their threads still run: end those threads with
@@ -81,7 +110,7 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._children: dict[int, Any] = {}
         self._stopping = False
-        self._signals = 0
+        self._signals = SignalCount()
         self.restarts = 0
         self._restarts_due: dict[int, float] = {}
         self._started_at: dict[int, float] = {}
@@ -97,19 +126,21 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """First signal: children stop fetching and get their grace period. Second: they
         hand their unfinished runs back at once. Third: they are killed (the lease brings
-        their runs back)."""
-        self._signals += 1
+        their runs back). A SIGINT and a SIGTERM in the same burst (one user action
+        reaching the whole process group) count once."""
+        if not self._signals.new():
+            return
         self._stopping = True
         log.info(
             "signal %d (#%d): stopping %d worker process(es)",
             signum,
-            self._signals,
+            self._signals.count,
             len(self._children),
         )
         for p in self._children.values():
             if not p.is_alive():
                 continue
-            if self._signals >= 3:
+            if self._signals.count >= 3:
                 p.kill()
             elif p.pid is not None:
                 p.terminate()
