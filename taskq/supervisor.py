@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -20,6 +21,9 @@ from typing import Any
 from taskq.worker import EXIT_TIMEOUT
 
 log = logging.getLogger("taskq.supervisor")
+
+#: Exit code of a worker process that stopped because its supervisor died.
+EXIT_ORPHANED = 71
 
 
 @dataclass(frozen=True)
@@ -88,12 +92,30 @@ def child_main(cfg: PoolConfig) -> None:
             worker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
+    threading.Thread(
+        target=_exit_with_supervisor, args=(worker,), name="taskq-parent", daemon=True
+    ).start()
     worker.run()
     if worker.handed_back:
         # Runs were handed back while their threads still run: end those threads with
         # the process, now, rather than letting them finish work another worker redoes.
         logging.shutdown()
         os._exit(0)
+
+
+def _exit_with_supervisor(worker: Any) -> None:
+    """Hand everything back and exit as soon as the supervisor is gone (SIGKILLed, OOM
+    killed): unsupervised, this process would keep running with no one to stop it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    log.warning("the supervisor (pid %s) is gone: handing back and exiting", parent.pid)
+    try:
+        worker.abort("its supervisor died")
+    finally:
+        logging.shutdown()
+        os._exit(EXIT_ORPHANED)
 
 
 class Supervisor:

@@ -124,6 +124,22 @@ class Worker:
         with self._cond:
             self._cond.notify_all()
 
+    def abort(self, reason: str) -> None:
+        """Stop with no grace and hand every unfinished run back now, from any thread.
+
+        For a process about to exit while its fetch loop may still be blocked in a
+        read: the waiting outcomes are recorded first, then the rest is handed back
+        for immediate redelivery (a second hand-back of the same runs is a no-op).
+        """
+        self.stop()
+        self._hurry.set()
+        self._flush_outbox()
+        with self._cond:
+            unfinished = [d for d in self._held.values() if not d.deferred]
+        if unfinished:
+            log.warning("handing back %d unfinished run(s): %s", len(unfinished), reason)
+            self._hand_back(unfinished, reason)
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import pool_apps
-from tests.pool import ROOT, Pool
+from tests.pool import ROOT, Pool, wait_gone
 
 app = pool_apps.app
 
@@ -59,6 +59,26 @@ def test_one_signal_to_the_process_group_keeps_the_grace_a_second_ends_it(
         assert pool.proc.wait(20) == 0
         record = app.broker.run_record("default", b.run_id)
         assert record["s"] == "Pending", pool.output()  # handed back for redelivery
+        assert record["x1"].startswith("Interrupted"), record
+    finally:
+        pool.close()
+
+
+@pytest.mark.slow
+def test_worker_processes_hand_back_and_exit_when_their_supervisor_is_killed(
+    pool_env: dict[str, str],
+) -> None:
+    pool = Pool(pool_env, ["--processes", "2", "--concurrency", "1", "--grace", "60"])
+    try:
+        running = pool_apps.hold.submit("a")
+        wait_started(1)
+        children = pool.workers()
+        assert len(children) == 2, pool.output()
+        os.kill(pool.pid, signal.SIGKILL)  # an OOM kill, a `kill -9` of the service's pid
+        pool.proc.wait(10)
+        assert wait_gone(children, timeout=3) == [], pool.output()  # about a second, + slack
+        record = app.broker.run_record("default", running.run_id)
+        assert record["s"] == "Pending", record  # handed back, not left to its lease
         assert record["x1"].startswith("Interrupted"), record
     finally:
         pool.close()
