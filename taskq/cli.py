@@ -62,7 +62,14 @@ def cli() -> None:
 @click.option(
     "--check",
     is_flag=True,
-    help="Check that the app imports and Redis answers, then exit 0 (healthy) or 1.",
+    help="Pre-flight check: the app imports and Redis answers; exit 0, else 1.",
+)
+@click.option(
+    "--heartbeat-file",
+    envvar="TASKQ_HEARTBEAT_FILE",
+    type=click.Path(dir_okay=False),
+    help="Touch this file about every second while the pool runs (read by `taskq health`) "
+    "[env: TASKQ_HEARTBEAT_FILE].",
 )
 @click.option(
     "--log-level",
@@ -79,6 +86,7 @@ def worker(
     redis_url: str | None,
     grace: float,
     check: bool,
+    heartbeat_file: str | None,
     log_level: str,
 ) -> None:
     """Run a pool of worker processes for the app at MODULE:APP.
@@ -101,7 +109,38 @@ def worker(
         return
     app.broker.ping()
     cfg = PoolConfig(app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper())
-    sys.exit(Supervisor(cfg, processes).run())
+    sys.exit(Supervisor(cfg, processes, heartbeat_file=heartbeat_file).run())
+
+
+@cli.command()
+@click.option(
+    "--heartbeat-file",
+    envvar="TASKQ_HEARTBEAT_FILE",
+    help="The file `taskq worker --heartbeat-file` touches [env: TASKQ_HEARTBEAT_FILE].",
+)
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds the heartbeat may be old.",
+)
+def health(heartbeat_file: str | None, max_age: float) -> None:
+    """Exit 0 if the running worker's heartbeat is fresh, else 1 (a container probe).
+
+    Reads only the heartbeat file's age: no Redis, no app import.
+    """
+    from taskq.health import check
+
+    if not heartbeat_file:
+        raise click.UsageError(
+            "no heartbeat file: pass --heartbeat-file or set TASKQ_HEARTBEAT_FILE"
+        )
+    ok, line = check(heartbeat_file, max_age)
+    if not ok:
+        click.echo(f"taskq: unhealthy: {line}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {line}")
 
 
 @cli.command()

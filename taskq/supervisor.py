@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from taskq.health import Heartbeat
 from taskq.worker import EXIT_TIMEOUT
 
 log = logging.getLogger("taskq.supervisor")
@@ -126,8 +127,11 @@ class Supervisor:
         processes: How many worker processes.
     """
 
-    def __init__(self, cfg: PoolConfig, processes: int) -> None:
+    def __init__(
+        self, cfg: PoolConfig, processes: int, *, heartbeat_file: str | None = None
+    ) -> None:
         self.cfg = cfg
+        self._heartbeat = Heartbeat(heartbeat_file) if heartbeat_file else None
         self.processes = processes
         self._ctx = multiprocessing.get_context("spawn")
         self._children: dict[int, Any] = {}
@@ -173,7 +177,17 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in range(self.processes):
             self._spawn(slot)
+        try:
+            self._loop()
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.remove()
+        return 0
+
+    def _loop(self) -> None:
         while self._children or (self._restarts_due and not self._stopping):
+            if self._heartbeat is not None:
+                self._heartbeat.beat()  # the loop runs: children alive or being restarted
             self._reap()
             now = time.monotonic()
             for slot, due in list(self._restarts_due.items()):
@@ -183,7 +197,6 @@ class Supervisor:
                     del self._restarts_due[slot]
                     self.restarts += 1
                     self._spawn(slot)
-        return 0
 
     def _reap(self) -> None:
         """Wait (up to 1 s, or the next due restart) for a child to exit; schedule restarts.

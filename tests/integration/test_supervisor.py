@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -80,5 +82,26 @@ def test_worker_processes_hand_back_and_exit_when_their_supervisor_is_killed(
         record = app.broker.run_record("default", running.run_id)
         assert record["s"] == "Pending", record  # handed back, not left to its lease
         assert record["x1"].startswith("Interrupted"), record
+    finally:
+        pool.close()
+
+
+def test_the_supervisor_keeps_touching_its_heartbeat_file(
+    pool_env: dict[str, str], tmp_path: Path
+) -> None:
+    beat = tmp_path / "heartbeat"
+    env = dict(pool_env, TASKQ_HEARTBEAT_FILE=str(beat))
+    pool = Pool(env, ["--processes", "1", "--concurrency", "1"])
+    try:
+        assert pool_apps.hold.submit("a", 0.0).result(timeout=60) == "expired"  # it runs
+        assert beat.exists(), pool.output()
+        first = beat.stat().st_mtime_ns
+        old = time.time() - 120
+        os.utime(beat, (old, old))  # as if the supervisor had hung two minutes ago
+        deadline = time.monotonic() + 10
+        while beat.stat().st_mtime_ns <= first and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling a file's age, bounded: the probe's own view
+        assert beat.stat().st_mtime_ns > first, "not touched again within 10 s"
+        assert time.time() - beat.stat().st_mtime < 5
     finally:
         pool.close()
