@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from taskq.deadlines import Deadlines, Reporter
 from taskq.health import Heartbeat
 from taskq.worker import EXIT_TIMEOUT
 
@@ -64,7 +65,7 @@ class SignalCount:
         return True
 
 
-def child_main(cfg: PoolConfig) -> None:
+def child_main(cfg: PoolConfig, deadlines: Any = None) -> None:
     """Entry point of one worker process."""
     # Ctrl-C reaches this process directly and again, as SIGTERM, from the supervisor:
     # only the supervisor's counts, so one Ctrl-C is one stop request.
@@ -85,6 +86,10 @@ def child_main(cfg: PoolConfig) -> None:
         grace=cfg.grace,
         replace_on_timeout=True,
     )
+    if deadlines is not None:  # the write end of the pipe to the supervisor
+        reporter = Reporter(deadlines)
+        reporter.hello(worker.id)
+        worker.report_deadline = reporter.timed
 
     signals = SignalCount()
 
@@ -141,10 +146,16 @@ class Supervisor:
         self._restarts_due: dict[int, float] = {}
         self._started_at: dict[int, float] = {}
         self._delays: dict[int, float] = {}
+        self.deadlines = Deadlines(cfg.app_spec, cfg.redis_url, cfg.queues)
 
     def _spawn(self, slot: int) -> None:
-        p = self._ctx.Process(target=child_main, args=(self.cfg,), name=f"taskq-worker-{slot}")
+        reader, writer = self._ctx.Pipe(duplex=False)
+        p = self._ctx.Process(
+            target=child_main, args=(self.cfg, writer), name=f"taskq-worker-{slot}"
+        )
         p.start()
+        writer.close()  # the child holds it now: its exit means end of file here
+        self.deadlines.attach(slot, reader)
         self._children[slot] = p
         self._started_at[slot] = time.monotonic()
         log.info("started worker process %d (pid %s)", slot, p.pid)
@@ -208,20 +219,26 @@ class Supervisor:
         """
         next_due = min(self._restarts_due.values(), default=None)
         timeout = 1.0 if next_due is None else max(0.0, min(1.0, next_due - time.monotonic()))
+        timeout = self.deadlines.timeout(timeout)  # wake when a timed run becomes overdue
         sentinels = [p.sentinel for p in self._children.values()]
         if sentinels:
-            multiprocessing.connection.wait(sentinels, timeout=timeout)
+            multiprocessing.connection.wait(
+                sentinels + self.deadlines.connections(), timeout=timeout
+            )
         else:
             time.sleep(timeout)
+        self.deadlines.receive()
+        killed = set(self.deadlines.enforce(self._children))
         for slot, p in list(self._children.items()):
             if p.is_alive():
                 continue
             p.join()
             del self._children[slot]
+            self.deadlines.detach(slot)
             code = p.exitcode
             if self._stopping or (self.cfg.burst and code == 0):
                 continue
-            if code == EXIT_TIMEOUT:
+            if code == EXIT_TIMEOUT or slot in killed:
                 log.warning("worker process %d was replaced after a task timed out", slot)
                 self._restarts_due[slot] = time.monotonic()
                 continue

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskq.app import App
@@ -111,6 +111,9 @@ class Worker:
         self.processed = 0
         self.timed_out = 0
         self.handed_back = 0
+        #: Told each run with a time limit as it starts (its monotonic deadline) and
+        #: ends (None): how ``taskq worker``'s supervisor enforces hard timeouts.
+        self.report_deadline: Callable[[Delivery, float | None], None] | None = None
         self.mover = Mover(app.broker, self.queues)
         self.leases = LeaseKeeper(app.broker, self.id, app.settings.lease_seconds, self._held_ids)
 
@@ -348,7 +351,9 @@ class Worker:
         with self._cond:
             self._inflight += 1
             self._held[key] = d
-            self._started[key] = time.monotonic()
+            self._started[key] = started = time.monotonic()
+        if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
+            self.report_deadline(d, started + limit)
         if d.task.is_async and not isinstance(d.task, Flow):
             fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._event_loop())
             fut.add_done_callback(lambda f: self._done(d, f))
@@ -367,6 +372,8 @@ class Worker:
         if fut is not None and fut.exception() is not None:
             log.error("recording an async outcome failed: %r", fut.exception())
         key = (d.queue, d.level, d.entry_id)
+        if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
+            self.report_deadline(d, None)
         with self._cond:
             self._started.pop(key, None)
             if key in self._abandoned:  # its slot was freed when it timed out
@@ -409,6 +416,8 @@ class Worker:
 
     def _time_out(self, key: tuple[str, int, bytes], d: Delivery) -> None:
         self.timed_out += 1
+        if self.report_deadline is not None:
+            self.report_deadline(d, None)  # recorded here: the supervisor need not
         log.warning("run %s overran its timeout; recording it timed out", d.run_id)
         try:
             self.engine.handle_timeout(d)
