@@ -103,5 +103,8 @@ def test_the_supervisor_keeps_touching_its_heartbeat_file(
             time.sleep(0.1)  # polling a file's age, bounded: the probe's own view
         assert beat.stat().st_mtime_ns > first, "not touched again within 10 s"
         assert time.time() - beat.stat().st_mtime < 5
+        os.kill(pool.pid, signal.SIGTERM)
+        assert pool.proc.wait(30) == 0
+        assert not beat.exists()  # a stopped worker leaves no fresh-looking heartbeat
     finally:
         pool.close()
