@@ -1,8 +1,11 @@
 """The supervisor: the only place that knows about processes.
 
 It starts N worker processes (spawned, so each imports the app afresh and opens
-its own connections), restarts one that dies, forwards SIGTERM/SIGINT, and in
-burst mode returns once every process has drained and exited.
+its own connections), restarts one that dies, forwards SIGTERM/SIGINT (a burst of
+signals from one user action counts once), enforces hard timeouts from outside the
+worker processes (:mod:`taskq.deadlines`), touches the heartbeat file
+(:mod:`taskq.health`), and in burst mode returns once every process has drained
+and exited. A worker process whose supervisor dies hands its runs back and exits.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from taskq.deadlines import Deadlines, Reporter
 from taskq.health import Heartbeat
-from taskq.worker import EXIT_TIMEOUT
+from taskq.worker import EXIT_TIMEOUT, Worker
 
 log = logging.getLogger("taskq.supervisor")
 
@@ -71,7 +74,6 @@ def child_main(cfg: PoolConfig, deadlines: Any = None) -> None:
     # only the supervisor's counts, so one Ctrl-C is one stop request.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from taskq.app import load_app
-    from taskq.worker import Worker
 
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
@@ -109,7 +111,7 @@ def child_main(cfg: PoolConfig, deadlines: Any = None) -> None:
         os._exit(0)
 
 
-def _exit_with_supervisor(worker: Any) -> None:
+def _exit_with_supervisor(worker: Worker) -> None:
     """Hand everything back and exit as soon as the supervisor is gone (SIGKILLed, OOM
     killed): unsupervised, this process would keep running with no one to stop it."""
     parent = multiprocessing.parent_process()
