@@ -41,7 +41,7 @@ from taskq.message import (
     encode_outcome,
 )
 from taskq.options import RETRY_OPTIONS
-from taskq.retry import RetryPolicy, build_policy, retry_decision
+from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State, TaskRun
 from taskq.task import Task
 
@@ -246,7 +246,7 @@ class Engine:
         try:
             value = await d.task.fn(*d.message.args, **d.message.kwargs)
         except BaseException as exc:
-            self._handle_exception(d, exc)
+            await self._handle_exception_async(d, exc)
         else:
             self.handle_success(d, value)
 
@@ -347,7 +347,21 @@ class Engine:
             self.handle_failure(d, exc)
             raise exc
         policy = self._policy(d)
-        delay = retry_decision(d.task, policy, d.run, exc)
+        self._retry_or_fail(d, exc, policy, retry_decision(d.task, policy, d.run, exc))
+
+    async def _handle_exception_async(self, d: Delivery, exc: BaseException) -> None:
+        """:meth:`_handle_exception` on the event loop: an async ``retry_condition_fn``
+        is awaited on this loop rather than run on a loop of its own."""
+        if not isinstance(exc, Exception | Retry):
+            self._handle_exception(d, exc)
+            return
+        policy = self._policy(d)
+        delay = await retry_decision_async(d.task, policy, d.run, exc)
+        self._retry_or_fail(d, exc, policy, delay)
+
+    def _retry_or_fail(
+        self, d: Delivery, exc: BaseException, policy: RetryPolicy, delay: float | None
+    ) -> None:
         if delay is None:
             self.handle_failure(d, exc)
         else:

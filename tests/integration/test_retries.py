@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -154,6 +155,58 @@ def test_retry_on_and_condition_stop_retries_in_the_worker(
     burst_worker(taskq_app)
     assert calls == {"net-net": 6, "net-val": 1, "twice": 2, "key": 1}
     assert all(f.state.name == "Failed" for f in futures)
+
+
+@pytest.mark.parametrize("async_task", [False, True], ids=["sync-task", "async-task"])
+def test_async_retry_condition_fn_is_awaited(
+    async_task: bool,
+    taskq_app: taskq.App,
+    burst_worker: BurstWorker,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    calls: Counter[str] = Counter()
+
+    async def transient_only(task: object, task_run: taskq.TaskRun, state: taskq.State) -> bool:
+        await asyncio.sleep(0)
+        return "transient" in str(state.exception)
+
+    async def predicate(exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionError)
+
+    if async_task:
+
+        @taskq_app.task(retries=2, retry_condition_fn=transient_only)
+        async def flaky(kind: str) -> None:
+            calls[kind] += 1
+            raise RuntimeError(kind)
+
+        @taskq_app.task(retries=2, retry_condition_fn=predicate)
+        async def net() -> None:
+            calls["net"] += 1
+            raise ConnectionError("down")
+
+    else:
+
+        @taskq_app.task(retries=2, retry_condition_fn=transient_only)
+        def flaky(kind: str) -> None:
+            calls[kind] += 1
+            raise RuntimeError(kind)
+
+        @taskq_app.task(retries=2, retry_condition_fn=predicate)
+        def net() -> None:
+            calls["net"] += 1
+            raise ConnectionError("down")
+
+    retried, refused, pred = flaky.submit("transient"), flaky.submit("permanent"), net.submit()
+    burst_worker(taskq_app)
+    # True: every retry is used; False: Failed after the first attempt, not retried.
+    assert calls == {"transient": 3, "permanent": 1, "net": 3}
+    for fut, attempts in ((retried, 3), (refused, 1), (pred, 3)):
+        assert fut.state.name == "Failed"
+        with pytest.raises(taskq.TaskFailedError) as info:
+            fut.result(timeout=5)
+        assert info.value.attempts == attempts
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_retry_signal_and_cancel(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:
