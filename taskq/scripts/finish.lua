@@ -54,6 +54,13 @@ if ARGV[12] ~= '' then
   end
   if redis.call('GET', KEYS[6]) == rid then redis.call('DEL', KEYS[6]) end
 end
+-- The child's own event comes before its flow's: a Resuming it causes follows its end.
+if etype ~= '' then
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
+    'et', etype, 'em', emsg)
+else
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
+end
 if ARGV[13] == 'flow' then
   local n = #KEYS
   notify_flow(KEYS[n - 5], events, KEYS[n - 4], KEYS[n - 3], KEYS[n - 2], KEYS[n - 1], KEYS[n],
@@ -62,11 +69,5 @@ end
 if ARGV[11] ~= '1' then
   redis.call('XACK', stream, group, eid)
   redis.call('XDEL', stream, eid)
-end
-if etype ~= '' then
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
-    'et', etype, 'em', emsg)
-else
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
 end
 return 1

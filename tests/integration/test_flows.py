@@ -241,3 +241,32 @@ def test_flow_events_and_children_tree_in_taskq_run(
     assert "children: 3" in out.stdout
     for i in (1, 2, 3):
         assert f"{fut.run_id}.{i}  Completed" in out.stdout
+
+
+def test_a_child_ends_before_its_flow_resumes_in_the_events(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    # Children on the flow's queue end in one script with the flow's notification, so
+    # both events land in one stream, whose order must be causal. (A child on another
+    # queue is finished, then notifies: two calls, ordered by construction.)
+    @taskq_app.task
+    def part(x: int) -> int:
+        return x
+
+    @taskq_app.flow(inline_wait_seconds=0)
+    def whole() -> int:
+        return part(1) + part(2)
+
+    fut = whole.submit()
+    burst_worker(taskq_app, concurrency=1)
+    assert fut.result(timeout=5) == 3
+    story = [
+        (e.run_id, e.state)
+        for e in read_events(taskq_app.broker, "default")
+        if e.run_id.startswith(fut.run_id)
+    ]
+    resumes = [i for i, (r, s) in enumerate(story) if r == fut.run_id and s == "Resuming"]
+    assert len(resumes) == 2, story
+    # Each Resuming comes after the Completed of the child whose end woke the flow.
+    for child, resumed in zip((f"{fut.run_id}.1", f"{fut.run_id}.2"), resumes, strict=True):
+        assert story.index((child, "Completed")) == resumed - 1, story

@@ -303,6 +303,60 @@ def test_events_tell_the_whole_story_and_taskq_run_shows_attempts(
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
 
 
+def _story(app: taskq.App, run_id: str) -> list[tuple[str, int]]:
+    return [(e.state, e.attempt) for e in read_events(app.broker, "default") if e.run_id == run_id]
+
+
+def test_an_attempt_after_a_hand_back_is_running_not_retrying(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task
+    def work(x: int) -> int:
+        return x + 1
+
+    fut = work.submit(1)
+    broker = taskq_app.broker
+    broker.ensure_group("default")
+    [(_, eid, fields, _)] = broker.read(["default"], "stopping-worker", 1, None)
+    [(kind, attempt, _)] = broker.start("default", "stopping-worker", [(eid, fut.run_id, 0, "")])
+    assert (kind, attempt) == (1, 1)
+    assert broker.handback("default", "stopping-worker", [(eid, fut.run_id, 1, fields[b"m"])], "x")
+    burst_worker(taskq_app)
+    assert fut.result(timeout=5) == 2
+    # Nothing failed: the second attempt is a plain Running one, not a Retrying.
+    assert _story(taskq_app, fut.run_id) == [
+        ("Pending", 0),
+        ("Running", 1),
+        ("Pending", 1),
+        ("Running", 2),
+        ("Completed", 2),
+    ]
+
+
+def test_an_attempt_after_a_crash_is_running_and_after_a_failure_retrying(
+    taskq_app: taskq.App,
+) -> None:
+    @taskq_app.task
+    def work(x: int) -> int:
+        return x + 1
+
+    fut = work.submit(1)
+    broker = taskq_app.broker
+    broker.ensure_group("default")
+    [(_, eid, _, _)] = broker.read(["default"], "dead-worker", 1, None)
+    assert broker.start("default", "dead-worker", [(eid, fut.run_id, 0, "")])[0][:2] == (1, 1)
+    # The lease expired and another worker reclaimed the delivery (XAUTOCLAIM's effect).
+    stream = taskq_app.keys.stream("default")
+    broker.execute("XCLAIM", stream, "taskq", "healer", 0, eid, "JUSTID")
+    assert broker.start("default", "healer", [(eid, fut.run_id, 5, "")])[0][:2] == (1, 2)
+    assert _story(taskq_app, fut.run_id) == [
+        ("Pending", 0),
+        ("Running", 1),
+        ("Crashed", 1),
+        ("Running", 2),
+    ]
+
+
 def test_delayed_and_scheduled_submission(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:
     @taskq_app.task
     def echo(x: int) -> int:
