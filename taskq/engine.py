@@ -75,6 +75,13 @@ class Delivery:
         return self.message.run_id
 
     @property
+    def child_call(self) -> tuple[str, bytes] | None:
+        """A flow child's call (task, argument digest), recorded in its outcome so that
+        a replay of its flow can check it makes the same call."""
+        digest = self.message.meta.get("c")
+        return (self.message.task, digest) if isinstance(digest, bytes) else None
+
+    @property
     def run(self) -> TaskRun:
         return TaskRun(self.run_id, self.queue, self.task.name, self.attempt)
 
@@ -268,6 +275,9 @@ class Engine:
             try:
                 value = call_body(d.task, d.message.args, d.message.kwargs)
             except Suspend as sig:
+                if runner.violation is not None:  # caught by the body, and fatal still
+                    self.handle_failure(d, runner.violation)
+                    return
                 got = self.broker.suspend(
                     d.queue,
                     d.entry_id,
@@ -288,10 +298,13 @@ class Engine:
                     log.warning("flow %s attempt %d was fenced off", d.run_id, d.attempt)
                 return
             except BaseException as exc:
-                self._handle_exception(d, exc)
+                self._handle_exception(d, runner.violation or exc)
                 return
             finally:
                 current_flow.reset(token)
+            if runner.violation is not None:  # caught by the body, and fatal still
+                self.handle_failure(d, runner.violation)
+                return
             self.handle_success(d, value)
             return
 
@@ -323,7 +336,8 @@ class Engine:
             return False
         value = decode_outcome(raw).value
         hooks = d.task.options.on_completion
-        if self._finish(d, "Cached", encode_outcome("Cached", d.attempt, value), None, bool(hooks)):
+        outcome = encode_outcome("Cached", d.attempt, value, call=d.child_call)
+        if self._finish(d, "Cached", outcome, None, bool(hooks)):
             self._hooks(d, d.task.options.on_completion, State("Cached", d.attempt))
         return True
 
@@ -388,7 +402,7 @@ class Engine:
     def handle_success(self, d: Delivery, value: Any) -> None:
         """Record Completed with the return value (Failed if it cannot be serialized)."""
         try:
-            outcome = encode_outcome("Completed", d.attempt, value)
+            outcome = encode_outcome("Completed", d.attempt, value, call=d.child_call)
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
             return
@@ -469,7 +483,7 @@ class Engine:
     def handle_failure(self, d: Delivery, exc: BaseException) -> None:
         """Record Failed with the error as data."""
         err = error_info(exc)
-        outcome = encode_outcome("Failed", d.attempt, error=err)
+        outcome = encode_outcome("Failed", d.attempt, error=err, call=d.child_call)
         if self._finish(
             d, "Failed", outcome, (err.type, err.message), bool(d.task.options.on_failure)
         ):
@@ -478,7 +492,7 @@ class Engine:
     def handle_cancel(self, d: Delivery, reason: str) -> None:
         """Record Cancelled; the run never retries."""
         err = ErrorInfo("Cancelled", reason)
-        outcome = encode_outcome("Cancelled", d.attempt, error=err)
+        outcome = encode_outcome("Cancelled", d.attempt, error=err, call=d.child_call)
         self._finish(d, "Cancelled", outcome, ("Cancelled", reason), False)
 
     def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from taskq.errors import Cancel, ConfigurationError, Retry, error_info
+from taskq.errors import (
+    Cancel,
+    ConfigurationError,
+    NonDeterministicFlowError,
+    Retry,
+    error_info,
+)
 from taskq.states import State, TaskRun
 
 log = logging.getLogger("taskq.retry")
@@ -170,8 +176,9 @@ def takes_one_argument(fn: Callable[..., Any]) -> bool:
 
 def _verdict(policy: RetryPolicy, run: TaskRun, exc: BaseException) -> tuple[bool, float | None]:
     """Everything but ``retry_condition_fn``: ``(True, delay or None)`` when that
-    decides, ``(False, None)`` when the condition must be asked."""
-    if isinstance(exc, Cancel) or run.attempt > policy.retries:
+    decides, ``(False, None)`` when the condition must be asked. A non-deterministic
+    flow is never retried: its replay would make the same wrong call."""
+    if isinstance(exc, Cancel | NonDeterministicFlowError) or run.attempt > policy.retries:
         return True, None
     if isinstance(exc, Retry):
         return True, policy.delay(run.attempt) if exc.delay is None else max(0.0, exc.delay)
