@@ -479,10 +479,30 @@ class Engine:
             self.handle_failure(d, exc)
         elif got == 0:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
+        elif log.isEnabledFor(logging.WARNING):
+            log.warning(
+                "task %s run %s attempt %d/%d failed: %s; retrying in %g s",
+                d.task.name,
+                d.run_id,
+                d.attempt,
+                policy.retries + 1,
+                err,
+                round(delay, 3),
+            )
 
     def handle_failure(self, d: Delivery, exc: BaseException) -> None:
-        """Record Failed with the error as data."""
+        """Record Failed with the error as data (and log it at ERROR, with its traceback)."""
         err = error_info(exc)
+        if log.isEnabledFor(logging.ERROR):  # the formatting costs nothing when filtered out
+            log.error(
+                "task %s run %s attempt %d/%d failed: %s\n%s",
+                d.task.name,
+                d.run_id,
+                d.attempt,
+                self._policy(d).retries + 1,
+                err,
+                err.traceback.rstrip("\n"),
+            )
         outcome = encode_outcome("Failed", d.attempt, error=err, call=d.child_call)
         if self._finish(
             d, "Failed", outcome, (err.type, err.message), bool(d.task.options.on_failure)

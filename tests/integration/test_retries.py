@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -207,6 +208,68 @@ def test_async_retry_condition_fn_is_awaited(
             fut.result(timeout=5)
         assert info.value.attempts == attempts
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_failed_attempts_are_logged_retry_at_warning_final_at_error_with_traceback(
+    taskq_app: taskq.App, burst_worker: BurstWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    @taskq_app.task(retries=2, retry_delay_seconds=[0.01, 0.02])
+    def doomed(x: int) -> None:
+        raise ValueError(f"bad {x}")
+
+    fut = doomed.submit(7)
+    with caplog.at_level(logging.WARNING, logger="taskq.engine"):
+        burst_worker(taskq_app)
+    with pytest.raises(taskq.TaskFailedError):
+        fut.result(timeout=5)
+    mine = [r for r in caplog.records if r.name == "taskq.engine" and fut.run_id in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split("\n")[0]) for r in mine] == [
+        (
+            logging.WARNING,
+            f"task {doomed.name} run {fut.run_id} attempt 1/3 failed: ValueError: bad 7; "
+            "retrying in 0.01 s",
+        ),
+        (
+            logging.WARNING,
+            f"task {doomed.name} run {fut.run_id} attempt 2/3 failed: ValueError: bad 7; "
+            "retrying in 0.02 s",
+        ),
+        (
+            logging.ERROR,
+            f"task {doomed.name} run {fut.run_id} attempt 3/3 failed: ValueError: bad 7",
+        ),
+    ]
+    final = mine[-1].getMessage()
+    assert "Traceback (most recent call last)" in final and 'raise ValueError(f"bad {x}")' in final
+
+
+def test_failure_logging_costs_nothing_when_filtered_out(
+    taskq_app: taskq.App,
+    burst_worker: BurstWorker,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskq.engine import Engine
+
+    @taskq_app.task(retries=1, retry_delay_seconds=0.01)
+    def doomed() -> None:
+        raise ValueError("bad")
+
+    policies: list[str] = []
+    real = Engine._policy
+
+    def counting(self: Engine, d: Any) -> Any:
+        policies.append(d.run_id)
+        return real(self, d)
+
+    monkeypatch.setattr(Engine, "_policy", counting)
+    fut = doomed.submit()
+    with caplog.at_level(logging.CRITICAL, logger="taskq.engine"):
+        burst_worker(taskq_app)
+    assert fut.state.name == "Failed"
+    assert not [r for r in caplog.records if r.name == "taskq.engine"]
+    # Only the retry decisions looked the policy up (one per failed attempt), not the log.
+    assert policies == [fut.run_id, fut.run_id]
 
 
 def test_retry_signal_and_cancel(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:
