@@ -6,6 +6,7 @@
     ├── ConfigurationError        bad option, bad CLI argument, unknown task option
     ├── RedisUnavailableError     Redis did not answer (message names the URL, password redacted)
     ├── BrokerError               Redis answered with an error taskq did not expect
+    │   └── RedisFullError        Redis reached maxmemory (noeviction) and refuses new work
     ├── MessageError              a stream entry that cannot be decoded or is too large / deep
     ├── ResultTimeoutError        Future.result(timeout=...) ran out of time
     ├── TaskTimeoutError          an attempt ran past its timeout_seconds (retried per policy)
@@ -182,3 +183,13 @@ class NonDeterministicFlowError(TaskqError):
         self.child_id = child_id
         self.recorded_task = recorded_task
         self.called_task = called_task
+
+
+class RedisFullError(BrokerError):
+    """Redis refused a write because it reached ``maxmemory`` (an ``OOM`` reply).
+
+    With ``maxmemory-policy noeviction`` (what taskq recommends) a full Redis refuses
+    new runs, but workers keep consuming: the scripts that drain the backlog may run
+    under OOM, so memory falls back as the backlog drains. The message names the
+    URL (password redacted) and what to do.
+    """

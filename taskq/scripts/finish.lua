@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- finish: record a run's final outcome and ack its delivery, fenced by attempt.
 --
 -- KEYS[1]   the task stream the delivery came from (its priority level's)
@@ -43,6 +44,9 @@ if etype ~= '' then
 else
   redis.call('HSET', run, 's', state)
 end
+-- The delivery's entry id is of no use once the run ended; it would only take memory,
+-- also while this script runs on a full Redis (allow-oom) to drain the backlog.
+redis.call('HDEL', run, 'e')
 redis.call('PEXPIRE', run, ttl)
 -- The result list is empty here: a run ends once (a reset child's list was deleted).
 redis.call('RPUSH', result, payload)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- start: move delivered runs to Running (a new attempt, or a resumed flow).
 --
 -- KEYS[1]        the task stream of the deliveries (one priority level's)
