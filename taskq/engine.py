@@ -30,6 +30,7 @@ from taskq.errors import (
     UnknownTaskError,
     error_info,
 )
+from taskq.failures import log_failure, log_retry
 from taskq.flow import Flow, FlowRun, Suspend, call_body
 from taskq.keys import PRIORITIES
 from taskq.message import (
@@ -480,29 +481,13 @@ class Engine:
         elif got == 0:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
         elif log.isEnabledFor(logging.WARNING):
-            log.warning(
-                "task %s run %s attempt %d/%d failed: %s; retrying in %g s",
-                d.task.name,
-                d.run_id,
-                d.attempt,
-                policy.retries + 1,
-                err,
-                round(delay, 3),
-            )
+            log_retry(d.task.name, d.run_id, d.attempt, policy.retries + 1, err, delay)
 
     def handle_failure(self, d: Delivery, exc: BaseException) -> None:
         """Record Failed with the error as data (and log it at ERROR, with its traceback)."""
         err = error_info(exc)
         if log.isEnabledFor(logging.ERROR):  # the formatting costs nothing when filtered out
-            log.error(
-                "task %s run %s attempt %d/%d failed: %s\n%s",
-                d.task.name,
-                d.run_id,
-                d.attempt,
-                self._policy(d).retries + 1,
-                err,
-                err.traceback.rstrip("\n"),
-            )
+            log_failure(d.task.name, d.run_id, d.attempt, self._policy(d).retries + 1, err)
         outcome = encode_outcome("Failed", d.attempt, error=err, call=d.child_call)
         if self._finish(
             d, "Failed", outcome, (err.type, err.message), bool(d.task.options.on_failure)
