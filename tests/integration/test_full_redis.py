@@ -144,7 +144,18 @@ def test_drain_path_scripts_may_run_on_a_full_redis_and_enqueue_may_not() -> Non
 def test_plain_commands_of_the_drain_path_are_not_refused_by_a_full_redis(
     taskq_app: taskq.App,
 ) -> None:
-    for command in ("XREADGROUP", "XACK", "XDEL", "XAUTOCLAIM", "XCLAIM", "LINDEX"):
+    # SCRIPT LOAD heals NOSCRIPT; EVALSHA's own flags are the script's (#!lua flags=...).
+    drain = (
+        "XREADGROUP",
+        "XACK",
+        "XDEL",
+        "XAUTOCLAIM",
+        "XCLAIM",
+        "LINDEX",
+        "SCRIPT|LOAD",
+        "EVALSHA",
+    )
+    for command in drain:
         [info] = taskq_app.broker.execute("COMMAND", "INFO", command)
         assert b"denyoom" not in info[2], (command, info[2])
     # What the drain path may not send alone: a full Redis refuses it (hence groups.lua).
