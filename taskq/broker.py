@@ -176,11 +176,8 @@ class Broker(FlowCalls, Inspection, Results):
         """
         if queue in self._groups:
             return
-        cmds = [("XGROUP", "CREATE", s, GROUP, "0", "MKSTREAM") for s in self.keys.streams(queue)]
-        for reply in self.send(cmds):
-            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-                with self.translate():
-                    raise reply
+        # One script (groups.lua), which may run on a full Redis: XGROUP CREATE alone may not.
+        self.call(scripts.GROUPS, list(self.keys.streams(queue)), [GROUP])
         self._groups.add(queue)
 
     def read(

@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from taskq import scripts, wire
 from taskq.config import Settings
-from taskq.errors import BrokerError, RedisUnavailableError
+from taskq.errors import BrokerError, RedisFullError, RedisUnavailableError
 from taskq.keys import Keyspace
 from taskq.localredis import redact_url
 from taskq.signing import Signer
@@ -101,6 +101,14 @@ class BrokerCore:
             if str(exc).startswith(_UNAVAILABLE) or isinstance(exc, redis.BusyLoadingError):
                 # Redis is up but cannot serve yet (loading its data, no master): transient.
                 raise RedisUnavailableError(f"Redis at {self.url} is not ready: {exc}") from exc
+            # hiredis keeps the OOM code in the text; redis-py strips it into the type.
+            if str(exc).startswith("OOM") or isinstance(exc, redis.OutOfMemoryError):
+                raise RedisFullError(
+                    f"Redis at {self.url} is full: it reached maxmemory and refuses new work "
+                    f"({exc}). Raise maxmemory, let the workers drain the backlog (they keep "
+                    "consuming while Redis is full), or lower result_ttl so finished runs "
+                    "expire sooner"
+                ) from exc
             raise BrokerError(f"Redis at {self.url} replied: {exc}") from exc
 
     def ping(self) -> None:

@@ -30,6 +30,7 @@ from taskq.errors import (
     UnknownTaskError,
     error_info,
 )
+from taskq.failures import log_failure, log_retry
 from taskq.flow import Flow, FlowRun, Suspend, call_body
 from taskq.keys import PRIORITIES
 from taskq.message import (
@@ -41,7 +42,7 @@ from taskq.message import (
     encode_outcome,
 )
 from taskq.options import RETRY_OPTIONS
-from taskq.retry import RetryPolicy, build_policy, retry_decision
+from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State, TaskRun
 from taskq.task import Task
 
@@ -73,6 +74,13 @@ class Delivery:
     @property
     def run_id(self) -> str:
         return self.message.run_id
+
+    @property
+    def child_call(self) -> tuple[str, bytes] | None:
+        """A flow child's call (task, argument digest), recorded in its outcome so that
+        a replay of its flow can check it makes the same call."""
+        digest = self.message.meta.get("c")
+        return (self.message.task, digest) if isinstance(digest, bytes) else None
 
     @property
     def run(self) -> TaskRun:
@@ -260,9 +268,8 @@ class Engine:
                     value = await coro
         except BaseException as exc:
             if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
-                self._handle_exception(d, TaskTimeoutError(f"timed out after {limit} s"))
-            else:
-                self._handle_exception(d, exc)
+                exc = TaskTimeoutError(f"timed out after {limit} s")
+            await self._handle_exception_async(d, exc)
         else:
             self.handle_success(d, value)
 
@@ -284,6 +291,9 @@ class Engine:
             try:
                 value = call_body(d.task, d.message.args, d.message.kwargs)
             except Suspend as sig:
+                if runner.violation is not None:  # caught by the body, and fatal still
+                    self.handle_failure(d, runner.violation)
+                    return
                 got = self.broker.suspend(
                     d.queue,
                     d.entry_id,
@@ -304,10 +314,13 @@ class Engine:
                     log.warning("flow %s attempt %d was fenced off", d.run_id, d.attempt)
                 return
             except BaseException as exc:
-                self._handle_exception(d, exc)
+                self._handle_exception(d, runner.violation or exc)
                 return
             finally:
                 current_flow.reset(token)
+            if runner.violation is not None:  # caught by the body, and fatal still
+                self.handle_failure(d, runner.violation)
+                return
             self.handle_success(d, value)
             return
 
@@ -339,7 +352,8 @@ class Engine:
             return False
         value = decode_outcome(raw).value
         hooks = d.task.options.on_completion
-        if self._finish(d, "Cached", encode_outcome("Cached", d.attempt, value), None, bool(hooks)):
+        outcome = encode_outcome("Cached", d.attempt, value, call=d.child_call)
+        if self._finish(d, "Cached", outcome, None, bool(hooks)):
             self._hooks(d, d.task.options.on_completion, State("Cached", d.attempt))
         return True
 
@@ -363,7 +377,21 @@ class Engine:
             self.handle_failure(d, exc)
             raise exc
         policy = self._policy(d)
-        delay = retry_decision(d.task, policy, d.run, exc)
+        self._retry_or_fail(d, exc, policy, retry_decision(d.task, policy, d.run, exc))
+
+    async def _handle_exception_async(self, d: Delivery, exc: BaseException) -> None:
+        """:meth:`_handle_exception` on the event loop: an async ``retry_condition_fn``
+        is awaited on this loop rather than run on a loop of its own."""
+        if not isinstance(exc, Exception | Retry):
+            self._handle_exception(d, exc)
+            return
+        policy = self._policy(d)
+        delay = await retry_decision_async(d.task, policy, d.run, exc)
+        self._retry_or_fail(d, exc, policy, delay)
+
+    def _retry_or_fail(
+        self, d: Delivery, exc: BaseException, policy: RetryPolicy, delay: float | None
+    ) -> None:
         if delay is None:
             self.handle_failure(d, exc)
         else:
@@ -390,7 +418,7 @@ class Engine:
     def handle_success(self, d: Delivery, value: Any) -> None:
         """Record Completed with the return value (Failed if it cannot be serialized)."""
         try:
-            outcome = encode_outcome("Completed", d.attempt, value)
+            outcome = encode_outcome("Completed", d.attempt, value, call=d.child_call)
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
             return
@@ -467,11 +495,15 @@ class Engine:
             self.handle_failure(d, exc)
         elif got == 0:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
+        elif log.isEnabledFor(logging.WARNING):
+            log_retry(d.task.name, d.run_id, d.attempt, policy.retries + 1, err, delay)
 
     def handle_failure(self, d: Delivery, exc: BaseException) -> None:
-        """Record Failed with the error as data."""
+        """Record Failed with the error as data (and log it at ERROR, with its traceback)."""
         err = error_info(exc)
-        outcome = encode_outcome("Failed", d.attempt, error=err)
+        if log.isEnabledFor(logging.ERROR):  # the formatting costs nothing when filtered out
+            log_failure(d.task.name, d.run_id, d.attempt, self._policy(d).retries + 1, err)
+        outcome = encode_outcome("Failed", d.attempt, error=err, call=d.child_call)
         if self._finish(
             d, "Failed", outcome, (err.type, err.message), bool(d.task.options.on_failure)
         ):
@@ -480,7 +512,7 @@ class Engine:
     def handle_cancel(self, d: Delivery, reason: str) -> None:
         """Record Cancelled; the run never retries."""
         err = ErrorInfo("Cancelled", reason)
-        outcome = encode_outcome("Cancelled", d.attempt, error=err)
+        outcome = encode_outcome("Cancelled", d.attempt, error=err, call=d.child_call)
         self._finish(d, "Cancelled", outcome, ("Cancelled", reason), False)
 
     def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:

@@ -6,13 +6,15 @@
     ├── ConfigurationError        bad option, bad CLI argument, unknown task option
     ├── RedisUnavailableError     Redis did not answer (message names the URL, password redacted)
     ├── BrokerError               Redis answered with an error taskq did not expect
+    │   └── RedisFullError        Redis reached maxmemory (noeviction) and refuses new work
     ├── MessageError              a stream entry that cannot be decoded or is too large / deep
     ├── ResultTimeoutError        Future.result(timeout=...) ran out of time
     ├── TaskTimeoutError          an attempt ran past its timeout_seconds (retried per policy)
     ├── TaskFailedError           the run ended Failed / Crashed; carries the error as data
     │   └── ChildFailedError      inside a flow: a child run ended Failed or Cancelled
     ├── TaskCancelledError        the run ended Cancelled
-    └── UnknownTaskError          a message names a task this app does not register
+    ├── UnknownTaskError          a message names a task this app does not register
+    └── NonDeterministicFlowError a flow's replay called another child than its first execution
 
     BaseException
     ├── Retry                     raised by a task body: "retry me" (control flow, not an error)
@@ -150,3 +152,44 @@ class Cancel(BaseException):
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason or "cancelled")
         self.reason = reason
+
+
+class NonDeterministicFlowError(TaskqError):
+    """A replayed flow body called something else than an earlier execution did.
+
+    Durable replay hands each child call the stored outcome of the child with the
+    same sequence number, which is only right if the body is deterministic. The
+    flow run ends Failed with this error and is not retried.
+
+    Attributes:
+        flow_run_id: The flow run.
+        child_id: The child whose recorded call differs (``<flow run id>.<n>``).
+        recorded_task: The task that child ran in the earlier execution.
+        called_task: The task the replay calls in its place.
+    """
+
+    def __init__(self, flow_run_id: str, child_id: str, recorded_task: str, called_task: str):
+        what = (
+            f"now {called_task} is called in its place"
+            if called_task != recorded_task
+            else f"now {called_task} is called with other arguments"
+        )
+        super().__init__(
+            f"flow {flow_run_id} is not deterministic: child {child_id} was a call of "
+            f"{recorded_task} in an earlier execution, {what} (flow bodies must make the "
+            "same calls, in the same order, on every replay)"
+        )
+        self.flow_run_id = flow_run_id
+        self.child_id = child_id
+        self.recorded_task = recorded_task
+        self.called_task = called_task
+
+
+class RedisFullError(BrokerError):
+    """Redis refused a write because it reached ``maxmemory`` (an ``OOM`` reply).
+
+    With ``maxmemory-policy noeviction`` (what taskq recommends) a full Redis refuses
+    new runs, but workers keep consuming: the scripts that drain the backlog may run
+    under OOM, so memory falls back as the backlog drains. The message names the
+    URL (password redacted) and what to do.
+    """

@@ -13,20 +13,25 @@ set re-enqueues the flow exactly once, and the body replays from the top.
 
 Flow bodies must therefore be deterministic in the calls they make (the same
 children in the same order, given the same results); side effects belong in
-tasks. This is the rule Temporal and DBOS workflows follow.
+tasks. This is the rule Temporal and DBOS workflows follow. Each child's message
+carries a digest of its call (meta ``c``), which the worker stores in the child's
+outcome; a replay that calls something else for a child that has one fails the
+flow with :class:`NonDeterministicFlowError` rather than hand it another call's
+result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from taskq.context import current_flow
-from taskq.errors import ChildFailedError, ErrorInfo
+from taskq.errors import ChildFailedError, ErrorInfo, NonDeterministicFlowError
 from taskq.futures import Future
-from taskq.message import Message, Outcome, decode_outcome, encode_message, new_run_id
+from taskq.message import Message, Outcome, decode_outcome, encode_message, new_run_id, pack
 from taskq.states import NAME_TO_TYPE, State, StateType
 from taskq.task import Task
 
@@ -64,6 +69,11 @@ class Flow(Task[P, R]):
             return call_body(self, args, kwargs)  # type: ignore[no-any-return]
         finally:
             current_flow.reset(token)
+
+
+def call_digest(task: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+    """What a child call was, in 8 bytes: BLAKE2b of the msgpack of ``[task, args, kwargs]``."""
+    return hashlib.blake2b(pack([task, args, kwargs]), digest_size=8).digest()
 
 
 def call_body(flow: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -159,6 +169,12 @@ class FlowRun:
         self._outcomes: dict[str, Outcome] = {}
         self._seen = 0
         self._reset: set[str] = set()
+        #: The call each child spawned in this execution makes, checked against the
+        #: call its outcome records when that outcome is learned later.
+        self._calls: dict[str, tuple[str, bytes]] = {}
+        #: Set once the body is found non-deterministic: the flow fails with it even
+        #: if the body catches it.
+        self.violation: NonDeterministicFlowError | None = None
 
     # -- replay -------------------------------------------------------------------------
 
@@ -180,7 +196,18 @@ class FlowRun:
         for child in order:
             raw = raws.get(child)
             if raw is not None:
-                self._outcomes[child] = decode_outcome(raw)
+                outcome = self._outcomes[child] = decode_outcome(raw)
+                call = self._calls.pop(child, None)
+                if call is not None:
+                    self._verify(child, outcome, call)
+
+    def _verify(self, child: str, outcome: Outcome, call: tuple[str, bytes]) -> None:
+        """Raise :class:`NonDeterministicFlowError` if ``child`` ended as another call."""
+        recorded = outcome.call
+        if recorded is None or recorded == call:
+            return  # the same call (or one recorded before calls were recorded)
+        self.violation = NonDeterministicFlowError(self.run_id, child, recorded[0], call[0])
+        raise self.violation
 
     def outcome(self, child_id: str, refresh: bool = False) -> Outcome | None:
         if child_id not in self._outcomes and refresh and self.durable:
@@ -194,12 +221,19 @@ class FlowRun:
         return f"{self.run_id}.{self.seq}"
 
     def _message(
-        self, task: Task[Any, Any], rid: str, args: Sequence[Any], kwargs: dict[str, Any]
+        self,
+        task: Task[Any, Any],
+        rid: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        digest: bytes | None = None,
     ) -> Message:
         msg = task.make_message(args, kwargs, rid)
         if self.durable:
             # The flow's priority level travels too: its resume goes back to that stream.
             msg.meta["parent"] = [self.queue, self.run_id, self.level]
+            if digest is not None:
+                msg.meta["c"] = digest
         return msg
 
     def map_children(
@@ -214,16 +248,23 @@ class FlowRun:
         runs = []
         queue = task.queue
         self.child_queues[queue] = None
+        durable, name = self.durable, task.name
         for row in rows:
             rid = self._next_id()
             self.spawned.append(rid)
-            futures.append(self._future(queue, rid, task.name))
-            if rid in self._outcomes:
+            futures.append(self._future(queue, rid, name))
+            digest = call_digest(name, row, kwargs) if durable else None
+            known = self._outcomes.get(rid)
+            if known is not None:
+                if digest is not None:
+                    self._verify(rid, known, (name, digest))
                 continue  # ended in an earlier execution: never enqueued again
+            if digest is not None:
+                self._calls[rid] = (name, digest)
             if rid in self._reset:
                 self.app.broker.reset_child(queue, rid)
                 self._reset.discard(rid)
-            runs.append((rid, encode_message(self._message(task, rid, row, kwargs)), due))
+            runs.append((rid, encode_message(self._message(task, rid, row, kwargs, digest)), due))
         if runs:
             self.app.broker.enqueue(queue, runs, task.options.priority)
         return futures

@@ -197,25 +197,37 @@ def decode_message(data: bytes, limits: Limits | None = None) -> Message:
 
 
 def encode_outcome(
-    state: str, attempt: int, value: Any = None, error: ErrorInfo | None = None
+    state: str,
+    attempt: int,
+    value: Any = None,
+    error: ErrorInfo | None = None,
+    call: tuple[str, bytes] | None = None,
 ) -> bytes:
-    """The payload stored for a finished run."""
+    """The payload stored for a finished run.
+
+    ``call`` (a flow child's): ``(task name, digest of its arguments)``, stored as
+    field ``c`` so that a replayed flow can check it makes the same call.
+    """
     body: dict[str, Any] = {"s": state, "a": attempt}
     if error is not None:
         body["e"] = [error.type, error.message, error.traceback]
     else:
         body["v"] = value
+    if call is not None:
+        body["c"] = call
     return pack(body)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A finished run's state name, attempt count, value or error."""
+    """A finished run's state name, attempt count, value or error; for a flow child,
+    the call it was (``(task name, argument digest)``, None if not recorded)."""
 
     state: str
     attempt: int
     value: Any = None
     error: ErrorInfo | None = None
+    call: tuple[str, bytes] | None = None
 
 
 def decode_outcome(data: bytes) -> Outcome:
@@ -225,4 +237,6 @@ def decode_outcome(data: bytes) -> Outcome:
         raise MessageError("malformed outcome record")
     err = body.get("e")
     error = ErrorInfo(str(err[0]), str(err[1]), str(err[2])) if err else None
-    return Outcome(str(body["s"]), int(body.get("a", 0)), body.get("v"), error)
+    c = body.get("c")
+    call = (c[0], c[1]) if isinstance(c, list) and len(c) == 2 else None
+    return Outcome(str(body["s"]), int(body.get("a", 0)), body.get("v"), error, call)

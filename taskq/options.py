@@ -7,7 +7,7 @@ Unknown names are refused at decoration time with a message naming the option
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
@@ -33,7 +33,7 @@ class TaskOptionsDict(TypedDict, total=False):
     retries: int
     retry_delay_seconds: DelaySpec
     retry_jitter_factor: float | None
-    retry_condition_fn: Callable[..., bool] | None
+    retry_condition_fn: Callable[..., bool | Awaitable[bool]] | None
     retry_on: type[BaseException] | Sequence[type[BaseException]]
     no_retry_on: type[BaseException] | Sequence[type[BaseException]]
     retry_deadline_seconds: float | timedelta | None

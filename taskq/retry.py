@@ -10,15 +10,23 @@ such as :func:`exponential_backoff`) is given the attempt number and its
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from taskq.errors import Cancel, ConfigurationError, Retry, error_info
+from taskq.errors import (
+    Cancel,
+    ConfigurationError,
+    NonDeterministicFlowError,
+    Retry,
+    error_info,
+)
 from taskq.states import State, TaskRun
 
 log = logging.getLogger("taskq.retry")
@@ -72,7 +80,7 @@ class RetryPolicy:
         jitter: ``retry_jitter_factor``: each delay is drawn uniformly from
             ``[d * (1 - j), d * (1 + j)]``, never below 0. None: no jitter.
         condition: ``retry_condition_fn``: ``(task, task_run, state) -> bool``, or a
-            one-argument exception predicate.
+            one-argument exception predicate; either may be ``async def``.
         retry_on: Retry only these exception types (empty: any).
         no_retry_on: Never retry these exception types.
         deadline: ``retry_deadline_seconds``: no retry may come due later than this
@@ -83,7 +91,7 @@ class RetryPolicy:
     delays: tuple[float, ...] = (0.0,)
     delay_fn: Callable[[int], Any] | None = None
     jitter: float | None = None
-    condition: Callable[..., bool] | None = None
+    condition: Callable[..., Any] | None = None
     retry_on: tuple[type[BaseException], ...] = ()
     no_retry_on: tuple[type[BaseException], ...] = ()
     deadline: float | None = None
@@ -166,6 +174,51 @@ def takes_one_argument(fn: Callable[..., Any]) -> bool:
     return len(params) == 1
 
 
+def _verdict(policy: RetryPolicy, run: TaskRun, exc: BaseException) -> tuple[bool, float | None]:
+    """Everything but ``retry_condition_fn``: ``(True, delay or None)`` when that
+    decides, ``(False, None)`` when the condition must be asked. A non-deterministic
+    flow is never retried: its replay would make the same wrong call."""
+    if isinstance(exc, Cancel | NonDeterministicFlowError) or run.attempt > policy.retries:
+        return True, None
+    if isinstance(exc, Retry):
+        return True, policy.delay(run.attempt) if exc.delay is None else max(0.0, exc.delay)
+    if not policy.allows(exc):
+        return True, None
+    if policy.condition is None:
+        return True, policy.delay(run.attempt)
+    return False, None
+
+
+def _ask(task: Any, policy: RetryPolicy, run: TaskRun, exc: BaseException) -> Any:
+    """Call ``retry_condition_fn``; its answer may be an awaitable (an ``async def`` one)."""
+    assert policy.condition is not None
+    if takes_one_argument(policy.condition):
+        return policy.condition(exc)
+    state = State("Failed", run.attempt, error_info(exc), exception=exc)
+    return policy.condition(task, run, state)
+
+
+async def _awaited(pending: Awaitable[Any]) -> Any:
+    return await pending
+
+
+def _run_awaitable(pending: Awaitable[Any]) -> Any:
+    """Run an awaitable to its end from sync code: on a fresh loop here, or, if this
+    thread already runs a loop (a sync call made from async code), in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_awaited(pending))
+    with ThreadPoolExecutor(1, thread_name_prefix="taskq-retry-condition") as pool:
+        return pool.submit(asyncio.run, _awaited(pending)).result()
+
+
+def _close(pending: Any) -> None:
+    """Close an answer that will never be awaited, so it raises no RuntimeWarning."""
+    if inspect.iscoroutine(pending):
+        pending.close()
+
+
 def retry_decision(
     task: Any, policy: RetryPolicy, run: TaskRun, exc: BaseException
 ) -> float | None:
@@ -173,24 +226,39 @@ def retry_decision(
 
     ``raise taskq.Retry(delay=...)`` retries whatever ``retry_on`` /
     ``no_retry_on`` / ``retry_condition_fn`` say, but counts as an attempt, so it
-    too stops once ``retries`` are used up. ``Cancel`` never retries.
+    too stops once ``retries`` are used up. ``Cancel`` never retries. An ``async
+    def`` ``retry_condition_fn`` is run to its end with :func:`asyncio.run` (sync
+    callers: worker threads, direct calls); on an event loop use
+    :func:`retry_decision_async`, which awaits it there. A condition that raises
+    means "don't retry".
     """
-    if isinstance(exc, Cancel) or run.attempt > policy.retries:
+    decided, delay = _verdict(policy, run, exc)
+    if decided:
+        return delay
+    ok: Any = None
+    try:
+        ok = _ask(task, policy, run, exc)
+        if inspect.isawaitable(ok):
+            ok = _run_awaitable(ok)
+    except Exception:
+        _close(ok)
+        log.exception("retry_condition_fn of %s raised; not retrying", run.task_name)
         return None
-    if isinstance(exc, Retry):
-        return policy.delay(run.attempt) if exc.delay is None else max(0.0, exc.delay)
-    if not policy.allows(exc):
+    return policy.delay(run.attempt) if ok else None
+
+
+async def retry_decision_async(
+    task: Any, policy: RetryPolicy, run: TaskRun, exc: BaseException
+) -> float | None:
+    """:func:`retry_decision` for code on an event loop: an async condition is awaited here."""
+    decided, delay = _verdict(policy, run, exc)
+    if decided:
+        return delay
+    try:
+        ok = _ask(task, policy, run, exc)
+        if inspect.isawaitable(ok):
+            ok = await ok
+    except Exception:
+        log.exception("retry_condition_fn of %s raised; not retrying", run.task_name)
         return None
-    if policy.condition is not None:
-        try:
-            if takes_one_argument(policy.condition):
-                ok = policy.condition(exc)
-            else:
-                state = State("Failed", run.attempt, error_info(exc), exception=exc)
-                ok = policy.condition(task, run, state)
-        except Exception:
-            log.exception("retry_condition_fn of %s raised; not retrying", run.task_name)
-            return None
-        if not ok:
-            return None
-    return policy.delay(run.attempt)
+    return policy.delay(run.attempt) if ok else None

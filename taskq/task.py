@@ -18,7 +18,7 @@ from taskq.errors import ConfigurationError, MessageError, Retry
 from taskq.futures import Future, resolve_futures
 from taskq.message import Message, encode_call, encode_message, new_run_id
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
-from taskq.retry import retry_decision
+from taskq.retry import retry_decision, retry_decision_async
 from taskq.states import TaskRun
 
 if TYPE_CHECKING:
@@ -216,7 +216,8 @@ class AsyncTask(Task[P, R]):
             try:
                 return await self.fn(*args, **kwargs)  # type: ignore[no-any-return]
             except (Exception, Retry) as exc:
-                delay = self._local_retry_delay(attempt, exc)
+                run = TaskRun("local", self.queue, self.name, attempt)
+                delay = await retry_decision_async(self, self.options.retry, run, exc)
                 if delay is None:
                     raise
             await asyncio.sleep(delay)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- dead: move a delivery that cannot run to the dead-letter stream, with a reason.
 --
 -- KEYS[1]   the task stream of the deliveries (one priority level's)

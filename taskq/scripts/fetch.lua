@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- fetch: new deliveries for a consumer, highest priority first, without blocking.
 --
 -- KEYS[i]   the task streams to read, in the order they are served (priority 9 of

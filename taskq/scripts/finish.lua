@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- finish: record a run's final outcome and ack its delivery, fenced by attempt.
 --
 -- KEYS[1]   the task stream the delivery came from (its priority level's)
@@ -43,6 +44,9 @@ if etype ~= '' then
 else
   redis.call('HSET', run, 's', state)
 end
+-- The delivery's entry id is of no use once the run ended; it would only take memory,
+-- also while this script runs on a full Redis (allow-oom) to drain the backlog.
+redis.call('HDEL', run, 'e')
 redis.call('PEXPIRE', run, ttl)
 -- The result list is empty here: a run ends once (a reset child's list was deleted).
 redis.call('RPUSH', result, payload)
@@ -54,6 +58,13 @@ if ARGV[12] ~= '' then
   end
   if redis.call('GET', KEYS[6]) == rid then redis.call('DEL', KEYS[6]) end
 end
+-- The child's own event comes before its flow's: a Resuming it causes follows its end.
+if etype ~= '' then
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
+    'et', etype, 'em', emsg)
+else
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
+end
 if ARGV[13] == 'flow' then
   local n = #KEYS
   notify_flow(KEYS[n - 5], events, KEYS[n - 4], KEYS[n - 3], KEYS[n - 2], KEYS[n - 1], KEYS[n],
@@ -62,11 +73,5 @@ end
 if ARGV[11] ~= '1' then
   redis.call('XACK', stream, group, eid)
   redis.call('XDEL', stream, eid)
-end
-if etype ~= '' then
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
-    'et', etype, 'em', emsg)
-else
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
 end
 return 1

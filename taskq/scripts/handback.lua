@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- handback: a stopping worker returns deliveries it will not finish, for immediate redelivery.
 --
 -- KEYS[1]        the task stream of the deliveries (one priority level's)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- notify: a child tells its flow that it ended; the last one waited for resumes it.
 -- (A child on its flow's own queue does this inside finish.lua instead.)
 --

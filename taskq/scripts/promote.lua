@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- promote: move due members of the delay queue to the task stream, at most N per call.
 --
 -- KEYS[1]   the queue's delay queue (ZSET scored by due time, ms)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- release: give back deliveries a worker read but has no slot for, untouched.
 --
 -- KEYS[1]   the task stream they came from

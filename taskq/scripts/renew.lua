@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- renew: extend this worker's leases on its in-flight deliveries.
 --
 -- KEYS[1]   the task stream of the deliveries (one priority level's)

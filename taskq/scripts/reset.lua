@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- reset: forget a child that ended badly, so a retried flow runs it again.
 --
 -- KEYS[1]   the child's run record

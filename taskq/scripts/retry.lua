@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- retry: a failed attempt waits in the delay queue; ack, record and schedule in one step.
 --
 -- KEYS[1]   the task stream the delivery came from (its priority level's)

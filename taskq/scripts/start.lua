@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- start: move delivered runs to Running (a new attempt, or a resumed flow).
 --
 -- KEYS[1]        the task stream of the deliveries (one priority level's)
@@ -13,14 +14,15 @@
 -- ARGV[3+4i]     the run's display name (task_run_name), or '' for none
 --
 -- Per delivery, three numbers {kind, attempt, deliveries}; kind is
---   1  started: a new attempt (start time recorded as t<attempt>, server ms)
+--   1  started: a new attempt (start time recorded as t<attempt>, server ms), named
+--      Running: the first, or one after a hand-back (Pending) or a crash (reclaimed)
 --   2  resumed: a flow that waited for its children runs again, same attempt
 --   0  duplicate: the run already ended; nothing changed (the caller acks it,
 --      after re-sending a flow child's notification)
 --   3  poison: delivered more than max_deliveries times; nothing changed (the
 --      caller dead-letters it)
---   4  started: a new attempt of a run that was AwaitingRetry (a retried flow
---      re-runs its failed children)
+--   4  started: a new attempt of a run that was AwaitingRetry, named Retrying (a
+--      retried flow re-runs its failed children)
 --   5  lost: this worker no longer holds the delivery (it stalled past its lease
 --      and another worker took it, or it was acked meanwhile); nothing changed.
 --      Checked for every run past its first start (a run still Pending or
@@ -64,15 +66,19 @@ for i = 1, #KEYS - 2 do
     redis.call('HINCRBY', run, 'resumes', 1)
     redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Running', 'a', a)
   else
-    if s == 'AwaitingRetry' then kind = 4 end
+    local name = 'Running'
+    if s == 'AwaitingRetry' then
+      -- Only a retry after a failure is Retrying; a new attempt after a hand-back
+      -- (Pending) or a crash (reclaimed, below) is Running again, attempt n.
+      kind = 4
+      name = 'Retrying'
+    end
     if s == 'Running' or s == 'Retrying' then
       redis.call('HSET', run, 'x' .. a, 'Crashed: worker lost (lease expired)')
       redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Crashed', 'a', a,
         'et', 'Crashed', 'em', 'worker lost (lease expired)')
     end
     a = redis.call('HINCRBY', run, 'a', 1)
-    local name = 'Running'
-    if a > 1 then name = 'Retrying' end
     redis.call('HSET', run, 's', name, 'w', worker, 'e', eid, 't' .. a, now_ms)
     if display ~= '' then redis.call('HSET', run, 'n', display) end
     redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', name, 'a', a)

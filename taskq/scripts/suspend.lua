@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- suspend: a flow waiting for unfinished children gives its slot back.
 --
 -- KEYS[1]   the flow's task stream (of the flow's priority level)

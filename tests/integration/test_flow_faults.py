@@ -186,7 +186,7 @@ def test_sigkill_the_worker_running_a_flow_midway_flow_completes_children_run_on
             "Pending",
             "Running",
             "Crashed",
-            "Retrying",
+            "Running",
             "Completed",
         ]
     assert "reclaimed" in log_b, log_b

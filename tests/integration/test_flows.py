@@ -241,3 +241,113 @@ def test_flow_events_and_children_tree_in_taskq_run(
     assert "children: 3" in out.stdout
     for i in (1, 2, 3):
         assert f"{fut.run_id}.{i}  Completed" in out.stdout
+
+
+def test_a_child_ends_before_its_flow_resumes_in_the_events(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    # Children on the flow's queue end in one script with the flow's notification, so
+    # both events land in one stream, whose order must be causal. (A child on another
+    # queue is finished, then notifies: two calls, ordered by construction.)
+    @taskq_app.task
+    def part(x: int) -> int:
+        return x
+
+    @taskq_app.flow(inline_wait_seconds=0)
+    def whole() -> int:
+        return part(1) + part(2)
+
+    fut = whole.submit()
+    burst_worker(taskq_app, concurrency=1)
+    assert fut.result(timeout=5) == 3
+    story = [
+        (e.run_id, e.state)
+        for e in read_events(taskq_app.broker, "default")
+        if e.run_id.startswith(fut.run_id)
+    ]
+    resumes = [i for i, (r, s) in enumerate(story) if r == fut.run_id and s == "Resuming"]
+    assert len(resumes) == 2, story
+    # Each Resuming comes after the Completed of the child whose end woke the flow.
+    for child, resumed in zip((f"{fut.run_id}.1", f"{fut.run_id}.2"), resumes, strict=True):
+        assert story.index((child, "Completed")) == resumed - 1, story
+
+
+#: Flipped between a flow's executions by the non-determinism tests.
+EXECUTIONS: Counter[str] = Counter()
+
+
+def test_a_replay_calling_another_child_fails_the_flow_naming_the_child(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    calls: Counter[str] = Counter()
+
+    @taskq_app.task
+    def a(x: int) -> str:
+        calls["a"] += 1
+        return f"a{x}"
+
+    @taskq_app.task
+    def b(x: int) -> str:
+        calls["b"] += 1
+        return f"b{x}"
+
+    @taskq_app.flow(retries=2, inline_wait_seconds=0)
+    def fickle() -> list[str]:
+        EXECUTIONS["fickle"] += 1
+        step = a if EXECUTIONS["fickle"] == 1 else b  # not deterministic
+        return [step.submit(1).result()]
+
+    @taskq_app.flow(inline_wait_seconds=0)
+    def swallowing() -> str:
+        EXECUTIONS["swallowing"] += 1
+        x = 1 if EXECUTIONS["swallowing"] == 1 else 2  # same task, other arguments
+        try:
+            return a.submit(x).result()
+        except Exception:  # the body catches it: the flow fails all the same
+            return "swallowed"
+
+    EXECUTIONS.clear()
+    fut, swallowed = fickle.submit(), swallowing.submit()
+    burst_worker(taskq_app, concurrency=1)
+    with pytest.raises(taskq.TaskFailedError) as info:
+        fut.result(timeout=5)
+    error = info.value.error
+    assert error.type == "taskq.errors.NonDeterministicFlowError"
+    child = f"{fut.run_id}.1"
+    assert f"child {child} was a call of {a.name}" in error.message
+    assert f"now {b.name} is called in its place" in error.message
+    assert info.value.attempts == 1  # not retried: a replay would do the same
+    assert EXECUTIONS["fickle"] == 2 and calls["b"] == 0  # b never ran, a's result unused
+    with pytest.raises(taskq.TaskFailedError) as info:
+        swallowed.result(timeout=5)
+    assert info.value.error.type == "taskq.errors.NonDeterministicFlowError"
+    assert f"now {a.name} is called with other arguments" in info.value.error.message
+
+
+def test_a_child_still_running_at_replay_is_checked_when_it_ends(
+    taskq_app: taskq.App,
+) -> None:
+    from taskq.flow import FlowRun, call_digest
+    from taskq.message import encode_outcome
+
+    @taskq_app.task
+    def a(x: int) -> int:
+        return x
+
+    @taskq_app.task
+    def b(x: int) -> int:
+        return x
+
+    @taskq_app.flow
+    def outer() -> None: ...
+
+    runner = FlowRun(taskq_app, outer, "flow-1", "default", durable=True)
+    runner.load()
+    (child,) = runner.map_children(b, [(1,)], {}, "")  # the replay now calls b(1)
+    # ... while the child enqueued by an earlier execution, a(1), ends only now.
+    recorded = encode_outcome("Completed", 1, 1, call=(a.name, call_digest(a.name, [1], {})))
+    taskq_app.broker.notify("default", "flow-1", child.run_id, recorded)
+    with pytest.raises(taskq.NonDeterministicFlowError) as info:
+        child.result()
+    assert (info.value.child_id, info.value.recorded_task) == ("flow-1.1", a.name)
+    assert runner.violation is info.value

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -156,6 +158,120 @@ def test_retry_on_and_condition_stop_retries_in_the_worker(
     assert all(f.state.name == "Failed" for f in futures)
 
 
+@pytest.mark.parametrize("async_task", [False, True], ids=["sync-task", "async-task"])
+def test_async_retry_condition_fn_is_awaited(
+    async_task: bool,
+    taskq_app: taskq.App,
+    burst_worker: BurstWorker,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    calls: Counter[str] = Counter()
+
+    async def transient_only(task: object, task_run: taskq.TaskRun, state: taskq.State) -> bool:
+        await asyncio.sleep(0)
+        return "transient" in str(state.exception)
+
+    async def predicate(exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionError)
+
+    if async_task:
+
+        @taskq_app.task(retries=2, retry_condition_fn=transient_only)
+        async def flaky(kind: str) -> None:
+            calls[kind] += 1
+            raise RuntimeError(kind)
+
+        @taskq_app.task(retries=2, retry_condition_fn=predicate)
+        async def net() -> None:
+            calls["net"] += 1
+            raise ConnectionError("down")
+
+    else:
+
+        @taskq_app.task(retries=2, retry_condition_fn=transient_only)
+        def flaky(kind: str) -> None:
+            calls[kind] += 1
+            raise RuntimeError(kind)
+
+        @taskq_app.task(retries=2, retry_condition_fn=predicate)
+        def net() -> None:
+            calls["net"] += 1
+            raise ConnectionError("down")
+
+    retried, refused, pred = flaky.submit("transient"), flaky.submit("permanent"), net.submit()
+    burst_worker(taskq_app)
+    # True: every retry is used; False: Failed after the first attempt, not retried.
+    assert calls == {"transient": 3, "permanent": 1, "net": 3}
+    for fut, attempts in ((retried, 3), (refused, 1), (pred, 3)):
+        assert fut.state.name == "Failed"
+        with pytest.raises(taskq.TaskFailedError) as info:
+            fut.result(timeout=5)
+        assert info.value.attempts == attempts
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_failed_attempts_are_logged_retry_at_warning_final_at_error_with_traceback(
+    taskq_app: taskq.App, burst_worker: BurstWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    @taskq_app.task(retries=2, retry_delay_seconds=[0.01, 0.02])
+    def doomed(x: int) -> None:
+        raise ValueError(f"bad {x}")
+
+    fut = doomed.submit(7)
+    with caplog.at_level(logging.WARNING, logger="taskq.engine"):
+        burst_worker(taskq_app)
+    with pytest.raises(taskq.TaskFailedError):
+        fut.result(timeout=5)
+    mine = [r for r in caplog.records if r.name == "taskq.engine" and fut.run_id in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split("\n")[0]) for r in mine] == [
+        (
+            logging.WARNING,
+            f"task {doomed.name} run {fut.run_id} attempt 1/3 failed: ValueError: bad 7; "
+            "retrying in 0.01 s",
+        ),
+        (
+            logging.WARNING,
+            f"task {doomed.name} run {fut.run_id} attempt 2/3 failed: ValueError: bad 7; "
+            "retrying in 0.02 s",
+        ),
+        (
+            logging.ERROR,
+            f"task {doomed.name} run {fut.run_id} attempt 3/3 failed: ValueError: bad 7",
+        ),
+    ]
+    final = mine[-1].getMessage()
+    assert "Traceback (most recent call last)" in final and 'raise ValueError(f"bad {x}")' in final
+
+
+def test_failure_logging_costs_nothing_when_filtered_out(
+    taskq_app: taskq.App,
+    burst_worker: BurstWorker,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskq.engine import Engine
+
+    @taskq_app.task(retries=1, retry_delay_seconds=0.01)
+    def doomed() -> None:
+        raise ValueError("bad")
+
+    policies: list[str] = []
+    real = Engine._policy
+
+    def counting(self: Engine, d: Any) -> Any:
+        policies.append(d.run_id)
+        return real(self, d)
+
+    monkeypatch.setattr(Engine, "_policy", counting)
+    fut = doomed.submit()
+    with caplog.at_level(logging.CRITICAL, logger="taskq.engine"):
+        burst_worker(taskq_app)
+    assert fut.state.name == "Failed"
+    assert not [r for r in caplog.records if r.name == "taskq.engine"]
+    # Only the retry decisions looked the policy up (one per failed attempt), not the log.
+    assert policies == [fut.run_id, fut.run_id]
+
+
 def test_retry_signal_and_cancel(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:
     calls: Counter[str] = Counter()
 
@@ -248,6 +364,60 @@ def test_events_tell_the_whole_story_and_taskq_run_shows_attempts(
         timeout=60,
     )
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
+
+
+def _story(app: taskq.App, run_id: str) -> list[tuple[str, int]]:
+    return [(e.state, e.attempt) for e in read_events(app.broker, "default") if e.run_id == run_id]
+
+
+def test_an_attempt_after_a_hand_back_is_running_not_retrying(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task
+    def work(x: int) -> int:
+        return x + 1
+
+    fut = work.submit(1)
+    broker = taskq_app.broker
+    broker.ensure_group("default")
+    [(_, eid, fields, _)] = broker.read(["default"], "stopping-worker", 1, None)
+    [(kind, attempt, _)] = broker.start("default", "stopping-worker", [(eid, fut.run_id, 0, "")])
+    assert (kind, attempt) == (1, 1)
+    assert broker.handback("default", "stopping-worker", [(eid, fut.run_id, 1, fields[b"m"])], "x")
+    burst_worker(taskq_app)
+    assert fut.result(timeout=5) == 2
+    # Nothing failed: the second attempt is a plain Running one, not a Retrying.
+    assert _story(taskq_app, fut.run_id) == [
+        ("Pending", 0),
+        ("Running", 1),
+        ("Pending", 1),
+        ("Running", 2),
+        ("Completed", 2),
+    ]
+
+
+def test_an_attempt_after_a_crash_is_running_and_after_a_failure_retrying(
+    taskq_app: taskq.App,
+) -> None:
+    @taskq_app.task
+    def work(x: int) -> int:
+        return x + 1
+
+    fut = work.submit(1)
+    broker = taskq_app.broker
+    broker.ensure_group("default")
+    [(_, eid, _, _)] = broker.read(["default"], "dead-worker", 1, None)
+    assert broker.start("default", "dead-worker", [(eid, fut.run_id, 0, "")])[0][:2] == (1, 1)
+    # The lease expired and another worker reclaimed the delivery (XAUTOCLAIM's effect).
+    stream = taskq_app.keys.stream("default")
+    broker.execute("XCLAIM", stream, "taskq", "healer", 0, eid, "JUSTID")
+    assert broker.start("default", "healer", [(eid, fut.run_id, 5, "")])[0][:2] == (1, 2)
+    assert _story(taskq_app, fut.run_id) == [
+        ("Pending", 0),
+        ("Running", 1),
+        ("Crashed", 1),
+        ("Running", 2),
+    ]
 
 
 def test_delayed_and_scheduled_submission(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:

@@ -177,12 +177,13 @@ class ScriptMachine(RuleBasedStateMachine):
                     self.dead += 1
                     STATS["poison dead-lettered"] += 1
                     continue
-                assert kind == (4 if r.state == "AwaitingRetry" else 1), (kind, r)
+                retrying = r.state == "AwaitingRetry"
+                assert kind == (4 if retrying else 1), (kind, r)
                 if r.state in RUNNING:
                     STATS["crashed attempts"] += 1
                 r.attempt += 1
                 assert attempt == r.attempt
-                r.state = "Running" if r.attempt == 1 else "Retrying"
+                r.state = "Retrying" if retrying else "Running"
                 self.holdings.append(Holding(consumer, level, eid, rid, r.attempt))
                 STATS["attempts started"] += 1
                 STATS[f"attempts started at level {level}"] += 1

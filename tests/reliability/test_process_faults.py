@@ -434,7 +434,7 @@ def test_sigstopped_worker_is_fenced(scenario_factory: Any, figures: Figures) ->
     t_stop = time.monotonic()
     try:
         reclaim = sc.wait_event(
-            lambda ev: ev.run_id == rid and ev.state == "Retrying", timeout=30, after=after
+            lambda ev: ev.run_id == rid and ev.state == "Running", timeout=30, after=after
         )
         left = 3 * lease - (time.monotonic() - t_stop)
         if left > 0:

@@ -1,3 +1,4 @@
+import asyncio
 import random
 from datetime import timedelta
 
@@ -5,7 +6,13 @@ import pytest
 
 import taskq
 from taskq.errors import ConfigurationError
-from taskq.retry import RetryPolicy, build_policy, exponential_backoff, retry_decision
+from taskq.retry import (
+    RetryPolicy,
+    build_policy,
+    exponential_backoff,
+    retry_decision,
+    retry_decision_async,
+)
 from taskq.states import TaskRun
 
 
@@ -107,6 +114,37 @@ def test_retry_condition_fn_prefect_style_and_predicate() -> None:
         )
         is None
     )
+
+
+def test_async_retry_condition_fn_is_awaited_in_sync_and_async_callers(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    async def transient(task: object, task_run: TaskRun, state: taskq.State) -> bool:
+        await asyncio.sleep(0)
+        return "transient" in str(state.exception)
+
+    async def broken(exc: BaseException) -> bool:
+        raise RuntimeError("bug in the predicate")
+
+    policy = build_policy({"retries": 3, "retry_condition_fn": transient})
+    bad = build_policy({"retries": 3, "retry_condition_fn": broken})
+    # Sync callers (worker threads, direct calls): run with asyncio.run.
+    assert retry_decision("t", policy, run(1), RuntimeError("transient glitch")) == 0.0
+    assert retry_decision("t", policy, run(1), RuntimeError("permanent")) is None
+    assert retry_decision("t", bad, run(1), ValueError()) is None
+
+    async def on_a_loop() -> list[float | None]:
+        return [
+            await retry_decision_async("t", policy, run(1), RuntimeError("transient")),
+            await retry_decision_async("t", policy, run(1), RuntimeError("permanent")),
+            await retry_decision_async("t", bad, run(1), ValueError()),
+            # A sync caller inside a running loop (a sync task called from async code).
+            retry_decision("t", policy, run(1), RuntimeError("permanent")),
+            retry_decision("t", policy, run(1), RuntimeError("transient")),
+        ]
+
+    assert asyncio.run(on_a_loop()) == [0.0, None, None, None, 0.0]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_retry_signal_overrides_filters_but_respects_retries() -> None:
