@@ -3,7 +3,8 @@
 ``Future.result()`` blocks on Redis (BLMOVE of the run's one-element result list
 back onto itself), so it wakes the moment the outcome is written and nothing
 polls on a timer. ``wait`` and ``as_completed`` read every finished outcome in one
-round trip, then block on the rest with one BLPOP.
+round trip, then block on the queue's events stream (XREAD) for the rest. Every wait
+is read-only: no waiter, killed or not, can take a result or change its TTL.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-#: Most result lists one BLPOP watches at once in ``as_completed``.
+#: Most runs one blocking wait of ``as_completed`` watches at once.
 _WATCH_BATCH = 512
 #: Longest time ``as_completed`` goes without re-reading every pending future (seconds).
 _FULL_REFRESH = 1.0
