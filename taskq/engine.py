@@ -372,11 +372,19 @@ class Engine:
         return float(ttl) if isinstance(ttl, int | float) and ttl > 0 else d.task.options.result_ttl
 
     def handle_success(self, d: Delivery, value: Any) -> None:
-        """Record Completed with the return value (Failed if it cannot be serialized)."""
+        """Record Completed with the return value (Failed, not retried, if it cannot be
+        serialized or its encoding is larger than ``max_result_bytes``)."""
         try:
             outcome = encode_outcome("Completed", d.attempt, value)
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
+            return
+        limit = self.app.settings.max_result_bytes
+        if len(outcome) > limit:
+            # Deterministic, so never retried: the same value would be refused again.
+            size = len(outcome)
+            msg = f"task result of {size} bytes exceeds max_result_bytes={limit}"
+            self.handle_failure(d, MessageError(msg))
             return
         if self._finish(d, "Completed", outcome, None, bool(d.task.options.on_completion)):
             self._hooks(d, d.task.options.on_completion, State("Completed", d.attempt))
