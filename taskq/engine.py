@@ -19,7 +19,7 @@ from taskq import scripts
 from taskq.app import App
 from taskq.broker import Entry
 from taskq.cache import TaskRunContext, bind_arguments
-from taskq.context import current_flow
+from taskq.context import current_flow, running_task
 from taskq.errors import (
     Cancel,
     ConfigurationError,
@@ -233,7 +233,8 @@ class Engine:
         if d.task.options.cache.enabled and self._from_cache(d):
             return
         try:
-            value = d.task.fn(*d.message.args, **d.message.kwargs)
+            with running_task(d.run_id):  # waits for results are refused in it
+                value = d.task.fn(*d.message.args, **d.message.kwargs)
         except BaseException as exc:
             self._handle_exception(d, exc)
         else:
@@ -244,7 +245,8 @@ class Engine:
         if d.task.options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
             return
         try:
-            value = await d.task.fn(*d.message.args, **d.message.kwargs)
+            with running_task(d.run_id):  # waits for results are refused in it
+                value = await d.task.fn(*d.message.args, **d.message.kwargs)
         except BaseException as exc:
             self._handle_exception(d, exc)
         else:

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from taskq.context import current_task_run
 from taskq.errors import (
     ErrorInfo,
+    ResultInTaskError,
     ResultTimeoutError,
     TaskCancelledError,
     TaskFailedError,
@@ -33,6 +35,21 @@ R = TypeVar("R")
 _WATCH_BATCH = 512
 #: Longest time ``as_completed`` goes without re-reading every pending future (seconds).
 _FULL_REFRESH = 1.0
+
+
+def _refuse_in_task(what: str) -> None:
+    """Raise if a worker is running a plain task here: a task that blocks on a result
+    holds its slot meanwhile, and with every slot so held nothing runs the awaited
+    runs (Celery refuses this too). Refused always, even for an outcome already
+    known, so the rule does not depend on timing."""
+    run_id = current_task_run.get()
+    if run_id is not None:
+        raise ResultInTaskError(
+            f"{what} inside task run {run_id}: waiting for a result inside a task holds "
+            "its worker slot and can deadlock the pool. Use an @app.flow, which suspends "
+            "instead of blocking, or submit the follow-up work from this task and return "
+            "(a Future given as an argument is waited for too, so it is refused here)"
+        )
 
 
 class Future(Generic[R]):
@@ -73,7 +90,12 @@ class Future(Generic[R]):
         return self._outcome is not None
 
     def wait(self, timeout: float | None = None) -> State:
-        """Block until the run is final or ``timeout`` seconds pass; return its state."""
+        """Block until the run is final or ``timeout`` seconds pass; return its state.
+
+        Raises:
+            ResultInTaskError: Called inside a task running on a worker.
+        """
+        _refuse_in_task("Future.wait()")
         if self._outcome is None:
             self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
         return self.state
@@ -101,7 +123,9 @@ class Future(Generic[R]):
             ResultTimeoutError: No outcome within ``timeout``.
             TaskFailedError: The run ended Failed (error data attached).
             TaskCancelledError: The run ended Cancelled.
+            ResultInTaskError: Called inside a task running on a worker (use a flow).
         """
+        _refuse_in_task("Future.result()")
         outcome = self._outcome
         if outcome is None:
             outcome = self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
@@ -167,7 +191,14 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
 
     Raises:
         ResultTimeoutError: Some runs were not final within ``timeout`` seconds.
+        ResultInTaskError: Called inside a task running on a worker (raised at
+            once, not at the first ``next``).
     """
+    _refuse_in_task("as_completed()")
+    return _as_completed(futures, timeout)
+
+
+def _as_completed(futures: Iterable[Future[R]], timeout: float | None) -> Iterator[Future[R]]:
     pending = list(dict.fromkeys(futures))
     runners = {id(f.flow_runner) for f in pending}
     if pending and len(runners) == 1 and pending[0].flow_runner is not None:
@@ -209,7 +240,12 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
 
 
 def wait(futures: Iterable[Future[R]], timeout: float | None = None) -> DoneAndNotDone[R]:
-    """Block until every run is final or ``timeout`` passes; split the futures accordingly."""
+    """Block until every run is final or ``timeout`` passes; split the futures accordingly.
+
+    Raises:
+        ResultInTaskError: Called inside a task running on a worker.
+    """
+    _refuse_in_task("wait()")
     items = list(futures)
     if items and all(f.flow_runner is not None for f in items):
         # Inside a flow: one wait for all of them (the flow may suspend).
@@ -233,6 +269,7 @@ def resolve_futures(value: Any) -> Any:
     if isinstance(value, str | int | float | bytes | None):
         return value
     if isinstance(value, Future):
+        _refuse_in_task("a Future passed as an argument (it is resolved by waiting for it)")
         return value.result()
     if isinstance(value, list | tuple):
         items = [resolve_futures(v) for v in value]

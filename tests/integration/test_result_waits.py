@@ -85,6 +85,7 @@ def test_as_completed_and_wait_keep_result_keys_and_their_ttl(
     # A wait for runs that have already ended (the old BLPOP + LPUSH dropped the TTL).
     assert taskq_app.broker.wait_any("default", [f.run_id for f in futures], 1.0) is not None
     _assert_results_intact(taskq_app, futures)
+    fresh: list[Future[int]]
     fresh = [Future(taskq_app.broker, "default", f.run_id, f.task_name) for f in futures]
     assert sorted(f.result() for f in taskq.as_completed(fresh, timeout=5)) == list(range(5))
     fresh = [Future(taskq_app.broker, "default", f.run_id, f.task_name) for f in futures]
@@ -136,7 +137,7 @@ def test_future_result_blmove_keeps_the_ttl(
     fut = ident.submit(4)
     burst_worker(taskq_app)
     for _ in range(3):
-        fresh = Future(taskq_app.broker, "default", fut.run_id, fut.task_name)
+        fresh: Future[int] = Future(taskq_app.broker, "default", fut.run_id, fut.task_name)
         assert fresh.result(timeout=5) == 4
         assert fresh.wait(timeout=5).name == "Completed"
     _assert_results_intact(taskq_app, [fut])
