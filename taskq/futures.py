@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from taskq.context import current_task_run
 from taskq.errors import (
+    ConfigurationError,
     ErrorInfo,
     ResultInTaskError,
     ResultTimeoutError,
@@ -35,6 +36,26 @@ R = TypeVar("R")
 _WATCH_BATCH = 512
 #: Longest time ``as_completed`` goes without re-reading every pending future (seconds).
 _FULL_REFRESH = 1.0
+
+
+#: Characters no run id taskq makes contains (SCAN glob syntax, hash-tag braces, blanks).
+_BAD_ID_CHARS = frozenset("*?[]\\{}") | frozenset(" \t\r\n")
+
+
+def check_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it can name a run, else raise.
+
+    Raises:
+        ConfigurationError: Not a string of 1-256 characters, or holding glob
+            characters, braces or whitespace (no run id taskq makes has them).
+    """
+    if (
+        not isinstance(run_id, str)
+        or not 0 < len(run_id) <= 256
+        or any(c in _BAD_ID_CHARS for c in run_id)
+    ):
+        raise ConfigurationError(f"invalid run id {run_id!r}")
+    return run_id
 
 
 def _refuse_in_task(what: str) -> None:
