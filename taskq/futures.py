@@ -10,7 +10,7 @@ is read-only: no waiter, killed or not, can take a result or change its TTL.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -151,7 +151,8 @@ class Future(Generic[R]):
         if outcome is None:
             outcome = self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
         if outcome is None:
-            raise ResultTimeoutError(f"run {self.run_id} has no result after {timeout} s")
+            head = f"run {self.run_id} has no result after {timeout} s"
+            raise ResultTimeoutError(_explain(head, [self]))
         error = _error_of(self.run_id, outcome)
         if error is None:
             return outcome.value  # type: ignore[no-any-return]
@@ -186,6 +187,41 @@ def _error_of(run_id: str, outcome: Outcome) -> TaskqError | None:
         return TaskCancelledError(run_id, reason)
     error = outcome.error or ErrorInfo("UnknownError", f"run ended {outcome.state}")
     return TaskFailedError(run_id, error, outcome.attempt)
+
+
+def _explain(head: str, pending: Sequence[Future[Any]]) -> str:
+    """A timeout's message: ``head``, then what Redis knows, read on the timeout only
+    (one round trip per queue, at most three queues): the first unfinished run's
+    state and, per queue, how recently a worker read from it."""
+    first = pending[0]
+    queues = list(dict.fromkeys((id(f._broker), f.queue) for f in pending))[:3]
+    facts = []
+    for key in queues:
+        f = next(f for f in pending if (id(f._broker), f.queue) == key)
+        try:
+            got = f._broker.wait_facts(f.queue, [first.run_id] if f is first else [])
+        except TaskqError:
+            return head  # Redis went away meanwhile: the bare timeout is the truth then
+        if f is first:
+            state = got.states[0]
+            facts.append(
+                f"run {first.run_id} is {state}"
+                if state is not None
+                else f"run {first.run_id} is unknown on queue {first.queue!r} "
+                "(no record: never submitted there, or expired)"
+            )
+        facts.append(_readers(f.queue, got.has_group, got.idle, f._broker.settings.block_seconds))
+    return f"{head}: " + "; ".join(facts)
+
+
+def _readers(queue: str, has_group: bool, idle: float | None, block: float) -> str:
+    if not has_group:
+        return f"no worker has ever consumed queue {queue!r} (no consumer group)"
+    if idle is None:
+        return f"no worker has taken a run from queue {queue!r} yet (no consumer in its group)"
+    if idle <= 2 * block:  # a live idle worker reads at least every block_seconds
+        return f"a worker read from queue {queue!r} {idle:.1f} s ago"
+    return f"the last worker read from queue {queue!r} {idle:.1f} s ago"
 
 
 @dataclass(frozen=True)
@@ -251,7 +287,8 @@ def _as_completed(futures: Iterable[Future[R]], timeout: float | None) -> Iterat
             return
         left = 2.0 if deadline is None else deadline - time.monotonic()
         if left <= 0:
-            raise ResultTimeoutError(f"{len(pending)} run(s) unfinished after {timeout} s")
+            what = f"{len(pending)} run(s) unfinished after {timeout} s"
+            raise ResultTimeoutError(_explain(what, pending))
         head = pending[0]
         same = [f for f in pending if f._broker is head._broker and f.queue == head.queue]
         watched = same[:_WATCH_BATCH]
