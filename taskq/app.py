@@ -197,9 +197,10 @@ class App:
                 default queue.
 
         Returns:
-            A Future of that run. For a run id that is unknown (never submitted, or
-            expired after ``result_ttl``) its ``state`` is ``Unknown`` and
-            ``result(timeout=...)`` raises ResultTimeoutError.
+            A Future of that run; its ``task_name`` is empty (the run's record does
+            not hold it: use ``task.future`` for that). For a run id that is unknown
+            (never submitted, or expired after ``result_ttl``) its ``state`` is
+            ``Unknown`` and ``result(timeout=...)`` raises ResultTimeoutError.
 
         Raises:
             ConfigurationError: ``run_id`` or ``queue`` is not a valid name.
