@@ -18,7 +18,8 @@ from taskq.broker import Broker
 from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
 from taskq.flow import Flow
-from taskq.keys import Keyspace
+from taskq.futures import Future, check_run_id
+from taskq.keys import Keyspace, check_name
 from taskq.options import FlowOptionsDict, TaskOptionsDict
 from taskq.task import AsyncTask, Task
 
@@ -184,6 +185,32 @@ class App:
             return self.registry[name]
         except KeyError:
             raise UnknownTaskError(f"no task named {name!r} is registered") from None
+
+    def future(self, run_id: str, queue: str | None = None) -> Future[Any]:
+        """The future of a run submitted earlier, by any process, from its id
+        (Celery's ``AsyncResult(id)``); typed: ``task.future(run_id)``.
+
+        Args:
+            run_id: The run's id (``Future.run_id``).
+            queue: The run's queue. None: the default queue if the run's record is
+                there, else the queue whose record it is (found by SCAN), else the
+                default queue.
+
+        Returns:
+            A Future of that run; its ``task_name`` is empty (the run's record does
+            not hold it: use ``task.future`` for that). For a run id that is unknown
+            (never submitted, or expired after ``result_ttl``) its ``state`` is
+            ``Unknown`` and ``result(timeout=...)`` raises ResultTimeoutError.
+
+        Raises:
+            ConfigurationError: ``run_id`` or ``queue`` is not a valid name.
+        """
+        check_run_id(run_id)
+        if queue is None:
+            queue = self.settings.default_queue
+            if not self.broker.run_record(queue, run_id):
+                queue = self.broker.find_run(run_id) or queue
+        return Future(self.broker, check_name("queue name", queue), run_id, "")
 
     def queues(self) -> list[str]:
         """Every queue a registered task uses (the default queue first)."""

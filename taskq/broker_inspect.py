@@ -1,6 +1,10 @@
-"""The broker's read-only inspection: events, dead letters, queue sizes, server settings."""
+"""The broker's read-only inspection: events, dead letters, queue sizes, server settings,
+what a timed-out result wait can report."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from taskq.broker_core import BrokerCore, _s
 from taskq.errors import TaskqError
@@ -89,3 +93,43 @@ class Inspection(BrokerCore):
                 "evict queued work; use noeviction"
             )
         return out
+
+    def wait_facts(self, queue: str, run_ids: Sequence[str]) -> WaitFacts:
+        """The runs' states and whether workers read from ``queue``, in one round trip
+        (for the message of a timed-out result wait).
+
+        Reads each run's record state and ``XINFO CONSUMERS`` of every priority
+        stream of the queue. A consumer's idle time is, on Redis 7.2 and later, the
+        time since it last tried to read; on 7.0, since it was last given an entry.
+        """
+        cmds: list[tuple[str, ...]] = [("HGET", self.keys.run(queue, rid), "s") for rid in run_ids]
+        cmds += [("XINFO", "CONSUMERS", stream, GROUP) for stream in self.keys.streams(queue)]
+        replies = self.send(cmds)
+        n = len(run_ids)
+        states = [None if r is None or isinstance(r, Exception) else _s(r) for r in replies[:n]]
+        has_group, idle_ms = False, None
+        for reply in replies[n:]:
+            if isinstance(reply, Exception):  # no such key, or NOGROUP: no worker made it
+                continue
+            has_group = True
+            for flat in reply:
+                info = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+                idle = int(info.get("idle", -1))
+                if idle >= 0 and (idle_ms is None or idle < idle_ms):
+                    idle_ms = idle
+        return WaitFacts(states, has_group, None if idle_ms is None else idle_ms / 1000)
+
+
+@dataclass(frozen=True)
+class WaitFacts:
+    """What :meth:`Inspection.wait_facts` found.
+
+    Attributes:
+        states: Each run's recorded state name (None: no record, unknown or expired).
+        has_group: Some priority stream of the queue has the workers' consumer group.
+        idle: Seconds since the queue's most recent consumer last read (None: none).
+    """
+
+    states: list[str | None]
+    has_group: bool
+    idle: float | None

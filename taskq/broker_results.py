@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from taskq.broker_core import BrokerCore, _now, _s
+from taskq.broker_core import BrokerCore, _fields, _now, _s
+
+#: States an event names once the run's result list has been written (same script).
+_FINAL = frozenset({"Completed", "Cached", "Failed", "Cancelled"})
 
 
 class Results(BrokerCore):
@@ -41,15 +44,43 @@ class Results(BrokerCore):
     def wait_any(self, queue: str, run_ids: Sequence[str], timeout: float) -> str | None:
         """Block until one of the runs has an outcome; return its id (None on timeout).
 
-        BLPOP takes the element, so it is pushed straight back: other waiters on
-        the same run are woken by that push.
+        Read-only: nothing is written to a result key, so a waiter killed (or cut
+        off) mid-wait cannot take a result from anyone, and every key keeps its TTL.
+        The ``finish`` and ``dead`` scripts write a run's outcome and its final-state
+        event in one script, so once such an event for a watched run is visible its
+        result exists. The events stream's last id is read in the same round trip as,
+        and before, the peek at the results; then XREAD blocks for events after it.
+        The stream is capped, so the caller re-reads everything now and then
+        (an event trimmed before it was read is covered by that).
         """
         if not run_ids:
             return None
-        keys = {self.keys.result(queue, rid): rid for rid in run_ids}
-        got = self.execute("BLPOP", *keys, f"{max(timeout, 0.001):.3f}")
-        if got is None:
-            return None
-        key, value = got
-        self.execute("LPUSH", key, value)
-        return keys[_s(key)]
+        events = self.keys.events(queue)
+        keys = {rid: self.keys.result(queue, rid) for rid in run_ids}
+        head, *peeks = self.send(
+            [("XREVRANGE", events, "+", "-", "COUNT", 1)]
+            + [("LINDEX", key, 0) for key in keys.values()]
+        )
+        for rid, raw in zip(keys, peeks, strict=True):
+            if raw is not None and not isinstance(raw, Exception):
+                return rid
+        last = _s(head[0][0]) if isinstance(head, list) and head else "0-0"
+        deadline = _now() + timeout
+        while True:
+            left = min(self.settings.block_seconds, deadline - _now())
+            if left <= 0:
+                return None
+            block = max(1, int(left * 1000))
+            reply = self.execute("XREAD", "COUNT", 1000, "BLOCK", block, "STREAMS", events, last)
+            ended: list[str] = []
+            for _, entries in reply or ():
+                for eid, flat in entries:
+                    last = _s(eid)
+                    fields = _fields(flat)
+                    rid = _s(fields.get(b"r", b""))
+                    if rid in keys and _s(fields.get(b"s", b"")) in _FINAL:
+                        ended.append(rid)
+            if ended:
+                for rid, raw in zip(ended, self.peek_results(queue, ended), strict=True):
+                    if raw is not None:
+                        return rid

@@ -36,6 +36,8 @@ class Settings:
         result_ttl: Seconds a finished run's record and result are kept (default 1 day).
         events_maxlen: Approximate cap of each queue's events stream.
         max_message_bytes: Largest payload accepted, checked before decoding.
+        max_result_bytes: Largest encoded result a run may store (default 1 MiB, as
+            payloads); a larger one fails the run (not retried: it is deterministic).
         max_depth: Deepest nesting of arguments accepted.
         max_args: Most positional plus keyword arguments accepted.
         block_seconds: How long one blocking read waits; kept below ``socket_timeout``.
@@ -53,6 +55,7 @@ class Settings:
     result_ttl: float = 86_400.0
     events_maxlen: int = 10_000
     max_message_bytes: int = 1 << 20
+    max_result_bytes: int = 1 << 20
     max_depth: int = 32
     max_args: int = 256
     block_seconds: float = 2.0
@@ -66,6 +69,8 @@ class Settings:
         check_name("queue name", self.default_queue)
         if self.result_ttl <= 0:
             raise ConfigurationError(f"result_ttl must be > 0 seconds, got {self.result_ttl}")
+        if self.max_result_bytes < 1:
+            raise ConfigurationError(f"max_result_bytes must be >= 1, got {self.max_result_bytes}")
         if self.lease_seconds < 1:
             raise ConfigurationError(f"lease_seconds must be >= 1, got {self.lease_seconds}")
         if self.block_seconds >= self.socket_timeout:

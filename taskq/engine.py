@@ -19,7 +19,7 @@ from taskq import scripts
 from taskq.app import App
 from taskq.broker import Entry
 from taskq.cache import TaskRunContext, bind_arguments
-from taskq.context import current_flow
+from taskq.context import current_flow, running_task
 from taskq.errors import (
     Cancel,
     ConfigurationError,
@@ -241,7 +241,8 @@ class Engine:
         if d.task.options.cache.enabled and self._from_cache(d):
             return
         try:
-            value = d.task.fn(*d.message.args, **d.message.kwargs)
+            with running_task(d.run_id):  # waits for results are refused in it
+                value = d.task.fn(*d.message.args, **d.message.kwargs)
         except BaseException as exc:
             self._handle_exception(d, exc)
         else:
@@ -258,14 +259,15 @@ class Engine:
         limit = self.timeout_of(d)
         scope: asyncio.Timeout | None = None
         try:
-            coro = d.task.fn(*d.message.args, **d.message.kwargs)
-            if limit is None:
-                value = await coro
-            else:
-                # asyncio.timeout (not wait_for): expired() tells the limit apart from a
-                # TimeoutError the task raises itself, which is an ordinary error.
-                async with asyncio.timeout(limit) as scope:
+            with running_task(d.run_id):  # waits for results are refused in it
+                coro = d.task.fn(*d.message.args, **d.message.kwargs)
+                if limit is None:
                     value = await coro
+                else:
+                    # asyncio.timeout (not wait_for): expired() tells the limit apart from a
+                    # TimeoutError the task raises itself, which is an ordinary error.
+                    async with asyncio.timeout(limit) as scope:
+                        value = await coro
         except BaseException as exc:
             if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
                 exc = TaskTimeoutError(f"timed out after {limit} s")
@@ -416,11 +418,19 @@ class Engine:
         return float(ttl) if isinstance(ttl, int | float) and ttl > 0 else d.task.options.result_ttl
 
     def handle_success(self, d: Delivery, value: Any) -> None:
-        """Record Completed with the return value (Failed if it cannot be serialized)."""
+        """Record Completed with the return value (Failed, not retried, if it cannot be
+        serialized or its encoding is larger than ``max_result_bytes``)."""
         try:
             outcome = encode_outcome("Completed", d.attempt, value, call=d.child_call)
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
+            return
+        limit = self.app.settings.max_result_bytes
+        if len(outcome) > limit:
+            # Deterministic, so never retried: the same value would be refused again.
+            size = len(outcome)
+            msg = f"task result of {size} bytes exceeds max_result_bytes={limit}"
+            self.handle_failure(d, MessageError(msg))
             return
         if self._finish(d, "Completed", outcome, None, bool(d.task.options.on_completion)):
             self._hooks(d, d.task.options.on_completion, State("Completed", d.attempt))

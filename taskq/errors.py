@@ -9,6 +9,7 @@
     │   └── RedisFullError        Redis reached maxmemory (noeviction) and refuses new work
     ├── MessageError              a stream entry that cannot be decoded or is too large / deep
     ├── ResultTimeoutError        Future.result(timeout=...) ran out of time
+    ├── ResultInTaskError         a result waited for inside a running task (can deadlock the pool)
     ├── TaskTimeoutError          an attempt ran past its timeout_seconds (retried per policy)
     ├── TaskFailedError           the run ended Failed / Crashed; carries the error as data
     │   └── ChildFailedError      inside a flow: a child run ended Failed or Cancelled
@@ -56,6 +57,10 @@ class MessageError(TaskqError, ValueError):
 
 class ResultTimeoutError(TaskqError, TimeoutError):
     """A result did not arrive within the given timeout."""
+
+
+class ResultInTaskError(TaskqError, RuntimeError):
+    """A task running on a worker waited for a run's result (which can deadlock the pool)."""
 
 
 class TaskTimeoutError(TaskqError, TimeoutError):

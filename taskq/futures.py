@@ -3,18 +3,22 @@
 ``Future.result()`` blocks on Redis (BLMOVE of the run's one-element result list
 back onto itself), so it wakes the moment the outcome is written and nothing
 polls on a timer. ``wait`` and ``as_completed`` read every finished outcome in one
-round trip, then block on the rest with one BLPOP.
+round trip, then block on the queue's events stream (XREAD) for the rest. Every wait
+is read-only: no waiter, killed or not, can take a result or change its TTL.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from taskq.context import current_task_run
 from taskq.errors import (
+    ConfigurationError,
     ErrorInfo,
+    ResultInTaskError,
     ResultTimeoutError,
     TaskCancelledError,
     TaskFailedError,
@@ -28,10 +32,45 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-#: Most result lists one BLPOP watches at once in ``as_completed``.
+#: Most runs one blocking wait of ``as_completed`` watches at once.
 _WATCH_BATCH = 512
 #: Longest time ``as_completed`` goes without re-reading every pending future (seconds).
 _FULL_REFRESH = 1.0
+
+
+#: Characters no run id taskq makes contains (SCAN glob syntax, hash-tag braces, blanks).
+_BAD_ID_CHARS = frozenset("*?[]\\{}") | frozenset(" \t\r\n")
+
+
+def check_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it can name a run, else raise.
+
+    Raises:
+        ConfigurationError: Not a string of 1-256 characters, or holding glob
+            characters, braces or whitespace (no run id taskq makes has them).
+    """
+    if (
+        not isinstance(run_id, str)
+        or not 0 < len(run_id) <= 256
+        or any(c in _BAD_ID_CHARS for c in run_id)
+    ):
+        raise ConfigurationError(f"invalid run id {run_id!r}")
+    return run_id
+
+
+def _refuse_in_task(what: str) -> None:
+    """Raise if a worker is running a plain task here: a task that blocks on a result
+    holds its slot meanwhile, and with every slot so held nothing runs the awaited
+    runs (Celery refuses this too). Refused always, even for an outcome already
+    known, so the rule does not depend on timing."""
+    run_id = current_task_run.get()
+    if run_id is not None:
+        raise ResultInTaskError(
+            f"{what} inside task run {run_id}: waiting for a result inside a task holds "
+            "its worker slot and can deadlock the pool. Use an @app.flow, which suspends "
+            "instead of blocking, or submit the follow-up work from this task and return "
+            "(a Future given as an argument is waited for too, so it is refused here)"
+        )
 
 
 class Future(Generic[R]):
@@ -72,7 +111,12 @@ class Future(Generic[R]):
         return self._outcome is not None
 
     def wait(self, timeout: float | None = None) -> State:
-        """Block until the run is final or ``timeout`` seconds pass; return its state."""
+        """Block until the run is final or ``timeout`` seconds pass; return its state.
+
+        Raises:
+            ResultInTaskError: Called inside a task running on a worker.
+        """
+        _refuse_in_task("Future.wait()")
         if self._outcome is None:
             self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
         return self.state
@@ -100,12 +144,15 @@ class Future(Generic[R]):
             ResultTimeoutError: No outcome within ``timeout``.
             TaskFailedError: The run ended Failed (error data attached).
             TaskCancelledError: The run ended Cancelled.
+            ResultInTaskError: Called inside a task running on a worker (use a flow).
         """
+        _refuse_in_task("Future.result()")
         outcome = self._outcome
         if outcome is None:
             outcome = self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
         if outcome is None:
-            raise ResultTimeoutError(f"run {self.run_id} has no result after {timeout} s")
+            head = f"run {self.run_id} has no result after {timeout} s"
+            raise ResultTimeoutError(_explain(head, [self]))
         error = _error_of(self.run_id, outcome)
         if error is None:
             return outcome.value  # type: ignore[no-any-return]
@@ -142,6 +189,41 @@ def _error_of(run_id: str, outcome: Outcome) -> TaskqError | None:
     return TaskFailedError(run_id, error, outcome.attempt)
 
 
+def _explain(head: str, pending: Sequence[Future[Any]]) -> str:
+    """A timeout's message: ``head``, then what Redis knows, read on the timeout only
+    (one round trip per queue, at most three queues): the first unfinished run's
+    state and, per queue, how recently a worker read from it."""
+    first = pending[0]
+    queues = list(dict.fromkeys((id(f._broker), f.queue) for f in pending))[:3]
+    facts = []
+    for key in queues:
+        f = next(f for f in pending if (id(f._broker), f.queue) == key)
+        try:
+            got = f._broker.wait_facts(f.queue, [first.run_id] if f is first else [])
+        except TaskqError:
+            return head  # Redis went away meanwhile: the bare timeout is the truth then
+        if f is first:
+            state = got.states[0]
+            facts.append(
+                f"run {first.run_id} is {state}"
+                if state is not None
+                else f"run {first.run_id} is unknown on queue {first.queue!r} "
+                "(no record: never submitted there, or expired)"
+            )
+        facts.append(_readers(f.queue, got.has_group, got.idle, f._broker.settings.block_seconds))
+    return f"{head}: " + "; ".join(facts)
+
+
+def _readers(queue: str, has_group: bool, idle: float | None, block: float) -> str:
+    if not has_group:
+        return f"no worker has ever consumed queue {queue!r} (no consumer group)"
+    if idle is None:
+        return f"no worker has taken a run from queue {queue!r} yet (no consumer in its group)"
+    if idle <= 2 * block:  # a live idle worker reads at least every block_seconds
+        return f"a worker read from queue {queue!r} {idle:.1f} s ago"
+    return f"the last worker read from queue {queue!r} {idle:.1f} s ago"
+
+
 @dataclass(frozen=True)
 class DoneAndNotDone(Generic[R]):
     """What :func:`wait` returns."""
@@ -166,7 +248,14 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
 
     Raises:
         ResultTimeoutError: Some runs were not final within ``timeout`` seconds.
+        ResultInTaskError: Called inside a task running on a worker (raised at
+            once, not at the first ``next``).
     """
+    _refuse_in_task("as_completed()")
+    return _as_completed(futures, timeout)
+
+
+def _as_completed(futures: Iterable[Future[R]], timeout: float | None) -> Iterator[Future[R]]:
     pending = list(dict.fromkeys(futures))
     runners = {id(f.flow_runner) for f in pending}
     if pending and len(runners) == 1 and pending[0].flow_runner is not None:
@@ -198,7 +287,8 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
             return
         left = 2.0 if deadline is None else deadline - time.monotonic()
         if left <= 0:
-            raise ResultTimeoutError(f"{len(pending)} run(s) unfinished after {timeout} s")
+            what = f"{len(pending)} run(s) unfinished after {timeout} s"
+            raise ResultTimeoutError(_explain(what, pending))
         head = pending[0]
         same = [f for f in pending if f._broker is head._broker and f.queue == head.queue]
         watched = same[:_WATCH_BATCH]
@@ -208,7 +298,12 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
 
 
 def wait(futures: Iterable[Future[R]], timeout: float | None = None) -> DoneAndNotDone[R]:
-    """Block until every run is final or ``timeout`` passes; split the futures accordingly."""
+    """Block until every run is final or ``timeout`` passes; split the futures accordingly.
+
+    Raises:
+        ResultInTaskError: Called inside a task running on a worker.
+    """
+    _refuse_in_task("wait()")
     items = list(futures)
     if items and all(f.flow_runner is not None for f in items):
         # Inside a flow: one wait for all of them (the flow may suspend).
@@ -232,6 +327,7 @@ def resolve_futures(value: Any) -> Any:
     if isinstance(value, str | int | float | bytes | None):
         return value
     if isinstance(value, Future):
+        _refuse_in_task("a Future passed as an argument (it is resolved by waiting for it)")
         return value.result()
     if isinstance(value, list | tuple):
         items = [resolve_futures(v) for v in value]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
 
 from taskq.context import current_flow
 from taskq.errors import ConfigurationError, MessageError, Retry
-from taskq.futures import Future, resolve_futures
+from taskq.futures import Future, check_run_id, resolve_futures
 from taskq.message import Message, encode_call, encode_message, new_run_id
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.retry import retry_decision, retry_decision_async
@@ -134,6 +134,15 @@ class Task(Generic[P, R]):
         return Future(self.app.broker, self.queue, msg.run_id, self.name)
 
     delay = submit  # Prefect's name for a background run
+
+    def future(self, run_id: str) -> Future[R]:
+        """The future of a run of this task submitted earlier, from its id (on the
+        task's queue); see :meth:`taskq.App.future`.
+
+        Raises:
+            ConfigurationError: ``run_id`` is not a valid run id.
+        """
+        return Future(self.app.broker, self.queue, check_run_id(run_id), self.name)
 
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[R]]:
         """Enqueue one run per element, in one bulk call; futures come back in input order.

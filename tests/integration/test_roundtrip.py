@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -222,3 +223,33 @@ def test_task_run_name_is_recorded(taskq_app: taskq.App, burst_worker: BurstWork
     ]
     with pytest.raises(taskq.ConfigurationError, match="cannot be filled"):
         taskq_app.task(task_run_name="x-{nope}", name="bad")(lambda: None).submit()
+
+
+def test_result_larger_than_max_result_bytes_fails_the_run_once(
+    redis_url: str, taskq_prefix: str, burst_worker: BurstWorker
+) -> None:
+    app = taskq.App(redis_url, prefix=taskq_prefix, max_result_bytes=1000)
+
+    @app.task(retries=3)
+    def big(n: int) -> str:
+        return "x" * n
+
+    small, large = big.submit(900), big.submit(5000)
+    try:
+        burst_worker(app)
+        assert small.result(timeout=5) == "x" * 900
+        with pytest.raises(taskq.TaskFailedError) as info:
+            large.result(timeout=5)
+        err = info.value
+        assert err.error.type == "taskq.errors.MessageError"
+        assert re.search(r"result of 50\d\d bytes exceeds max_result_bytes=1000", err.error.message)
+        assert err.attempts == 1  # deterministic: never retried
+        assert app.broker.client.llen(app.keys.result("default", large.run_id)) == 1
+    finally:
+        app.close()
+
+
+def test_max_result_bytes_defaults_to_the_payload_cap_and_is_checked() -> None:
+    assert taskq.App().settings.max_result_bytes == 1 << 20
+    with pytest.raises(taskq.ConfigurationError, match="max_result_bytes"):
+        taskq.App(max_result_bytes=0)

@@ -1,6 +1,6 @@
 """Checked by mypy (tests/unit/test_typing.py), never executed."""
 
-from typing import assert_type
+from typing import Any, assert_type
 
 import taskq
 
@@ -32,7 +32,12 @@ assert_type(add.map([1, 2], [3, 4]), list[taskq.Future[int]])
 typed = add.with_options(result_ttl=5)
 assert_type(fetch.submit("u").result(), bytes)
 assert_type(taskq.wait([add.submit(1, 2)]).done, set[taskq.Future[int]])
+assert_type(add.future("run-id"), taskq.Future[int])
+assert_type(fetch.future("run-id").result(), bytes)
+assert_type(app.future("run-id"), taskq.Future[Any])
+assert_type(app.future("run-id", queue="emails").run_id, str)
 
 add.submit("x", 2)  # E: wrong argument type
 add.submit(1)  # E: missing argument
 app.task(retriez=3)  # E: unknown option
+app.future(42)  # E: a run id is a str
