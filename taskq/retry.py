@@ -24,6 +24,7 @@ from taskq.errors import (
     Cancel,
     ConfigurationError,
     NonDeterministicFlowError,
+    ResultInTaskError,
     Retry,
     error_info,
 )
@@ -177,8 +178,11 @@ def takes_one_argument(fn: Callable[..., Any]) -> bool:
 def _verdict(policy: RetryPolicy, run: TaskRun, exc: BaseException) -> tuple[bool, float | None]:
     """Everything but ``retry_condition_fn``: ``(True, delay or None)`` when that
     decides, ``(False, None)`` when the condition must be asked. A non-deterministic
-    flow is never retried: its replay would make the same wrong call."""
-    if isinstance(exc, Cancel | NonDeterministicFlowError) or run.attempt > policy.retries:
+    flow is never retried: its replay would make the same wrong call; nor is a task that
+    waited for a result, which would be refused again."""
+    if isinstance(exc, Cancel | NonDeterministicFlowError | ResultInTaskError):
+        return True, None
+    if run.attempt > policy.retries:
         return True, None
     if isinstance(exc, Retry):
         return True, policy.delay(run.attempt) if exc.delay is None else max(0.0, exc.delay)

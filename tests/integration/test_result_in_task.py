@@ -93,3 +93,20 @@ def test_already_finished_futures_are_refused_too_and_waits_elsewhere_work(
 
         with running_task("r"):
             taskq.as_completed([done])
+
+
+def test_a_refused_wait_is_not_retried(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:
+    @taskq_app.task
+    def child() -> int:
+        return 1
+
+    @taskq_app.task(retries=3)
+    def parent() -> int:
+        return child.submit().result(timeout=3)
+
+    fut = parent.submit()
+    burst_worker(taskq_app, concurrency=1)
+    with pytest.raises(taskq.TaskFailedError) as info:
+        fut.result(timeout=5)
+    assert info.value.error.type == "taskq.errors.ResultInTaskError"
+    assert info.value.attempts == 1  # deterministic: a retry would be refused again
