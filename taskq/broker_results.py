@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from taskq.broker_core import BrokerCore, _fields, _now, _s
+from taskq.errors import RedisFullError
 
 #: States an event names once the run's result list has been written (same script).
 _FINAL = frozenset({"Completed", "Cached", "Failed", "Cancelled"})
@@ -17,7 +18,9 @@ class Results(BrokerCore):
         """Block until the run's outcome exists (BLMOVE of the one-element list onto itself).
 
         Waits in slices no longer than ``block_seconds`` so a socket timeout never
-        cuts a healthy wait; nothing is polled on a timer.
+        cuts a healthy wait; nothing is polled on a timer. While Redis is full
+        (maxmemory, noeviction) it refuses BLMOVE, and the wait is :meth:`wait_any`'s
+        read-only one instead.
 
         Returns:
             The outcome payload, or None when ``timeout`` ran out.
@@ -30,7 +33,12 @@ class Results(BrokerCore):
             if left <= 0:
                 value: bytes | None = self.execute("LINDEX", key, 0)
                 return value
-            value = self.execute("BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}")
+            try:
+                value = self.execute("BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}")
+            except RedisFullError:
+                # A full Redis refuses BLMOVE (it may write); the read-only wait still works.
+                self.wait_any(queue, [run_id], left)
+                value = self.execute("LINDEX", key, 0)
             if value is not None:
                 return value
 
