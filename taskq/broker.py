@@ -11,6 +11,7 @@ never a redis-py exception.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any
 
 from taskq import scripts
@@ -19,6 +20,7 @@ from taskq.broker_flows import FlowCalls
 from taskq.broker_inspect import Inspection
 from taskq.broker_results import Results
 from taskq.keys import GROUP, LEVELS_SERVED
+from taskq.message import Limits
 
 __all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
 
@@ -33,6 +35,12 @@ def delay_mark(level: int) -> bytes:
 
 class Broker(FlowCalls, Inspection, Results):
     """Redis access for one process: the transitions, on top of the core's plumbing."""
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The message limits of these settings: producers encode within them."""
+        s = self.settings
+        return Limits(s.max_message_bytes, s.max_depth, s.max_args)
 
     # -- producer side ------------------------------------------------------------------
 

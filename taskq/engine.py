@@ -34,11 +34,13 @@ from taskq.flow import Flow, FlowRun, Suspend, call_body
 from taskq.keys import PRIORITIES
 from taskq.message import (
     PAYLOAD_FIELD,
+    RUN_FIELD,
     Limits,
     Message,
     decode_message,
     decode_outcome,
     encode_outcome,
+    peek_run_id,
 )
 from taskq.options import RETRY_OPTIONS
 from taskq.retry import RetryPolicy, build_policy, retry_decision
@@ -184,15 +186,23 @@ class Engine:
     ) -> Delivery | None:
         payload = fields.get(PAYLOAD_FIELD)
         if payload is None:
-            self._dead(queue, eid, fields, "entry has no 'm' payload field", level=level)
+            reason = "entry has no 'm' payload field"
+            self._dead(queue, eid, fields, reason, self._entry_run_id(fields), level)
             return None
         try:
             if len(payload) > self.limits.max_bytes + 64:  # before the MAC is computed
                 size, limit = len(payload), self.limits.max_bytes
                 raise MessageError(f"payload of {size} bytes exceeds the {limit} byte limit")
-            msg = decode_message(self.broker.signer.verify(payload), self.limits)
+            body = self.broker.signer.verify(payload)
         except MessageError as exc:
-            self._dead(queue, eid, fields, str(exc), level=level)
+            self._dead(queue, eid, fields, str(exc), self._entry_run_id(fields), level)
+            return None
+        try:
+            msg = decode_message(body, self.limits)
+        except MessageError as exc:
+            # A trusted payload that breaks a limit: its run fails, so nobody waits for it.
+            rid = peek_run_id(body) or self._entry_run_id(fields, trusted=True)
+            self._dead(queue, eid, fields, str(exc), rid, level)
             return None
         try:
             task = self.app.get_task(msg.task)
@@ -201,6 +211,20 @@ class Engine:
             self._dead(queue, eid, fields, str(exc), msg.run_id, level)
             return None
         return Delivery(queue, eid, payload, msg, task, level=level)
+
+    def _entry_run_id(self, fields: dict[bytes, bytes], trusted: bool = False) -> str | None:
+        """The entry's ``r`` field: always when nothing is signed here, else only beside a
+        payload that verified (``trusted``). ``r`` is outside the MAC: an unsigned,
+        tampered or foreign entry could name any run, so its run is left alone."""
+        raw = fields.get(RUN_FIELD)
+        if raw is None or not (trusted or not self.broker.signer.enabled):
+            return None
+        if not 0 < len(raw) <= 256:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
 
     def _notify_dead(self, msg: Message, reason: str) -> None:
         """A flow child about to be dead-lettered fails in its flow first, so the

@@ -223,7 +223,8 @@ class FlowRun:
             if rid in self._reset:
                 self.app.broker.reset_child(queue, rid)
                 self._reset.discard(rid)
-            runs.append((rid, encode_message(self._message(task, rid, row, kwargs)), due))
+            msg = self._message(task, rid, row, kwargs)
+            runs.append((rid, encode_message(msg, self.app.broker.limits), due))
         if runs:
             self.app.broker.enqueue(queue, runs, task.options.priority)
         return futures

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import msgpack
+import pytest
 
 import taskq
-from taskq.message import Message, encode_message
+from taskq.message import Message, encode_message, new_run_id
 from taskq.testing import BurstWorker
 
 
@@ -71,3 +72,93 @@ def test_a_duplicate_delivery_of_a_finished_run_does_not_execute(
     burst_worker(taskq_app)
     assert calls == [1]
     assert taskq_app.broker.queue_sizes("default") == (0, 0)
+
+
+def test_submit_refuses_what_a_worker_would_dead_letter_and_enqueues_nothing(
+    taskq_app: taskq.App,
+) -> None:
+    @taskq_app.task
+    def echo(x: object) -> object:
+        return x
+
+    taskq_app.configure(max_message_bytes=4096, max_args=2)
+    deep: object = 0
+    for _ in range(40):
+        deep = [deep]
+    refused = [
+        ((({1: "a"},), {}), "map key 1 is not a string"),
+        (((deep,), {}), "nested deeper than 32"),
+        ((("x" * 5000,), {}), "exceeds the 4096 byte limit"),
+        (((msgpack.Timestamp(1, 0),), {}), r"extension value \(Timestamp\)"),
+    ]
+    for (args, kwargs), reason in refused:
+        with pytest.raises(taskq.MessageError, match=reason):
+            echo.submit(*args, **kwargs)
+        with pytest.raises(taskq.MessageError, match=f"map item 1: .*{reason}"):
+            echo.map([1, *args])
+
+    @taskq_app.task
+    def three(a: int, b: int, c: int) -> int:
+        return a + b + c
+
+    with pytest.raises(taskq.MessageError, match="more than 2 arguments"):
+        three.submit(1, 2, 3)
+    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.client.keys(f"{taskq_app.settings.prefix}:*run:*") == []
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_an_entry_whose_payload_cannot_be_decoded_fails_its_run(
+    taskq_app: taskq.App, burst_worker: BurstWorker, signed: bool
+) -> None:
+    if signed:
+        taskq_app.configure(signing_keys=["a-signing-key-of-16+"])
+
+    @taskq_app.task
+    def echo(x: object) -> object:
+        return x
+
+    broker = taskq_app.broker
+    int_key, garbage = new_run_id(), new_run_id()
+    payloads = {
+        int_key: msgpack.packb([1, int_key, echo.name, [{1: "a"}], {}, None]),
+        garbage: b"\xc1\xc1 not msgpack",
+    }
+    # Written past the producer's checks, as an older or foreign producer would.
+    broker.enqueue("default", [(rid, p, "") for rid, p in payloads.items()])
+
+    burst_worker(taskq_app)
+
+    for rid in payloads:
+        fut: taskq.Future[object] = taskq.Future(broker, "default", rid, echo.name)
+        err = fut.result(timeout=5, raise_on_failure=False)
+        assert isinstance(err, taskq.TaskFailedError), rid
+        assert err.error.type == "DeadLettered" and "undecodable" in err.error.message
+        assert fut.state.name == "Failed"
+    dead = {f[b"run"]: f for _, f in broker.dead_entries("default")}
+    assert set(dead) == {rid.encode() for rid in payloads}
+    assert dead[garbage.encode()][b"r"] == garbage.encode()  # fields copied intact
+
+
+def test_a_forged_entry_is_dead_lettered_without_failing_the_run_it_names(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    """With signing on, an entry whose payload does not verify is untrusted, its ``r``
+    too (it is outside the MAC): the run it names is left as it was."""
+    taskq_app.configure(signing_keys=["a-signing-key-of-16+"])
+
+    @taskq_app.task
+    def echo(x: object) -> object:
+        return x
+
+    rid = new_run_id()
+    client = taskq_app.broker.client
+    client.hset(taskq_app.keys.run("default", rid), "s", "Pending")
+    forged = msgpack.packb([1, rid, echo.name, [{1: "a"}], {}, None])
+    client.xadd(taskq_app.keys.stream("default"), {"m": forged, "r": rid})
+
+    burst_worker(taskq_app)
+
+    (_, fields), *_ = taskq_app.broker.dead_entries("default")
+    assert b"unsigned payload" in fields[b"reason"] and fields[b"run"] == b""
+    assert taskq_app.broker.run_record("default", rid)["s"] == "Pending"
