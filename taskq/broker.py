@@ -467,10 +467,12 @@ class Broker(FlowCalls, Inspection, Results):
         fields: dict[bytes, bytes],
         reason: str,
         run_id: str | None = None,
-        outcome: bytes = b"",
         level: int = 0,
     ) -> None:
-        """Copy a delivery to the dead-letter stream with ``reason``, then ack and delete it."""
+        """Copy a delivery to the dead-letter stream with ``reason``, then ack and delete it.
+
+        A ``run_id`` run that has not ended ends Failed (``DeadLettered``), its outcome
+        reporting the attempts its record counts (built in ``dead.lua``)."""
         k = self.keys
         keys = [k.stream(queue, level), k.dead(queue), k.events(queue)]
         if run_id:
@@ -481,7 +483,6 @@ class Broker(FlowCalls, Inspection, Results):
             entry_id,
             reason,
             run_id or "",
-            outcome,
             self._ttl_ms(None),
         ]
         for f, v in fields.items():

@@ -159,10 +159,9 @@ class Engine:
                         f"delivered {deliveries} times, more than max_deliveries="
                         f"{d.task.options.max_deliveries} (the task may crash its worker)"
                     )
-                    self._notify_dead(d.message, reason)
-                    self._dead(
-                        queue, d.entry_id, {PAYLOAD_FIELD: d.payload}, reason, d.run_id, level
-                    )
+                    self._notify_dead(d.message, reason, attempt)
+                    fields = {PAYLOAD_FIELD: d.payload, RUN_FIELD: d.run_id.encode()}
+                    self._dead(queue, d.entry_id, fields, reason, d.run_id, level)
                 else:
                     log.info("run %s already ended; duplicate delivery dropped", d.run_id)
                     self._renotify(d)
@@ -226,12 +225,13 @@ class Engine:
         except UnicodeDecodeError:
             return None
 
-    def _notify_dead(self, msg: Message, reason: str) -> None:
+    def _notify_dead(self, msg: Message, reason: str, attempts: int = 0) -> None:
         """A flow child about to be dead-lettered fails in its flow first, so the
-        flow is never left waiting (a crash in between is repaired by redelivery)."""
+        flow is never left waiting (a crash in between is repaired by redelivery).
+        ``attempts``: those the run made, when known (0 otherwise)."""
         p = parent_of(msg)
         if p is not None:
-            outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
+            outcome = encode_outcome("Failed", attempts, error=ErrorInfo("DeadLettered", reason))
             self.broker.notify(p[0], p[1], msg.run_id, outcome, level=p[2])
 
     def _dead(
@@ -244,8 +244,7 @@ class Engine:
         level: int = 0,
     ) -> None:
         log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
-        outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
-        self.broker.dead_letter(queue, eid, fields, reason, run_id, outcome, level)
+        self.broker.dead_letter(queue, eid, fields, reason, run_id, level)
 
     # -- execution ----------------------------------------------------------------------
 

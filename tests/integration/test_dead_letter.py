@@ -6,7 +6,9 @@ import msgpack
 import pytest
 
 import taskq
-from taskq.message import Message, encode_message, new_run_id
+from taskq.engine import Engine
+from taskq.keys import GROUP
+from taskq.message import Message, decode_outcome, encode_message, new_run_id
 from taskq.testing import BurstWorker
 
 
@@ -162,3 +164,49 @@ def test_a_forged_entry_is_dead_lettered_without_failing_the_run_it_names(
     (_, fields), *_ = taskq_app.broker.dead_entries("default")
     assert b"unsigned payload" in fields[b"reason"] and fields[b"run"] == b""
     assert taskq_app.broker.run_record("default", rid)["s"] == "Pending"
+
+
+def test_a_poison_run_reports_the_attempts_its_record_counts(taskq_app: taskq.App) -> None:
+    @taskq_app.task(max_deliveries=1)
+    def crashes_its_worker() -> None: ...
+
+    fut = crashes_its_worker.submit()
+    broker = taskq_app.broker
+    _start_then_take_over(taskq_app)
+
+    err = fut.result(timeout=5, raise_on_failure=False)
+    assert isinstance(err, taskq.TaskFailedError) and err.error.type == "DeadLettered"
+    assert "max_deliveries=1" in err.error.message
+    assert taskq_app.broker.run_record("default", fut.run_id)["a"] == "1"
+    assert err.attempts == 1
+    assert fut.state.attempt == 1 and fut.state.name == "Failed"
+    failed = [f for _, f in broker.events("default") if f.get("s") == "Failed"]
+    assert failed and failed[-1]["a"] == "1"
+
+
+def test_a_poison_flow_child_tells_its_flow_the_attempts_it_made(taskq_app: taskq.App) -> None:
+    @taskq_app.task(max_deliveries=1)
+    def crashes_its_worker() -> None: ...
+
+    child = "flowrun00000000.1"
+    meta = {"parent": ["default", "flowrun00000000", 0]}
+    payload = encode_message(Message(child, crashes_its_worker.name, [], {}, meta))
+    taskq_app.broker.enqueue("default", [(child, payload, "")])
+    _start_then_take_over(taskq_app)
+
+    results = taskq_app.keys.flow_results("default", "flowrun00000000")
+    outcome = decode_outcome(taskq_app.broker.client.hget(results, child))
+    assert outcome.error is not None and outcome.error.type == "DeadLettered"
+    assert (outcome.state, outcome.attempt) == ("Failed", 1)
+
+
+def _start_then_take_over(app: taskq.App) -> None:
+    """Worker w1 starts attempt 1 of the one queued run, then "dies"; w2 takes the
+    delivery over (a second delivery, past max_deliveries=1) and finds it poison."""
+    broker, stream = app.broker, app.keys.stream("default")
+    broker.ensure_group("default")
+    assert Engine(app, "w1").admit(broker.read(["default"], "w1", 10, None))
+    (pending,) = broker.client.xpending_range(stream, GROUP, "-", "+", 10)
+    claimed = broker.client.xclaim(stream, GROUP, "w2", 0, [pending["message_id"]])
+    entries = [("default", eid, fields, 0) for eid, fields in claimed]
+    assert Engine(app, "w2").admit(entries, fresh=False) == []

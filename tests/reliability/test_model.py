@@ -170,9 +170,8 @@ class ScriptMachine(RuleBasedStateMachine):
                     assert deliveries == r.deliveries
                 if not fresh and r.deliveries > MAXDEL:
                     assert kind == 3, (kind, r)
-                    outcome = encode_outcome("Failed", 0)
                     fields = {b"m": r.payload}
-                    self.broker.dead_letter(QUEUE, eid, fields, "poison", rid, outcome, level)
+                    self.broker.dead_letter(QUEUE, eid, fields, "poison", rid, level)
                     r.place, r.state, r.eid, r.owner = "dead", "Failed", None, None
                     self.dead += 1
                     STATS["poison dead-lettered"] += 1
