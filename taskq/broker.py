@@ -20,7 +20,9 @@ from taskq.broker_flows import FlowCalls
 from taskq.broker_inspect import Inspection
 from taskq.broker_results import Results
 from taskq.keys import GROUP, LEVELS_SERVED
-from taskq.message import Limits
+from taskq.message import Limits, peek_run_id
+from taskq.signing import _HEAD as SIGNATURE_BYTES
+from taskq.signing import MAGIC
 
 __all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
 
@@ -31,6 +33,16 @@ ENQUEUE_BATCH = 500
 def delay_mark(level: int) -> bytes:
     """The prefix of a delay-queue member of priority ``level`` (see ``promote.lua``)."""
     return b"" if level == 0 else b"\xc1P" + str(level).encode()
+
+
+def member_run_id(member: bytes) -> str | None:
+    """The run id of a delay-queue member, read without decoding its payload: after
+    the priority mark and the signature (unverified: the worker verifies), from the
+    head of the message (None when there is none to read)."""
+    payload = member[3:] if member[:2] == b"\xc1P" else member
+    if payload[:2] == MAGIC:
+        payload = payload[SIGNATURE_BYTES:]
+    return peek_run_id(payload)
 
 
 class Broker(FlowCalls, Inspection, Results):
@@ -158,9 +170,31 @@ class Broker(FlowCalls, Inspection, Results):
         return int(self.call(scripts.RETRY, keys, args))
 
     def promote(self, queue: str, limit: int) -> tuple[int, int, int]:
-        """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``."""
-        keys = [self.keys.delayed(queue), *self.keys.streams(queue)]
-        moved, next_due, now = self.call(scripts.PROMOTE, keys, [limit])
+        """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``.
+
+        Two phases: one round trip reads the server's time and the ``limit`` earliest
+        members; when some are due, ``promote.lua`` is given them with their run
+        records (read from the members) and moves those still there and due.
+        """
+        k = self.keys
+        delayed = k.delayed(queue)
+        clock, flat = self.send([("TIME",), ("ZRANGE", delayed, 0, limit - 1, "WITHSCORES")])
+        for reply in (clock, flat):
+            if isinstance(reply, Exception):
+                with self.translate():
+                    raise reply
+        now = int(clock[0]) * 1000 + int(clock[1]) // 1000
+        due = [flat[i] for i in range(0, len(flat), 2) if float(flat[i + 1]) <= now]
+        if not due:
+            return 0, int(float(flat[1])) if flat else -1, now
+        keys = [delayed, *k.streams(queue), k.events(queue)]
+        args: list[Any] = [self.settings.events_maxlen]
+        for member in due:
+            rid = member_run_id(member)
+            args += (member, rid or "")
+            if rid:
+                keys.append(k.run(queue, rid))
+        moved, next_due, now = self.call(scripts.PROMOTE, keys, args)
         return int(moved), int(next_due), int(now)
 
     def delayed_count(self, queues: Sequence[str]) -> int:
