@@ -28,6 +28,8 @@ __all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
 
 #: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
 ENQUEUE_BATCH = 500
+#: First and longest delay of a run handed back for a worker that knows its task (ms).
+PARK_FIRST_MS, PARK_LONGEST_MS = 1_000, 10_000
 
 
 def delay_mark(level: int) -> bytes:
@@ -197,10 +199,21 @@ class Broker(FlowCalls, Inspection, Results):
         moved, next_due, now = self.call(scripts.PROMOTE, keys, args)
         return int(moved), int(next_due), int(now)
 
-    def delayed_count(self, queues: Sequence[str]) -> int:
-        """How many runs wait in the delay queues of ``queues``."""
-        replies = self.send([("ZCARD", self.keys.delayed(q)) for q in queues])
-        return sum(int(r) for r in replies if not isinstance(r, Exception))
+    def delayed_count(
+        self, queues: Sequence[str], ignore: dict[str, set[bytes]] | None = None
+    ) -> int:
+        """How many runs wait in the delay queues of ``queues``, not counting the
+        members ``ignore`` names per queue (runs a burst worker handed back itself)."""
+        cmds: list[tuple[Any, ...]] = [("ZCARD", self.keys.delayed(q)) for q in queues]
+        skip = [(q, list(ignore[q])) for q in queues if ignore and ignore.get(q)]
+        cmds += [("ZMSCORE", self.keys.delayed(q), *members) for q, members in skip]
+        replies = self.send(cmds)
+        counts, present = replies[: len(queues)], replies[len(queues) :]
+        total = sum(int(r) for r in counts if not isinstance(r, Exception))
+        for scores in present:
+            if not isinstance(scores, Exception):
+                total -= sum(1 for s in scores if s is not None)
+        return total
 
     def run_record(self, queue: str, run_id: str) -> dict[str, str]:
         """The run's state record as text (empty when unknown or expired)."""
@@ -331,6 +344,32 @@ class Broker(FlowCalls, Inspection, Results):
         for eid, rid, attempt, payload in deliveries:
             args += (eid, rid, attempt, payload)
         return int(self.call(scripts.HANDBACK, keys, args))
+
+    def park(
+        self,
+        queue: str,
+        consumer: str,
+        entry_id: bytes,
+        run_id: str,
+        payload: bytes,
+        level: int = 0,
+    ) -> tuple[int, int]:
+        """Hand a delivery whose task this worker does not know back through the delay
+        queue, due in 1 s (doubling per hand-back, at most 10 s), while the run has
+        waited less than ``unknown_task_grace``.
+
+        Returns:
+            ``(code, waited_ms)`` as ``park.lua`` says: 1 handed back; 0 not (grace
+            spent, or no record: waited -1), dead-letter it; 2 the run had ended (the
+            duplicate is acked); 3 no longer this consumer's.
+        """
+        k = self.keys
+        keys = [k.stream(queue, level), k.delayed(queue), k.run(queue, run_id)]
+        grace_ms = round(self.settings.unknown_task_grace * 1000)
+        args = [GROUP, consumer, entry_id, delay_mark(level) + payload, grace_ms]
+        args += [PARK_FIRST_MS, PARK_LONGEST_MS, k.wake_channel(queue)]
+        code, waited = self.call(scripts.PARK, keys, args)
+        return int(code), int(waited)
 
     def renew(
         self, queue: str, consumer: str, entry_ids: Sequence[bytes], level: int = 0

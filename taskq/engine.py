@@ -17,7 +17,7 @@ from typing import Any
 
 from taskq import scripts
 from taskq.app import App
-from taskq.broker import Entry
+from taskq.broker import Entry, delay_mark
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.context import current_flow
 from taskq.errors import (
@@ -48,6 +48,9 @@ from taskq.states import State, TaskRun
 from taskq.task import Task
 
 log = logging.getLogger("taskq.engine")
+
+#: Task names this process has warned about (a rolling deploy): one warning each.
+_warned_unknown: set[str] = set()
 
 
 @dataclass
@@ -115,6 +118,9 @@ class Engine:
         self.worker_id = worker_id
         s = app.settings
         self.limits = Limits(s.max_message_bytes, s.max_depth, s.max_args)
+        #: Set by a burst worker: the delay-queue members it handed back for another
+        #: worker, per queue (it does not wait for those to come due).
+        self.parked: dict[str, set[bytes]] | None = None
 
     # -- admission ----------------------------------------------------------------------
 
@@ -206,10 +212,44 @@ class Engine:
         try:
             task = self.app.get_task(msg.task)
         except UnknownTaskError as exc:
-            self._notify_dead(msg, str(exc))
-            self._dead(queue, eid, fields, str(exc), msg.run_id, level)
+            self._unknown_task(queue, eid, fields, msg, str(exc), level)
             return None
         return Delivery(queue, eid, payload, msg, task, level=level)
+
+    def _unknown_task(
+        self,
+        queue: str,
+        eid: bytes,
+        fields: dict[bytes, bytes],
+        msg: Message,
+        reason: str,
+        level: int,
+    ) -> None:
+        """A run of a task this worker does not know: in a rolling deploy a newer worker
+        may know it, so hand it back (``park.lua``) until ``unknown_task_grace`` is
+        spent; then, or when the run has no record, dead-letter it with the reason."""
+        payload = fields[PAYLOAD_FIELD]
+        grace = self.app.settings.unknown_task_grace
+        if grace > 0:
+            code, waited = self.broker.park(queue, self.worker_id, eid, msg.run_id, payload, level)
+            if code == 1:
+                if msg.task not in _warned_unknown:
+                    _warned_unknown.add(msg.task)
+                    log.warning(
+                        "%s: handing its runs back for a worker that knows it "
+                        "(for up to unknown_task_grace=%g s each)",
+                        reason,
+                        grace,
+                    )
+                if self.parked is not None:
+                    self.parked.setdefault(queue, set()).add(delay_mark(level) + payload)
+                return
+            if code != 0:
+                return  # ended (its duplicate acked), or no longer ours
+            if waited >= 0:
+                reason += f" (waited {waited / 1000:.0f} s for a worker that knows it)"
+        self._notify_dead(msg, reason)
+        self._dead(queue, eid, fields, reason, msg.run_id, level)
 
     def _entry_run_id(self, fields: dict[bytes, bytes], trusted: bool = False) -> str | None:
         """The entry's ``r`` field: always when nothing is signed here, else only beside a

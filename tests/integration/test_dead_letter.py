@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterator
+
 import msgpack
 import pytest
 
@@ -210,3 +214,70 @@ def _start_then_take_over(app: taskq.App) -> None:
     claimed = broker.client.xclaim(stream, GROUP, "w2", 0, [pending["message_id"]])
     entries = [("default", eid, fields, 0) for eid, fields in claimed]
     assert Engine(app, "w2").admit(entries, fresh=False) == []
+
+
+@pytest.fixture
+def new_version(taskq_app: taskq.App) -> Iterator[taskq.App]:
+    """The next version of ``taskq_app`` in a rolling deploy: it adds a task."""
+    app = taskq.App(taskq_app.settings.redis_url, prefix=taskq_app.settings.prefix)
+
+    @app.task(name="tasks.added")
+    def added(x: int) -> int:
+        return x * 2
+
+    yield app
+    app.close()
+
+
+def test_a_run_of_a_task_this_worker_does_not_know_waits_for_one_that_does(
+    taskq_app: taskq.App,
+    new_version: taskq.App,
+    burst_worker: BurstWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    futures = new_version.get_task("tasks.added").map([1, 2])
+    broker = taskq_app.broker
+
+    with caplog.at_level(logging.WARNING, logger="taskq.engine"):
+        burst_worker(taskq_app)  # the old version: drains, handing both runs back
+    for f in futures:
+        record = broker.run_record("default", f.run_id)
+        assert record["s"] == "Pending" and record["u"] == "1" and "u0" in record
+    assert broker.delayed_count(["default"]) == 2
+    assert broker.dead_entries("default") == []
+    warned = [r for r in caplog.records if "no task named 'tasks.added'" in r.getMessage()]
+    assert len(warned) == 1  # once per task name, not per run
+
+    burst_worker(new_version)  # a new worker takes them when they come due
+    assert [f.result(timeout=5) for f in futures] == [2, 4]
+    assert broker.dead_entries("default") == []
+
+
+def test_a_run_of_an_unknown_task_is_dead_lettered_once_the_grace_is_spent(
+    taskq_app: taskq.App, new_version: taskq.App, burst_worker: BurstWorker
+) -> None:
+    taskq_app.configure(unknown_task_grace=0.001)
+    fut = new_version.get_task("tasks.added").submit(1)
+    burst_worker(taskq_app)  # handed back, due in 1 s
+    assert taskq_app.broker.run_record("default", fut.run_id)["s"] == "Pending"
+    burst_worker(taskq_app)  # waits for it, sees it again past the grace
+    err = fut.result(timeout=5, raise_on_failure=False)
+    assert isinstance(err, taskq.TaskFailedError) and err.error.type == "DeadLettered"
+    assert re.fullmatch(
+        r"no task named 'tasks.added' is registered \(waited \d+ s for a worker that knows it\)",
+        err.error.message,
+    )
+    (_, fields), *_ = taskq_app.broker.dead_entries("default")
+    assert fields[b"run"] == fut.run_id.encode()
+
+
+def test_with_no_grace_a_run_of_an_unknown_task_is_dead_lettered_at_once(
+    taskq_app: taskq.App, new_version: taskq.App, burst_worker: BurstWorker
+) -> None:
+    taskq_app.configure(unknown_task_grace=0)
+    fut = new_version.get_task("tasks.added").submit(1)
+    burst_worker(taskq_app)
+    err = fut.result(timeout=5, raise_on_failure=False)
+    assert isinstance(err, taskq.TaskFailedError)
+    assert err.error.message == "no task named 'tasks.added' is registered"
+    assert taskq_app.broker.delayed_count(["default"]) == 0
