@@ -1,7 +1,8 @@
 """The broker: every state transition of a run, one Lua script call each.
 
 Connections, raw commands and error translation live in :mod:`taskq.broker_core`;
-flow calls in :mod:`taskq.broker_flows`; read-only inspection in
+flow calls in :mod:`taskq.broker_flows`; delay-queue calls in :mod:`taskq.broker_delay`;
+read-only inspection in
 :mod:`taskq.broker_inspect`; waiting for results in :mod:`taskq.broker_results`.
 Everything above these modules sees
 :class:`~taskq.errors.RedisUnavailableError` and :class:`~taskq.errors.BrokerError`,
@@ -16,38 +17,20 @@ from typing import Any
 
 from taskq import scripts
 from taskq.broker_core import Entry, Subscription, _fields, _is_noscript, _s
+from taskq.broker_delay import DelayCalls, delay_mark
 from taskq.broker_flows import FlowCalls
 from taskq.broker_inspect import Inspection
 from taskq.broker_results import Results
 from taskq.keys import GROUP, LEVELS_SERVED
-from taskq.message import Limits, peek_run_id
-from taskq.signing import _HEAD as SIGNATURE_BYTES
-from taskq.signing import MAGIC
+from taskq.message import Limits
 
-__all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
+__all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription", "delay_mark"]
 
 #: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
 ENQUEUE_BATCH = 500
-#: First and longest delay of a run handed back for a worker that knows its task (ms).
-PARK_FIRST_MS, PARK_LONGEST_MS = 1_000, 10_000
 
 
-def delay_mark(level: int) -> bytes:
-    """The prefix of a delay-queue member of priority ``level`` (see ``promote.lua``)."""
-    return b"" if level == 0 else b"\xc1P" + str(level).encode()
-
-
-def member_run_id(member: bytes) -> str | None:
-    """The run id of a delay-queue member, read without decoding its payload: after
-    the priority mark and the signature (unverified: the worker verifies), from the
-    head of the message (None when there is none to read)."""
-    payload = member[3:] if member[:2] == b"\xc1P" else member
-    if payload[:2] == MAGIC:
-        payload = payload[SIGNATURE_BYTES:]
-    return peek_run_id(payload)
-
-
-class Broker(FlowCalls, Inspection, Results):
+class Broker(FlowCalls, Inspection, Results, DelayCalls):
     """Redis access for one process: the transitions, on top of the core's plumbing."""
 
     @cached_property
@@ -170,50 +153,6 @@ class Broker(FlowCalls, Inspection, Results):
             k.wake_channel(queue),
         ]
         return int(self.call(scripts.RETRY, keys, args))
-
-    def promote(self, queue: str, limit: int) -> tuple[int, int, int]:
-        """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``.
-
-        Two phases: one round trip reads the server's time and the ``limit`` earliest
-        members; when some are due, ``promote.lua`` is given them with their run
-        records (read from the members) and moves those still there and due.
-        """
-        k = self.keys
-        delayed = k.delayed(queue)
-        clock, flat = self.send([("TIME",), ("ZRANGE", delayed, 0, limit - 1, "WITHSCORES")])
-        for reply in (clock, flat):
-            if isinstance(reply, Exception):
-                with self.translate():
-                    raise reply
-        now = int(clock[0]) * 1000 + int(clock[1]) // 1000
-        due = [flat[i] for i in range(0, len(flat), 2) if float(flat[i + 1]) <= now]
-        if not due:
-            return 0, int(float(flat[1])) if flat else -1, now
-        keys = [delayed, *k.streams(queue), k.events(queue)]
-        args: list[Any] = [self.settings.events_maxlen]
-        for member in due:
-            rid = member_run_id(member)
-            args += (member, rid or "")
-            if rid:
-                keys.append(k.run(queue, rid))
-        moved, next_due, now = self.call(scripts.PROMOTE, keys, args)
-        return int(moved), int(next_due), int(now)
-
-    def delayed_count(
-        self, queues: Sequence[str], ignore: dict[str, set[bytes]] | None = None
-    ) -> int:
-        """How many runs wait in the delay queues of ``queues``, not counting the
-        members ``ignore`` names per queue (runs a burst worker handed back itself)."""
-        cmds: list[tuple[Any, ...]] = [("ZCARD", self.keys.delayed(q)) for q in queues]
-        skip = [(q, list(ignore[q])) for q in queues if ignore and ignore.get(q)]
-        cmds += [("ZMSCORE", self.keys.delayed(q), *members) for q, members in skip]
-        replies = self.send(cmds)
-        counts, present = replies[: len(queues)], replies[len(queues) :]
-        total = sum(int(r) for r in counts if not isinstance(r, Exception))
-        for scores in present:
-            if not isinstance(scores, Exception):
-                total -= sum(1 for s in scores if s is not None)
-        return total
 
     def run_record(self, queue: str, run_id: str) -> dict[str, str]:
         """The run's state record as text (empty when unknown or expired)."""
@@ -344,32 +283,6 @@ class Broker(FlowCalls, Inspection, Results):
         for eid, rid, attempt, payload in deliveries:
             args += (eid, rid, attempt, payload)
         return int(self.call(scripts.HANDBACK, keys, args))
-
-    def park(
-        self,
-        queue: str,
-        consumer: str,
-        entry_id: bytes,
-        run_id: str,
-        payload: bytes,
-        level: int = 0,
-    ) -> tuple[int, int]:
-        """Hand a delivery whose task this worker does not know back through the delay
-        queue, due in 1 s (doubling per hand-back, at most 10 s), while the run has
-        waited less than ``unknown_task_grace``.
-
-        Returns:
-            ``(code, waited_ms)`` as ``park.lua`` says: 1 handed back; 0 not (grace
-            spent, or no record: waited -1), dead-letter it; 2 the run had ended (the
-            duplicate is acked); 3 no longer this consumer's.
-        """
-        k = self.keys
-        keys = [k.stream(queue, level), k.delayed(queue), k.run(queue, run_id)]
-        grace_ms = round(self.settings.unknown_task_grace * 1000)
-        args = [GROUP, consumer, entry_id, delay_mark(level) + payload, grace_ms]
-        args += [PARK_FIRST_MS, PARK_LONGEST_MS, k.wake_channel(queue)]
-        code, waited = self.call(scripts.PARK, keys, args)
-        return int(code), int(waited)
 
     def renew(
         self, queue: str, consumer: str, entry_ids: Sequence[bytes], level: int = 0
