@@ -319,6 +319,8 @@ class ScriptMachine(RuleBasedStateMachine):
         assert moved == len(due)
         for rid in due:  # to the stream of its level (the invariant checks which)
             self.runs[rid].place, self.runs[rid].eid = "backlog", None
+            if self.runs[rid].state == "Scheduled":  # a retry stays AwaitingRetry
+                self.runs[rid].state = "Pending"
         later = [r.due for rid, r in delayed.items() if rid not in due and r.due is not None]
         assert next_due == (min(later) if later else -1)
         STATS["promoted"] += moved
