@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 import taskq
+from taskq import engine
 from taskq.engine import Engine
 from taskq.keys import GROUP
 from taskq.message import Message, decode_outcome, encode_message, new_run_id
@@ -234,7 +235,9 @@ def test_a_run_of_a_task_this_worker_does_not_know_waits_for_one_that_does(
     new_version: taskq.App,
     burst_worker: BurstWorker,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(engine, "_warned_unknown", set())  # as in a fresh worker process
     futures = new_version.get_task("tasks.added").map([1, 2])
     broker = taskq_app.broker
 
