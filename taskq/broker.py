@@ -1,7 +1,8 @@
 """The broker: every state transition of a run, one Lua script call each.
 
 Connections, raw commands and error translation live in :mod:`taskq.broker_core`;
-flow calls in :mod:`taskq.broker_flows`; read-only inspection in
+flow calls in :mod:`taskq.broker_flows`; delay-queue calls in :mod:`taskq.broker_delay`;
+read-only inspection in
 :mod:`taskq.broker_inspect`; waiting for results in :mod:`taskq.broker_results`.
 Everything above these modules sees
 :class:`~taskq.errors.RedisUnavailableError` and :class:`~taskq.errors.BrokerError`,
@@ -11,28 +12,32 @@ never a redis-py exception.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any
 
 from taskq import scripts
 from taskq.broker_core import Entry, Subscription, _fields, _is_noscript, _s
+from taskq.broker_delay import DelayCalls, delay_mark
 from taskq.broker_flows import FlowCalls
 from taskq.broker_inspect import Inspection
 from taskq.broker_results import Results
 from taskq.keys import GROUP, LEVELS_SERVED
+from taskq.message import Limits
 
-__all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription"]
+__all__ = ["ENQUEUE_BATCH", "Broker", "Entry", "Subscription", "delay_mark"]
 
 #: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
 ENQUEUE_BATCH = 500
 
 
-def delay_mark(level: int) -> bytes:
-    """The prefix of a delay-queue member of priority ``level`` (see ``promote.lua``)."""
-    return b"" if level == 0 else b"\xc1P" + str(level).encode()
-
-
-class Broker(FlowCalls, Inspection, Results):
+class Broker(FlowCalls, Inspection, Results, DelayCalls):
     """Redis access for one process: the transitions, on top of the core's plumbing."""
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The message limits of these settings: producers encode within them."""
+        s = self.settings
+        return Limits(s.max_message_bytes, s.max_depth, s.max_args)
 
     # -- producer side ------------------------------------------------------------------
 
@@ -148,17 +153,6 @@ class Broker(FlowCalls, Inspection, Results):
             k.wake_channel(queue),
         ]
         return int(self.call(scripts.RETRY, keys, args))
-
-    def promote(self, queue: str, limit: int) -> tuple[int, int, int]:
-        """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``."""
-        keys = [self.keys.delayed(queue), *self.keys.streams(queue)]
-        moved, next_due, now = self.call(scripts.PROMOTE, keys, [limit])
-        return int(moved), int(next_due), int(now)
-
-    def delayed_count(self, queues: Sequence[str]) -> int:
-        """How many runs wait in the delay queues of ``queues``."""
-        replies = self.send([("ZCARD", self.keys.delayed(q)) for q in queues])
-        return sum(int(r) for r in replies if not isinstance(r, Exception))
 
     def run_record(self, queue: str, run_id: str) -> dict[str, str]:
         """The run's state record as text (empty when unknown or expired)."""
@@ -456,10 +450,12 @@ class Broker(FlowCalls, Inspection, Results):
         fields: dict[bytes, bytes],
         reason: str,
         run_id: str | None = None,
-        outcome: bytes = b"",
         level: int = 0,
     ) -> None:
-        """Copy a delivery to the dead-letter stream with ``reason``, then ack and delete it."""
+        """Copy a delivery to the dead-letter stream with ``reason``, then ack and delete it.
+
+        A ``run_id`` run that has not ended ends Failed (``DeadLettered``), its outcome
+        reporting the attempts its record counts (built in ``dead.lua``)."""
         k = self.keys
         keys = [k.stream(queue, level), k.dead(queue), k.events(queue)]
         if run_id:
@@ -470,7 +466,6 @@ class Broker(FlowCalls, Inspection, Results):
             entry_id,
             reason,
             run_id or "",
-            outcome,
             self._ttl_ms(None),
         ]
         for f, v in fields.items():

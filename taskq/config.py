@@ -47,6 +47,9 @@ class Settings:
         connect_timeout: Connect timeout of the Redis connections.
         signing_keys: HMAC keys (``TASKQ_SIGNING_KEYS``, comma-separated): the first
             signs, any verifies. Empty: messages are not signed.
+        unknown_task_grace: Seconds a run of a task this worker does not know is handed
+            back for a worker that knows it (a rolling deploy), before it is
+            dead-lettered (``TASKQ_UNKNOWN_TASK_GRACE``, default 300; 0: at once).
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -63,6 +66,7 @@ class Settings:
     socket_timeout: float = 10.0
     connect_timeout: float = 5.0
     signing_keys: tuple[str, ...] = ()
+    unknown_task_grace: float = 300.0
 
     def __post_init__(self) -> None:
         check_name("key prefix", self.prefix)
@@ -75,6 +79,10 @@ class Settings:
             raise ConfigurationError(f"lease_seconds must be >= 1, got {self.lease_seconds}")
         if self.block_seconds >= self.socket_timeout:
             raise ConfigurationError("block_seconds must be below socket_timeout")
+        if not self.unknown_task_grace >= 0:
+            raise ConfigurationError(
+                f"unknown_task_grace must be >= 0 seconds, got {self.unknown_task_grace}"
+            )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -84,6 +92,7 @@ class Settings:
             prefix=os.environ.get("TASKQ_PREFIX") or "taskq",
             result_ttl=_env_float("TASKQ_RESULT_TTL", 86_400.0),
             lease_seconds=_env_float("TASKQ_LEASE_SECONDS", 15.0),
+            unknown_task_grace=_env_float("TASKQ_UNKNOWN_TASK_GRACE", 300.0),
             signing_keys=tuple(
                 k for k in os.environ.get("TASKQ_SIGNING_KEYS", "").split(",") if k.strip()
             ),

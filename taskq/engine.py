@@ -17,7 +17,7 @@ from typing import Any
 
 from taskq import scripts
 from taskq.app import App
-from taskq.broker import Entry
+from taskq.broker import Entry, delay_mark
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.context import current_flow, running_task
 from taskq.errors import (
@@ -35,11 +35,13 @@ from taskq.flow import Flow, FlowRun, Suspend, call_body
 from taskq.keys import PRIORITIES
 from taskq.message import (
     PAYLOAD_FIELD,
+    RUN_FIELD,
     Limits,
     Message,
     decode_message,
     decode_outcome,
     encode_outcome,
+    peek_run_id,
 )
 from taskq.options import RETRY_OPTIONS
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
@@ -47,6 +49,9 @@ from taskq.states import State, TaskRun
 from taskq.task import Task
 
 log = logging.getLogger("taskq.engine")
+
+#: Task names this process has warned about (a rolling deploy): one warning each.
+_warned_unknown: set[str] = set()
 
 
 @dataclass
@@ -121,6 +126,9 @@ class Engine:
         self.worker_id = worker_id
         s = app.settings
         self.limits = Limits(s.max_message_bytes, s.max_depth, s.max_args)
+        #: Set by a burst worker: the delay-queue members it handed back for another
+        #: worker, per queue (it does not wait for those to come due).
+        self.parked: dict[str, set[bytes]] | None = None
 
     # -- admission ----------------------------------------------------------------------
 
@@ -165,10 +173,9 @@ class Engine:
                         f"delivered {deliveries} times, more than max_deliveries="
                         f"{d.task.options.max_deliveries} (the task may crash its worker)"
                     )
-                    self._notify_dead(d.message, reason)
-                    self._dead(
-                        queue, d.entry_id, {PAYLOAD_FIELD: d.payload}, reason, d.run_id, level
-                    )
+                    self._notify_dead(d.message, reason, attempt)
+                    fields = {PAYLOAD_FIELD: d.payload, RUN_FIELD: d.run_id.encode()}
+                    self._dead(queue, d.entry_id, fields, reason, d.run_id, level)
                 else:
                     log.info("run %s already ended; duplicate delivery dropped", d.run_id)
                     self._renotify(d)
@@ -192,30 +199,87 @@ class Engine:
     ) -> Delivery | None:
         payload = fields.get(PAYLOAD_FIELD)
         if payload is None:
-            self._dead(queue, eid, fields, "entry has no 'm' payload field", level=level)
+            reason = "entry has no 'm' payload field"
+            self._dead(queue, eid, fields, reason, self._entry_run_id(fields), level)
             return None
         try:
             if len(payload) > self.limits.max_bytes + 64:  # before the MAC is computed
                 size, limit = len(payload), self.limits.max_bytes
                 raise MessageError(f"payload of {size} bytes exceeds the {limit} byte limit")
-            msg = decode_message(self.broker.signer.verify(payload), self.limits)
+            body = self.broker.signer.verify(payload)
         except MessageError as exc:
-            self._dead(queue, eid, fields, str(exc), level=level)
+            self._dead(queue, eid, fields, str(exc), self._entry_run_id(fields), level)
+            return None
+        try:
+            msg = decode_message(body, self.limits)
+        except MessageError as exc:
+            # A trusted payload that breaks a limit: its run fails, so nobody waits for it.
+            rid = peek_run_id(body) or self._entry_run_id(fields, trusted=True)
+            self._dead(queue, eid, fields, str(exc), rid, level)
             return None
         try:
             task = self.app.get_task(msg.task)
         except UnknownTaskError as exc:
-            self._notify_dead(msg, str(exc))
-            self._dead(queue, eid, fields, str(exc), msg.run_id, level)
+            self._unknown_task(queue, eid, fields, msg, str(exc), level)
             return None
         return Delivery(queue, eid, payload, msg, task, level=level)
 
-    def _notify_dead(self, msg: Message, reason: str) -> None:
+    def _unknown_task(
+        self,
+        queue: str,
+        eid: bytes,
+        fields: dict[bytes, bytes],
+        msg: Message,
+        reason: str,
+        level: int,
+    ) -> None:
+        """A run of a task this worker does not know: in a rolling deploy a newer worker
+        may know it, so hand it back (``park.lua``) until ``unknown_task_grace`` is
+        spent; then, or when the run has no record, dead-letter it with the reason."""
+        payload = fields[PAYLOAD_FIELD]
+        grace = self.app.settings.unknown_task_grace
+        if grace > 0:
+            code, waited = self.broker.park(queue, self.worker_id, eid, msg.run_id, payload, level)
+            if code == 1:
+                if msg.task not in _warned_unknown:
+                    _warned_unknown.add(msg.task)
+                    log.warning(
+                        "%s: handing its runs back for a worker that knows it "
+                        "(for up to unknown_task_grace=%g s each)",
+                        reason,
+                        grace,
+                    )
+                if self.parked is not None:
+                    self.parked.setdefault(queue, set()).add(delay_mark(level) + payload)
+                return
+            if code != 0:
+                return  # ended (its duplicate acked), or no longer ours
+            if waited >= 0:
+                reason += f" (waited {waited / 1000:.0f} s for a worker that knows it)"
+        self._notify_dead(msg, reason)
+        self._dead(queue, eid, fields, reason, msg.run_id, level)
+
+    def _entry_run_id(self, fields: dict[bytes, bytes], trusted: bool = False) -> str | None:
+        """The entry's ``r`` field: always when nothing is signed here, else only beside a
+        payload that verified (``trusted``). ``r`` is outside the MAC: an unsigned,
+        tampered or foreign entry could name any run, so its run is left alone."""
+        raw = fields.get(RUN_FIELD)
+        if raw is None or not (trusted or not self.broker.signer.enabled):
+            return None
+        if not 0 < len(raw) <= 256:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _notify_dead(self, msg: Message, reason: str, attempts: int = 0) -> None:
         """A flow child about to be dead-lettered fails in its flow first, so the
-        flow is never left waiting (a crash in between is repaired by redelivery)."""
+        flow is never left waiting (a crash in between is repaired by redelivery).
+        ``attempts``: those the run made, when known (0 otherwise)."""
         p = parent_of(msg)
         if p is not None:
-            outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
+            outcome = encode_outcome("Failed", attempts, error=ErrorInfo("DeadLettered", reason))
             self.broker.notify(p[0], p[1], msg.run_id, outcome, level=p[2])
 
     def _dead(
@@ -228,8 +292,7 @@ class Engine:
         level: int = 0,
     ) -> None:
         log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
-        outcome = encode_outcome("Failed", 0, error=ErrorInfo("DeadLettered", reason))
-        self.broker.dead_letter(queue, eid, fields, reason, run_id, outcome, level)
+        self.broker.dead_letter(queue, eid, fields, reason, run_id, level)
 
     # -- execution ----------------------------------------------------------------------
 

@@ -264,7 +264,8 @@ class FlowRun:
             if rid in self._reset:
                 self.app.broker.reset_child(queue, rid)
                 self._reset.discard(rid)
-            runs.append((rid, encode_message(self._message(task, rid, row, kwargs, digest)), due))
+            msg = self._message(task, rid, row, kwargs, digest)
+            runs.append((rid, encode_message(msg, self.app.broker.limits), due))
         if runs:
             self.app.broker.enqueue(queue, runs, task.options.priority)
         return futures

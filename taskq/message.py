@@ -1,13 +1,19 @@
 """The wire format of a task invocation and of a run's outcome: msgpack, no pickle.
 
-A stream entry has one field, ``m``, holding::
+A stream entry has a field ``m``, holding::
 
     [1, run_id, task_name, args, kwargs, meta]
+
+and a field ``r`` with the run id, readable without decoding ``m`` (so an entry
+whose payload cannot be decoded still fails its run; entries written before
+``r`` existed have ``m`` only).
 
 Decoding checks the size limit before msgpack sees a byte, bounds every
 container length by that size, and rejects structures nested deeper than
 ``max_depth`` or carrying more than ``max_args`` arguments. msgpack's own decoder
 is iterative with a fixed stack, so a hostile depth cannot recurse Python.
+Encoding refuses exactly what decoding would (:func:`check_tree` serves both), so
+a run the worker would dead-letter is refused at ``submit`` instead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from taskq.errors import ErrorInfo, MessageError
 
 VERSION = 1
 PAYLOAD_FIELD = b"m"
+RUN_FIELD = b"r"
 
 
 class _IdSource:
@@ -131,44 +138,141 @@ def unpack(data: bytes, limits: Limits | None = None) -> Any:
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise MessageError(f"undecodable payload: {type(exc).__name__}: {exc}") from exc
-    _check_depth(obj, lim.max_depth)
+    check_tree(obj, lim.max_depth)
     return obj
 
 
 _PLAIN = (str, int, float, bytes, bool, type(None))
+#: Leaves as the producer may hold them (msgpack writes bytearray/memoryview as bin).
+_LEAVES = (*_PLAIN, bytearray, memoryview)
+#: Exact types that end the walk at once (the cheap common case).
+_SCALARS = frozenset({str, int, float, bytes, bool, type(None)})
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
-def _check_depth(obj: Any, max_depth: int) -> None:
-    """Reject nesting deeper than ``max_depth`` and msgpack extension values (ExtType,
-    Timestamp): arguments are plain data only."""
+def _leaf_error(item: Any) -> MessageError:
+    if isinstance(item, msgpack.ExtType | msgpack.Timestamp):
+        return MessageError(f"payload holds a msgpack extension value ({type(item).__name__})")
+    return MessageError(f"cannot serialize {type(item).__name__!s} (taskq sends msgpack data only)")
+
+
+def check_tree(obj: Any, max_depth: int) -> None:
+    """Refuse what a worker refuses: nesting deeper than ``max_depth``, map keys that
+    are not strings (or bytes), msgpack extension values (ExtType, Timestamp) and
+    anything msgpack cannot carry. Shared by encoding and decoding.
+
+    The walk is iterative (a hostile depth cannot recurse Python). Tuples and sets
+    count as the arrays they become (an ExtType is a tuple too, but not one of them).
+
+    Raises:
+        MessageError: Naming the problem.
+    """
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, list | dict):
-            if depth > max_depth:
-                raise MessageError(f"payload nested deeper than {max_depth} levels")
-            children = item.values() if isinstance(item, dict) else item
-            for c in children:
-                if isinstance(c, list | dict):
-                    stack.append((c, depth + 1))
-                elif not isinstance(c, _PLAIN):
-                    raise MessageError(
-                        f"payload holds a msgpack extension value ({type(c).__name__})"
-                    )
-        elif not isinstance(item, _PLAIN):
-            raise MessageError(f"payload holds a msgpack extension value ({type(item).__name__})")
+        if type(item) in _SCALARS:
+            continue
+        if isinstance(item, dict):
+            children: Any = item.values()
+            for key in item:
+                if type(key) is not str and not isinstance(key, str | bytes):
+                    raise MessageError(f"map key {key!r} is not a string (maps need string keys)")
+        elif isinstance(item, _SEQUENCES) and not isinstance(item, msgpack.ExtType):
+            children = item
+        elif isinstance(item, _LEAVES):
+            continue
+        else:
+            raise _leaf_error(item)
+        if depth > max_depth:
+            raise MessageError(f"payload nested deeper than {max_depth} levels")
+        for c in children:
+            if type(c) not in _SCALARS:
+                stack.append((c, depth + 1))
 
 
-def encode_message(msg: Message) -> bytes:
-    """The stream payload of ``msg``."""
-    return pack([VERSION, msg.run_id, msg.task, msg.args, msg.kwargs, msg.meta or None])
+_DEFAULT_LIMITS = Limits()
+
+
+def _flat(args: Any, kwargs: Any, meta: Any) -> bool:
+    """True when a message's args, kwargs and meta hold scalars only, under string keys:
+    then nothing but the count and the size can break a limit (the common case,
+    tested in a few hundred nanoseconds)."""
+    for a in args:
+        if type(a) not in _SCALARS:
+            return False
+    for part in (kwargs, meta or {}):
+        if type(part) is not dict:
+            return False
+        for k, v in part.items():
+            if type(k) is not str or type(v) not in _SCALARS:
+                return False
+    return True
+
+
+def _checked(obj: list[Any], limits: Limits | None) -> bytes:
+    """``obj`` (a message array) packed, if a worker with ``limits`` would accept it."""
+    lim = limits or _DEFAULT_LIMITS
+    if len(obj[3]) + len(obj[4]) > lim.max_args:
+        raise MessageError(f"message has more than {lim.max_args} arguments")
+    # The common call (scalar arguments) skips the walk: its depth is 2.
+    if not (lim.max_depth >= 2 and _flat(obj[3], obj[4], obj[5])):
+        check_tree(obj, lim.max_depth)
+    data = pack(obj)
+    if len(data) > lim.max_bytes:
+        raise MessageError(f"payload of {len(data)} bytes exceeds the {lim.max_bytes} byte limit")
+    return data
+
+
+def encode_message(msg: Message, limits: Limits | None = None) -> bytes:
+    """The stream payload of ``msg``.
+
+    Raises:
+        MessageError: A worker with ``limits`` (default :class:`Limits`) would refuse it.
+    """
+    return _checked([VERSION, msg.run_id, msg.task, msg.args, msg.kwargs, msg.meta or None], limits)
 
 
 def encode_call(
-    run_id: str, task: str, args: list[Any], kwargs: dict[str, Any], meta: dict[str, Any] | None
+    run_id: str,
+    task: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    meta: dict[str, Any] | None,
+    limits: Limits | None = None,
 ) -> bytes:
-    """The stream payload of one call, without building a :class:`Message` (bulk path)."""
-    return pack([VERSION, run_id, task, args, kwargs, meta or None])
+    """The stream payload of one call, without building a :class:`Message` (bulk path).
+
+    Raises:
+        MessageError: A worker with ``limits`` (default :class:`Limits`) would refuse it.
+    """
+    return _checked([VERSION, run_id, task, args, kwargs, meta or None], limits)
+
+
+def peek_run_id(payload: bytes) -> str | None:
+    """The run id of a message payload, read from its first bytes without decoding
+    the rest (None when they are not a v1 message's head).
+
+    A payload starts ``0x96 0x01`` (an array of 6, version 1), then the run id as a
+    msgpack str.
+    """
+    if payload[:2] != b"\x96\x01" or len(payload) < 3:
+        return None
+    tag = payload[2]
+    if 0xA0 <= tag <= 0xBF:
+        start, n = 3, tag - 0xA0
+    elif tag == 0xD9 and len(payload) >= 4:
+        start, n = 4, payload[3]
+    elif tag == 0xDA and len(payload) >= 5:
+        start, n = 5, int.from_bytes(payload[3:5], "big")
+    else:
+        return None
+    raw = payload[start : start + n]
+    if n == 0 or len(raw) != n:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_message(data: bytes, limits: Limits | None = None) -> Message:

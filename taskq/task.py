@@ -119,7 +119,8 @@ class Task(Generic[P, R]):
         Scheduled until due, then Pending.
 
         Raises:
-            MessageError: An argument cannot be serialized with msgpack.
+            MessageError: An argument cannot be serialized with msgpack, or the
+                payload breaks a limit the workers check (see :mod:`taskq.message`).
             RedisUnavailableError: Redis did not answer.
         """
         kw = dict(kwargs)
@@ -129,7 +130,7 @@ class Task(Generic[P, R]):
         if runner is not None:
             return runner.submit_child(self, args, kw, due)
         msg = self.make_message(args, kw)
-        runs = [(msg.run_id, encode_message(msg), due)]
+        runs = [(msg.run_id, encode_message(msg, self.app.broker.limits), due)]
         self.app.broker.enqueue(self.queue, runs, self.options.priority)
         return Future(self.app.broker, self.queue, msg.run_id, self.name)
 
@@ -165,14 +166,14 @@ class Task(Generic[P, R]):
         # Every payload is built before anything is sent: a bad item enqueues nothing.
         named = self.options.task_run_name is not None
         meta = {} if named else self.make_message((), {}).meta
-        name = self.name
+        name, limits = self.name, self.app.broker.limits
         runs: list[tuple[str, bytes, str]] = []
         for i, row in enumerate(zip(*columns, strict=True)):
             rid = new_run_id()
             if named:
                 meta = self.make_message(row, kw).meta
             try:
-                runs.append((rid, encode_call(rid, name, list(row), kw, meta), due))
+                runs.append((rid, encode_call(rid, name, list(row), kw, meta, limits), due))
             except MessageError as exc:
                 raise MessageError(f"map item {i}: {exc}") from exc
         broker, queue = self.app.broker, self.queue

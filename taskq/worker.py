@@ -93,6 +93,8 @@ class Worker:
         self.id = make_worker_id()
         self.engine = Engine(app, self.id, can_block=self._has_free_slot)
         self.engine.defer = self._defer
+        if burst:  # runs it hands back for another worker are not its to wait for
+            self.engine.parked = {}
         # Finished runs whose finish call waits to go out with the next fetch.
         self._outbox: list[tuple[Delivery, tuple[list[str], list[Any]]]] = []
         self._blocking = False  # the fetch loop is in (or entering) a blocking read
@@ -224,7 +226,7 @@ class Worker:
             # Drained, unless runs wait in the delay queue: then block on the stream,
             # which the mover feeds when they come due. A run the mover moved between
             # the read above and the count is in the stream now: one more read settles it.
-            wait = broker.delayed_count(self.queues) > 0
+            wait = broker.delayed_count(self.queues, self.engine.parked) > 0
             entries = self._read(free, self.app.settings.block_seconds if wait else None)
             if not entries and not wait:
                 return False

@@ -11,31 +11,34 @@
 -- ARGV[3]   stream entry id of the delivery
 -- ARGV[4]   reason (free text)
 -- ARGV[5]   run id ('' when unknown)
--- ARGV[6]   outcome payload for the result list ('' when no run)
--- ARGV[7]   time to keep the record and result, in milliseconds
--- ARGV[8..] the entry's original fields and values, copied as they were
+-- ARGV[6]   time to keep the record and result, in milliseconds
+-- ARGV[7..] the entry's original fields and values, copied as they were
 --
 -- The original entry is copied before it is deleted, so nothing is lost. A known
--- run that has not ended is marked Failed so its waiters wake up.
+-- run that has not ended is marked Failed so its waiters wake up; its outcome
+-- (msgpack, as taskq.message.encode_outcome writes it) reports the attempts the
+-- record counts, so TaskFailedError.attempts agrees with the record.
 local stream, dead, events = KEYS[1], KEYS[2], KEYS[3]
 local group, cap, eid, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local rid, payload, ttl = ARGV[5], ARGV[6], ARGV[7]
+local rid, ttl = ARGV[5], ARGV[6]
 local entry = {'XADD', dead, '*', 'reason', reason, 'id', eid, 'run', rid}
-for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call(unpack(entry))
 redis.call('XACK', stream, group, eid)
 redis.call('XDEL', stream, eid)
 if #KEYS >= 5 then
   local run, result = KEYS[4], KEYS[5]
-  local s = redis.call('HGET', run, 's')
+  local cur = redis.call('HMGET', run, 's', 'a')
+  local s, a = cur[1], tonumber(cur[2] or '0') or 0
   local final = {Completed = true, Cached = true, Failed = true, Cancelled = true}
   if not (s and final[s]) then
+    local outcome = cmsgpack.pack({s = 'Failed', a = a, e = {'DeadLettered', reason, ''}})
     redis.call('HSET', run, 's', 'Failed', 'dead', reason)
     redis.call('PEXPIRE', run, ttl)
     redis.call('DEL', result)
-    redis.call('RPUSH', result, payload)
+    redis.call('RPUSH', result, outcome)
     redis.call('PEXPIRE', result, ttl)
-    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Failed',
+    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Failed', 'a', a,
       'et', 'DeadLettered', 'em', reason)
   end
 end

@@ -13,6 +13,8 @@
 -- ARGV[3i+3]     when it is due: '' now; 'd<ms>' after a delay (server clock);
 --                'a<ms>' at an absolute Unix time in milliseconds
 --
+-- A stream entry carries the run id in field 'r' beside the payload 'm', so a worker
+-- that cannot decode the payload still knows which run to fail.
 -- Each run gets its own Pending (or Scheduled) event; the events stream is trimmed
 -- once per call rather than on every XADD (cheaper for a bulk enqueue).
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
@@ -30,7 +32,7 @@ for i = 1, #KEYS - 3 do
     out[i] = 0
   else
     if due == '' then
-      redis.call('XADD', stream, '*', 'm', payload)
+      redis.call('XADD', stream, '*', 'm', payload, 'r', rid)
       redis.call('XADD', events, '*', 'r', rid, 's', 'Pending')
     else
       if not now_ms then

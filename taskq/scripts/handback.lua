@@ -36,7 +36,7 @@ for i = 1, #KEYS - 2 do
         redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Pending', 'a', attempt,
           'et', 'Interrupted', 'em', reason)
       end
-      redis.call('XADD', stream, '*', 'm', payload)
+      redis.call('XADD', stream, '*', 'm', payload, 'r', rid)
       n = n + 1
     end
   end

@@ -29,7 +29,7 @@ local function notify_flow(stream, events, run, results, order, waitset, ping, c
   end
   redis.call('HSET', run, 'rn', cur[3], 's', 'Resuming')
   redis.call('DEL', waitset)
-  redis.call('XADD', stream, '*', 'm', cur[5])
+  redis.call('XADD', stream, '*', 'm', cur[5], 'r', fid)
   redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', fid, 's', 'Resuming', 'a', cur[6])
   return 1
 end

@@ -133,6 +133,7 @@ DRAIN_SCRIPTS = [
     "notify",
     "reset",
     "groups",
+    "park",
 ]
 
 

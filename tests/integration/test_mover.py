@@ -8,6 +8,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import redis
 import taskq
 from taskq.message import Message, decode_message, encode_message, new_run_id
 from taskq.scheduler import Mover
+from taskq.testing import BurstWorker
 
 ROOT = Path(__file__).parents[2]
 N = 20_000
@@ -222,7 +224,7 @@ def test_mover_sleeps_until_due_and_is_woken_by_a_nearer_member(
             await_command(monitor, "enqueue published no wake-up", "PUBLISH", channel)
             # The mover has looked at the queue since the 60 s member arrived: it now
             # sleeps for about 60 s, unless a nearer member wakes it.
-            await_command(monitor, "the wake-up did not wake the mover", "ZRANGEBYSCORE", delayed)
+            await_command(monitor, "the wake-up did not wake the mover", "ZRANGE", delayed)
             broker.enqueue("default", [runs[1]])
         got = broker.client.xread({stream: "0-0"}, block=5000)
         assert got, "the 50 ms member did not reach the stream within 5 s"
@@ -237,3 +239,62 @@ def test_mover_sleeps_until_due_and_is_woken_by_a_nearer_member(
     assert broker.client.zrange(delayed, 0, -1) == [far]
     assert broker.run_record("default", far_id)["s"] == "Scheduled"
     assert mover.moved == 1
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_scheduled_run_becomes_pending_when_it_is_promoted(
+    taskq_app: taskq.App, burst_worker: BurstWorker, signed: bool
+) -> None:
+    if signed:
+        taskq_app.configure(signing_keys=["a-signing-key-of-16+"])
+
+    @taskq_app.task
+    def inc(x: int) -> int:
+        return x + 1
+
+    past = datetime.now(UTC) - timedelta(seconds=5)  # due at once, Scheduled until moved
+    futures = [
+        inc.with_options(scheduled_at=past).submit(1),
+        inc.with_options(scheduled_at=past, priority=3).submit(2),
+    ]
+    broker = taskq_app.broker
+    for f in futures:
+        assert broker.run_record("default", f.run_id)["s"] == "Scheduled"
+
+    assert Mover(broker, ["default"]).promote_once() is None  # nothing left to wait for
+
+    for f, level in zip(futures, (0, 3), strict=True):
+        record = broker.run_record("default", f.run_id)
+        assert record["s"] == "Pending" and "due" not in record
+        [(_, fields)] = broker.client.xrange(taskq_app.keys.stream("default", level))
+        assert fields[b"r"] == f.run_id.encode()
+    burst_worker(taskq_app)
+    assert [f.result(timeout=5) for f in futures] == [2, 3]
+    for f in futures:
+        states = [e["s"] for _, e in broker.events("default") if e["r"] == f.run_id]
+        assert states == ["Scheduled", "Pending", "Running", "Completed"]
+
+
+def test_a_member_whose_run_id_cannot_be_read_is_still_moved(taskq_app: taskq.App) -> None:
+    delayed, stream = taskq_app.keys.delayed("default"), taskq_app.keys.stream("default")
+    taskq_app.broker.client.zadd(delayed, {b"\xc1\xc1 not msgpack": 1_000})
+    assert Mover(taskq_app.broker, ["default"]).promote_once() is None
+    [(_, fields)] = taskq_app.broker.client.xrange(stream)
+    assert fields == {b"m": b"\xc1\xc1 not msgpack"}  # the worker dead-letters it
+
+
+def test_a_retry_stays_awaiting_retry_until_it_starts(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task(retries=1)
+    def flaky(x: int) -> int:
+        if broker.client.incr(taskq_app.keys.run("default", "calls")) == 1:
+            raise ValueError("first attempt fails")
+        return x
+
+    broker = taskq_app.broker
+    fut = flaky.submit(7)
+    burst_worker(taskq_app)
+    assert fut.result(timeout=5) == 7
+    states = [e["s"] for _, e in broker.events("default") if e["r"] == fut.run_id]
+    assert states == ["Pending", "Running", "AwaitingRetry", "Retrying", "Completed"]

@@ -432,11 +432,13 @@ def test_delayed_and_scheduled_submission(taskq_app: taskq.App, burst_worker: Bu
     assert later.state.name == "Scheduled" and typed.state.name == "Scheduled"
     burst_worker(taskq_app)
     assert [f.result(timeout=5) for f in (later, typed, at, *bulk)] == [1, 2, 3, 4, 5]
+    events = taskq_app.broker.events("default")
     for fut in (later, typed, *bulk):
         record = taskq_app.broker.run_record("default", fut.run_id)
-        assert int(record["t1"]) >= int(record["due"])
+        (due,) = [e["due"] for _, e in events if e["r"] == fut.run_id and e["s"] == "Scheduled"]
+        assert int(record["t1"]) >= int(due) and "due" not in record  # Pending drops it
     story = [e.state for e in read_events(taskq_app.broker, "default") if e.run_id == later.run_id]
-    assert story == ["Scheduled", "Running", "Completed"]
+    assert story == ["Scheduled", "Pending", "Running", "Completed"]
 
 
 def test_retry_deadline_caps_total_retry_time(

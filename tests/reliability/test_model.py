@@ -170,9 +170,8 @@ class ScriptMachine(RuleBasedStateMachine):
                     assert deliveries == r.deliveries
                 if not fresh and r.deliveries > MAXDEL:
                     assert kind == 3, (kind, r)
-                    outcome = encode_outcome("Failed", 0)
                     fields = {b"m": r.payload}
-                    self.broker.dead_letter(QUEUE, eid, fields, "poison", rid, outcome, level)
+                    self.broker.dead_letter(QUEUE, eid, fields, "poison", rid, level)
                     r.place, r.state, r.eid, r.owner = "dead", "Failed", None, None
                     self.dead += 1
                     STATS["poison dead-lettered"] += 1
@@ -321,6 +320,8 @@ class ScriptMachine(RuleBasedStateMachine):
         assert moved == len(due)
         for rid in due:  # to the stream of its level (the invariant checks which)
             self.runs[rid].place, self.runs[rid].eid = "backlog", None
+            if self.runs[rid].state == "Scheduled":  # a retry stays AwaitingRetry
+                self.runs[rid].state = "Pending"
         later = [r.due for rid, r in delayed.items() if rid not in due and r.due is not None]
         assert next_due == (min(later) if later else -1)
         STATS["promoted"] += moved

@@ -7,10 +7,12 @@ from taskq.message import (
     Message,
     decode_message,
     decode_outcome,
+    encode_call,
     encode_message,
     encode_outcome,
     new_run_id,
     pack,
+    peek_run_id,
 )
 
 
@@ -84,3 +86,54 @@ def test_run_ids_are_unique_and_dot_free() -> None:
     assert len(ids) == 10_000
     assert all(len(i) == 16 and "." not in i and "," not in i for i in ids)
     assert not any(i.startswith("-") for i in ids)
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "limits", "reason"),
+    [
+        ([{1: "a"}], {}, Limits(), "map key 1 is not a string"),
+        ([[{"x": {(1, 2): 3}}]], {}, Limits(), r"map key \(1, 2\) is not a string"),
+        ([_nested(40)], {}, Limits(), "nested deeper than 32"),
+        ([1, 2, 3], {"k": 4}, Limits(max_args=3), "more than 3 arguments"),
+        (["x" * 2000], {}, Limits(max_bytes=1000), "exceeds the 1000 byte limit"),
+        ([msgpack.ExtType(5, b"x")], {}, Limits(), "extension value"),
+        ([{"t": msgpack.Timestamp(1, 0)}], {}, Limits(), "extension value"),
+    ],
+)
+def test_encoding_refuses_what_decoding_would_refuse(
+    args: list[object], kwargs: dict[str, object], limits: Limits, reason: str
+) -> None:
+    msg = Message("r", "t", args, kwargs)
+    with pytest.raises(MessageError, match=reason):
+        encode_message(msg, limits)
+    with pytest.raises(MessageError, match=reason):
+        encode_call("r", "t", args, kwargs, None, limits)
+    # What the producer refuses, the worker refuses too (the same check).
+    with pytest.raises(MessageError):
+        decode_message(msgpack.packb([1, "r", "t", args, kwargs, None], use_bin_type=True), limits)
+
+
+def test_encoding_accepts_what_decoding_accepts_at_the_limits() -> None:
+    args: list[object] = [_nested(30), (1, 2), {3}, bytearray(b"ab"), {"k": b"v", b"b": 1}]
+    payload = encode_message(Message("r", "t", args, {}), Limits(max_args=5))
+    assert decode_message(payload, Limits(max_args=5)).args == [
+        _nested(30),
+        [1, 2],
+        [3],
+        b"ab",
+        {"k": b"v", b"b": 1},
+    ]
+
+
+def test_the_run_id_is_read_from_the_head_of_a_payload() -> None:
+    for rid in ("abc", "x" * 40, "flow.1.2", "é" * 200):
+        assert peek_run_id(encode_message(Message(rid, "t", [1], {}))) == rid
+    for bad in (b"", b"\x96", b"\x96\x01\xa5ab", b"\x95\x01\xa1r", b"\xc1garbage", b"\x96\x01\x07"):
+        assert peek_run_id(bad) is None
