@@ -16,7 +16,8 @@ Stopping (:meth:`Worker.stop`, SIGTERM): fetching stops, running tasks get
 ``grace`` seconds, then the unfinished ones are handed back in one script per
 queue for immediate redelivery. A second stop ends the grace period at once.
 
-Redis outages: every loop reconnects forever with capped, jittered backoff.
+Redis outages: every loop reconnects forever with capped, jittered backoff. A
+``NOGROUP`` reply means Redis lost its data: the groups are recreated, once, loudly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from taskq.app import App
 from taskq.backoff import Backoff
 from taskq.broker import Entry
 from taskq.engine import Delivery, Engine
-from taskq.errors import TaskqError
+from taskq.errors import BrokerError, TaskqError
 from taskq.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.scheduler import Mover
@@ -173,9 +174,23 @@ class Worker:
                     return
                 backoff.reset()
             except TaskqError as exc:
+                if isinstance(exc, BrokerError) and "NOGROUP" in str(exc):
+                    self._retrying(self._regroup)
+                    continue
                 delay = backoff.next()
                 log.warning("fetching: %s; retrying in %.2f s", exc, delay)
                 self._stopping.wait(delay)
+
+    def _regroup(self) -> None:
+        """The consumer groups are gone (Redis lost its data): make them again, and say so."""
+        for q in self.queues:
+            self.app.broker.ensure_group(q, again=True)
+        log.error(
+            "the consumer groups of queues %s were missing: Redis lost its data (FLUSHALL, "
+            "a restart without persistence, a failover to an empty replica); runs queued or "
+            "running before are lost. Recreated the groups; carrying on.",
+            self.queues,
+        )
 
     def _step(self) -> bool | None:
         """One fetch; False when a burst worker is drained."""
