@@ -48,6 +48,15 @@ def cli() -> None:
 )
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit (tests, batch jobs).")
 @click.option(
+    "--burst-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --burst, wait for retries and delayed runs due within this many seconds; "
+    "later ones are left scheduled (and reported).",
+)
+@click.option(
     "--redis-url",
     envvar="TASKQ_REDIS_URL",
     help="Redis URL [env: TASKQ_REDIS_URL; default: redis://localhost:6379/0].",
@@ -76,6 +85,7 @@ def worker(
     processes: int,
     concurrency: int,
     burst: bool,
+    burst_wait: float,
     redis_url: str | None,
     grace: float,
     check: bool,
@@ -100,7 +110,9 @@ def worker(
         click.echo(f"ok: {app_spec} ({len(app.registry)} tasks) and Redis at {app.broker.url}")
         return
     app.broker.ping()
-    cfg = PoolConfig(app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper())
+    cfg = PoolConfig(
+        app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper(), burst_wait
+    )
     sys.exit(Supervisor(cfg, processes).run())
 
 

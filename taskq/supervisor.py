@@ -33,6 +33,7 @@ class PoolConfig:
     redis_url: str | None = None
     grace: float = 30.0
     log_level: str = "INFO"
+    burst_wait: float = 60.0
 
 
 def child_main(cfg: PoolConfig) -> None:
@@ -52,6 +53,7 @@ def child_main(cfg: PoolConfig) -> None:
         burst=cfg.burst,
         grace=cfg.grace,
         replace_on_timeout=True,
+        burst_wait=cfg.burst_wait,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

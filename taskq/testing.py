@@ -252,13 +252,20 @@ def taskq_app(redis_url: str, taskq_prefix: str) -> Iterator[App]:
     app.close()
 
 
-def run_burst(app: App, queues: Sequence[str] | None = None, *, concurrency: int = 4) -> Worker:
+def run_burst(
+    app: App,
+    queues: Sequence[str] | None = None,
+    *,
+    concurrency: int = 4,
+    burst_wait: float = 60.0,
+) -> Worker:
     """Run a worker in this process until the queues are drained; return it.
 
     Deterministic: it returns when a read finds nothing and nothing is running,
-    never after a sleep.
+    never after a sleep. It waits for delay-queue runs (retries, delayed runs)
+    due within ``burst_wait`` seconds; later ones stay scheduled.
     """
-    worker = Worker(app, queues, concurrency=concurrency, burst=True)
+    worker = Worker(app, queues, concurrency=concurrency, burst=True, burst_wait=burst_wait)
     worker.run()
     return worker
 
@@ -267,7 +274,12 @@ class BurstWorker(Protocol):
     """Callable returned by the ``burst_worker`` fixture."""
 
     def __call__(
-        self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 4
+        self,
+        app: App,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int = 4,
+        burst_wait: float = 60.0,
     ) -> Worker: ...
 
 

@@ -30,6 +30,7 @@ def test_help_explains_every_worker_flag() -> None:
         "--processes",
         "--concurrency",
         "--burst",
+        "--burst-wait",
         "--redis-url",
         "--grace",
         "--check",
