@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
+from urllib.parse import urlsplit
 
 from taskq import options as opts
 from taskq.broker import Broker
@@ -19,6 +20,7 @@ from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
 from taskq.flow import Flow
 from taskq.keys import Keyspace
+from taskq.localredis import redact_url
 from taskq.options import FlowOptionsDict, TaskOptionsDict
 from taskq.task import AsyncTask, Task
 
@@ -69,6 +71,7 @@ class App:
             )
         except TypeError as exc:
             raise ConfigurationError(f"unknown App setting: {exc}") from None
+        check_redis_url(self.settings.redis_url)
         self.keys = Keyspace(self.settings.prefix)
         self.registry: dict[str, Task[Any, Any]] = {}
         self._broker: Broker | None = None
@@ -91,6 +94,8 @@ class App:
         given = {k: v for k, v in settings.items() if v is not None}
         if not given:
             return
+        if "redis_url" in given:
+            check_redis_url(given["redis_url"])
         try:
             self.settings = replace(self.settings, **given)
         except TypeError as exc:
@@ -194,6 +199,44 @@ class App:
         return found
 
 
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it is a Redis URL taskq can use, before anything connects.
+
+    Accepted: ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs. Sentinel and
+    Cluster URLs (``redis+sentinel://``, ``redis+cluster://``) are not supported.
+
+    Raises:
+        ConfigurationError: The URL is malformed or of another scheme (the message
+            shows it with its password redacted).
+    """
+    shown = redact_url(str(url))
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(f"invalid Redis URL {shown!r}: {why}")
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise bad(str(exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme.startswith("redis+"):
+        raise bad(f"{scheme}:// URLs are not supported; give the master's redis:// URL")
+    if scheme not in _SCHEMES:
+        what = f"scheme {scheme!r} is not supported; use" if scheme else "not a URL; use"
+        raise bad(f"{what} redis://host[:port][/db], rediss://... (TLS) or unix:///path")
+    if scheme == "unix" and not parts.path:
+        raise bad("a unix:// URL needs the socket's path, e.g. unix:///run/redis.sock")
+    db = parts.path.lstrip("/")
+    if scheme != "unix" and db and not db.isdigit():
+        raise bad(f"the database must be a number, not {db!r}")
+    del port  # parsed only to be checked
+    return url
+
+
 def load_app(spec: str) -> App:
     """Import ``MODULE:ATTR`` (or ``MODULE``, which must define ``app``) and return the App.
 
@@ -208,7 +251,10 @@ def load_app(spec: str) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from None
-    app = getattr(module, attr, None)
+    if not hasattr(module, attr):
+        hint = "" if spec.count(":") else f" (name the App with {module_name}:ATTR)"
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+    app = getattr(module, attr)
     if not isinstance(app, App):
         raise ConfigurationError(
             f"{module_name}:{attr} is not a taskq.App (got {type(app).__name__})"

@@ -10,6 +10,19 @@ from taskq.keys import GROUP
 class Inspection(BrokerCore):
     """Reads for the CLI, dashboards and tests; nothing here changes state."""
 
+    def queue_names(self) -> list[str]:
+        """The queues that have a stream (task, events or dead-letter) under this prefix, sorted.
+
+        Found by SCAN (``TYPE stream``); the name is the key's hash tag.
+        """
+        head = f"{self.keys.prefix}:{{"
+        found = set()
+        with self.translate():
+            for key in self.client.scan_iter(match=f"{head}*}}:*", count=1000, _type="STREAM"):
+                name = _s(key)
+                found.add(name[len(head) : name.index("}:", len(head))])
+        return sorted(found)
+
     def events(
         self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
     ) -> list[tuple[str, dict[str, str]]]:

@@ -127,7 +127,9 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
     from taskq.app import App
     from taskq.events import print_events
 
-    print_events(App(redis_url, prefix=prefix).broker, queue, count, follow)
+    broker = App(redis_url, prefix=prefix).broker
+    empty = f"no events on queue {queue!r}" + (" yet; following" if follow else "")
+    print_events(broker, queue, count, follow, lambda: _nothing_on(broker, empty))
 
 
 @cli.command()
@@ -139,10 +141,25 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
     """List a queue's dead-lettered entries with their reasons."""
     from taskq.app import App
 
-    for eid, fields in App(redis_url, prefix=prefix).broker.dead_entries(queue, count):
+    broker = App(redis_url, prefix=prefix).broker
+    entries = broker.dead_entries(queue, count)
+    for eid, fields in entries:
         reason = fields.get(b"reason", b"").decode(errors="replace")
         run = fields.get(b"run", b"").decode(errors="replace") or "-"
         click.echo(f"{eid}  run={run}  {reason}")
+    if not entries:
+        _nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
+
+
+def _nothing_on(broker: Any, message: str) -> None:
+    """Say that a queue had nothing to show, and which queues exist under the prefix."""
+    click.echo(message)
+    names = broker.queue_names()
+    prefix = broker.keys.prefix
+    if names:
+        click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
+    else:
+        click.echo(f"no queues under prefix {prefix!r}")
 
 
 @cli.command(name="run")
@@ -164,7 +181,13 @@ def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) 
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: every error is one line on stderr and a non-zero exit."""
+    """Console entry point: every error is one line on stderr and a non-zero exit.
+
+    ``taskq`` alone prints its help on stdout and exits 0: asking what it does is no error.
+    """
+    if not (sys.argv[1:] if argv is None else argv):
+        click.echo(cli.get_help(click.Context(cli, info_name="taskq")))
+        return 0
     try:
         return cli.main(args=argv, prog_name="taskq", standalone_mode=False)
     except click.exceptions.Exit as exc:
