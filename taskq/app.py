@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
@@ -128,8 +129,8 @@ class App:
         """
         opts.check_known(dict(options), decorator=True)
 
-        def register(f: Callable[..., Any]) -> Task[Any, Any]:
-            default = f"{f.__module__}.{f.__qualname__}"
+        def register(f: Callable[..., Any], depth: int = 3) -> Task[Any, Any]:
+            default = _default_name(f, "name" in options, depth)
             built = opts.build(default, dict(options))
             cls = AsyncTask if inspect.iscoroutinefunction(f) else Task
             task: Task[Any, Any] = cls(self, f, built)
@@ -137,7 +138,7 @@ class App:
             return task
 
         if fn is not None:
-            return register(fn)
+            return register(fn, 4)
         return register  # type: ignore[return-value]
 
     @overload
@@ -163,14 +164,15 @@ class App:
         """
         opts.check_known(dict(options), decorator=True, flow=True)
 
-        def register(f: Callable[..., Any]) -> Flow[Any, Any]:
-            built = opts.build(f"{f.__module__}.{f.__qualname__}", dict(options), flow=True)
+        def register(f: Callable[..., Any], depth: int = 3) -> Flow[Any, Any]:
+            default = _default_name(f, "name" in options, depth)
+            built = opts.build(default, dict(options), flow=True)
             flow: Flow[Any, Any] = Flow(self, f, built)
             self._register(flow)
             return flow
 
         if fn is not None:
-            return register(fn)
+            return register(fn, 4)
         return register
 
     def _register(self, task: Task[Any, Any]) -> None:
@@ -197,6 +199,27 @@ class App:
             if t.queue not in found:
                 found.append(t.queue)
         return found
+
+
+def _default_name(f: Callable[..., Any], named: bool, depth: int) -> str:
+    """``module.qualname``. A function of ``__main__`` takes its module's import name when
+    it was run as ``python -m pkg.mod``; otherwise, unless the task is ``named``, a warning
+    says that workers cannot find ``__main__.f`` (``depth``: the decorator's caller)."""
+    module = f.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name
+        elif not named:
+            warnings.warn(
+                f"task {f.__qualname__!r} is defined in __main__: it registers as "
+                f"'__main__.{f.__qualname__}', which a worker importing your module by name "
+                "cannot find; move it to a module (or run this one with python -m) or give "
+                "it name=...",
+                UserWarning,
+                stacklevel=depth,
+            )
+    return f"{module}.{f.__qualname__}"
 
 
 _SCHEMES = ("redis", "rediss", "unix")
