@@ -160,32 +160,6 @@ class Broker(FlowCalls, Inspection, Results):
         replies = self.send([("ZCARD", self.keys.delayed(q)) for q in queues])
         return sum(int(r) for r in replies if not isinstance(r, Exception))
 
-    def delayed_within(
-        self, queues: Sequence[str], seconds: float
-    ) -> tuple[int, list[tuple[str, int, float]]]:
-        """Runs in the delay queues of ``queues`` due within ``seconds`` (server clock), and
-        per queue holding runs due later ``(queue, how many, seconds until the first)``."""
-        sec, usec = self.execute("TIME")
-        now = int(sec) * 1000 + int(usec) // 1000
-        bound = now + int(seconds * 1000)
-        cmds: list[tuple[Any, ...]] = []
-        for q in queues:
-            key = self.keys.delayed(q)
-            cmds += [("ZCOUNT", key, "-inf", bound), ("ZCOUNT", key, f"({bound}", "+inf")]
-            cmds.append(("ZRANGEBYSCORE", key, f"({bound}", "+inf", "WITHSCORES", "LIMIT", 0, 1))
-        replies = self.send(cmds)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                with self.translate():
-                    raise reply
-        soon, later = 0, []
-        for i, q in enumerate(queues):
-            due, left, first = replies[3 * i : 3 * i + 3]
-            soon += int(due)
-            if int(left):
-                later.append((q, int(left), (float(first[1]) - now) / 1000))
-        return soon, later
-
     def run_record(self, queue: str, run_id: str) -> dict[str, str]:
         """The run's state record as text (empty when unknown or expired)."""
         flat = self.execute("HGETALL", self.keys.run(queue, run_id))

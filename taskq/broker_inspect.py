@@ -1,6 +1,10 @@
-"""The broker's read-only inspection: events, dead letters, queue sizes, server settings."""
+"""The broker's read-only inspection: events, dead letters, queue sizes and names, runs due
+in the delay queues, server settings."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from taskq.broker_core import BrokerCore, _s
 from taskq.errors import TaskqError
@@ -9,6 +13,32 @@ from taskq.keys import GROUP
 
 class Inspection(BrokerCore):
     """Reads for the CLI, dashboards and tests; nothing here changes state."""
+
+    def delayed_within(
+        self, queues: Sequence[str], seconds: float
+    ) -> tuple[int, list[tuple[str, int, float]]]:
+        """Runs in the delay queues of ``queues`` due within ``seconds`` (server clock), and
+        per queue holding runs due later ``(queue, how many, seconds until the first)``."""
+        sec, usec = self.execute("TIME")
+        now = int(sec) * 1000 + int(usec) // 1000
+        bound = now + int(seconds * 1000)
+        cmds: list[tuple[Any, ...]] = []
+        for q in queues:
+            key = self.keys.delayed(q)
+            cmds += [("ZCOUNT", key, "-inf", bound), ("ZCOUNT", key, f"({bound}", "+inf")]
+            cmds.append(("ZRANGEBYSCORE", key, f"({bound}", "+inf", "WITHSCORES", "LIMIT", 0, 1))
+        replies = self.send(cmds)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                with self.translate():
+                    raise reply
+        soon, later = 0, []
+        for i, q in enumerate(queues):
+            due, left, first = replies[3 * i : 3 * i + 3]
+            soon += int(due)
+            if int(left):
+                later.append((q, int(left), (float(first[1]) - now) / 1000))
+        return soon, later
 
     def queue_names(self) -> list[str]:
         """The queues that have a stream (task, events or dead-letter) under this prefix, sorted.
