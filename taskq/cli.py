@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from taskq.errors import ConfigurationError, TaskqError
+
+if TYPE_CHECKING:
+    from taskq.broker import Broker
 
 
 def _queues(value: str | None) -> tuple[str, ...]:
@@ -91,7 +94,7 @@ def worker(
     check: bool,
     log_level: str,
 ) -> None:
-    """Run a pool of worker processes for the app at MODULE:APP.
+    """Run a pool of worker processes for the app at MODULE:APP (MODULE alone: MODULE:app).
 
     A supervisor starts --processes worker processes, restarts any that dies and
     forwards SIGTERM/SIGINT; each process runs up to --concurrency tasks at once.
@@ -151,7 +154,7 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
         _nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
 
 
-def _nothing_on(broker: Any, message: str) -> None:
+def _nothing_on(broker: Broker, message: str) -> None:
     """Say that a queue had nothing to show, and which queues exist under the prefix."""
     click.echo(message)
     names = broker.queue_names()
