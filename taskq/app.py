@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
+from urllib.parse import urlsplit
 
 from taskq import options as opts
 from taskq.broker import Broker
@@ -20,6 +22,7 @@ from taskq.errors import ConfigurationError, UnknownTaskError
 from taskq.flow import Flow
 from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
+from taskq.localredis import redact_url
 from taskq.options import FlowOptionsDict, TaskOptionsDict
 from taskq.task import AsyncTask, Task
 
@@ -70,6 +73,7 @@ class App:
             )
         except TypeError as exc:
             raise ConfigurationError(f"unknown App setting: {exc}") from None
+        check_redis_url(self.settings.redis_url)
         self.keys = Keyspace(self.settings.prefix)
         self.registry: dict[str, Task[Any, Any]] = {}
         self._broker: Broker | None = None
@@ -92,6 +96,8 @@ class App:
         given = {k: v for k, v in settings.items() if v is not None}
         if not given:
             return
+        if "redis_url" in given:
+            check_redis_url(given["redis_url"])
         try:
             self.settings = replace(self.settings, **given)
         except TypeError as exc:
@@ -124,8 +130,8 @@ class App:
         """
         opts.check_known(dict(options), decorator=True)
 
-        def register(f: Callable[..., Any]) -> Task[Any, Any]:
-            default = f"{f.__module__}.{f.__qualname__}"
+        def register(f: Callable[..., Any], depth: int = 3) -> Task[Any, Any]:
+            default = _default_name(f, "name" in options, depth)
             built = opts.build(default, dict(options))
             cls = AsyncTask if inspect.iscoroutinefunction(f) else Task
             task: Task[Any, Any] = cls(self, f, built)
@@ -133,7 +139,7 @@ class App:
             return task
 
         if fn is not None:
-            return register(fn)
+            return register(fn, 4)
         return register  # type: ignore[return-value]
 
     @overload
@@ -159,14 +165,15 @@ class App:
         """
         opts.check_known(dict(options), decorator=True, flow=True)
 
-        def register(f: Callable[..., Any]) -> Flow[Any, Any]:
-            built = opts.build(f"{f.__module__}.{f.__qualname__}", dict(options), flow=True)
+        def register(f: Callable[..., Any], depth: int = 3) -> Flow[Any, Any]:
+            default = _default_name(f, "name" in options, depth)
+            built = opts.build(default, dict(options), flow=True)
             flow: Flow[Any, Any] = Flow(self, f, built)
             self._register(flow)
             return flow
 
         if fn is not None:
-            return register(fn)
+            return register(fn, 4)
         return register
 
     def _register(self, task: Task[Any, Any]) -> None:
@@ -221,6 +228,65 @@ class App:
         return found
 
 
+def _default_name(f: Callable[..., Any], named: bool, depth: int) -> str:
+    """``module.qualname``. A function of ``__main__`` takes its module's import name when
+    it was run as ``python -m pkg.mod``; otherwise, unless the task is ``named``, a warning
+    says that workers cannot find ``__main__.f`` (``depth``: the decorator's caller)."""
+    module = f.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name
+        elif not named:
+            warnings.warn(
+                f"task {f.__qualname__!r} is defined in __main__: it registers as "
+                f"'__main__.{f.__qualname__}', which a worker importing your module by name "
+                "cannot find; move it to a module (or run this one with python -m) or give "
+                "it name=...",
+                UserWarning,
+                stacklevel=depth,
+            )
+    return f"{module}.{f.__qualname__}"
+
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it is a Redis URL taskq can use, before anything connects.
+
+    Accepted: ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs. Sentinel and
+    Cluster URLs (``redis+sentinel://``, ``redis+cluster://``) are not supported.
+
+    Raises:
+        ConfigurationError: The URL is malformed or of another scheme (the message
+            shows it with its password redacted).
+    """
+    shown = redact_url(str(url))
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(f"invalid Redis URL {shown!r}: {why}")
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise bad(str(exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme.startswith("redis+"):
+        raise bad(f"{scheme}:// URLs are not supported; give the master's redis:// URL")
+    if scheme not in _SCHEMES:
+        what = f"scheme {scheme!r} is not supported; use" if scheme else "not a URL; use"
+        raise bad(f"{what} redis://host[:port][/db], rediss://... (TLS) or unix:///path")
+    if scheme == "unix" and not parts.path:
+        raise bad("a unix:// URL needs the socket's path, e.g. unix:///run/redis.sock")
+    db = parts.path.lstrip("/")
+    if scheme != "unix" and db and not db.isdigit():
+        raise bad(f"the database must be a number, not {db!r}")
+    del port  # parsed only to be checked
+    return url
+
+
 def load_app(spec: str) -> App:
     """Import ``MODULE:ATTR`` (or ``MODULE``, which must define ``app``) and return the App.
 
@@ -235,7 +301,10 @@ def load_app(spec: str) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from None
-    app = getattr(module, attr, None)
+    if not hasattr(module, attr):
+        hint = "" if spec.count(":") else f" (name the App with {module_name}:ATTR)"
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+    app = getattr(module, attr)
     if not isinstance(app, App):
         raise ConfigurationError(
             f"{module_name}:{attr} is not a taskq.App (got {type(app).__name__})"

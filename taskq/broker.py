@@ -163,11 +163,14 @@ class Broker(FlowCalls, Inspection, Results, DelayCalls):
 
     # -- worker side --------------------------------------------------------------------
 
-    def ensure_group(self, queue: str) -> None:
+    def ensure_group(self, queue: str, again: bool = False) -> None:
         """Create the consumer group (and stream) of each of the queue's priority levels.
 
         Created at id 0, so runs enqueued before any worker existed are delivered.
+        ``again``: forget that they were made (Redis lost them) and make them anew.
         """
+        if again:
+            self._groups.discard(queue)
         if queue in self._groups:
             return
         # One script (groups.lua), which may run on a full Redis: XGROUP CREATE alone may not.

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from taskq.cpus import available_cpus
 from taskq.errors import ConfigurationError, TaskqError
+
+if TYPE_CHECKING:
+    from taskq.broker import Broker
 
 
 def _queues(value: str | None) -> tuple[str, ...]:
@@ -48,6 +51,15 @@ def cli() -> None:
 )
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit (tests, batch jobs).")
 @click.option(
+    "--burst-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --burst, wait for retries and delayed runs due within this many seconds; "
+    "later ones are left scheduled (and reported).",
+)
+@click.option(
     "--redis-url",
     envvar="TASKQ_REDIS_URL",
     help="Redis URL [env: TASKQ_REDIS_URL; default: redis://localhost:6379/0].",
@@ -83,13 +95,14 @@ def worker(
     processes: int,
     concurrency: int,
     burst: bool,
+    burst_wait: float,
     redis_url: str | None,
     grace: float,
     check: bool,
     heartbeat_file: str | None,
     log_level: str,
 ) -> None:
-    """Run a pool of worker processes for the app at MODULE:APP.
+    """Run a pool of worker processes for the app at MODULE:APP (MODULE alone: MODULE:app).
 
     A supervisor starts --processes worker processes, restarts any that dies and
     forwards SIGTERM/SIGINT; each process runs up to --concurrency tasks at once.
@@ -108,7 +121,9 @@ def worker(
         click.echo(f"ok: {app_spec} ({len(app.registry)} tasks) and Redis at {app.broker.url}")
         return
     app.broker.ping()
-    cfg = PoolConfig(app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper())
+    cfg = PoolConfig(
+        app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper(), burst_wait
+    )
     sys.exit(Supervisor(cfg, processes, heartbeat_file=heartbeat_file).run())
 
 
@@ -154,7 +169,9 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
     from taskq.app import App
     from taskq.events import print_events
 
-    print_events(App(redis_url, prefix=prefix).broker, queue, count, follow)
+    broker = App(redis_url, prefix=prefix).broker
+    empty = f"no events on queue {queue!r}" + (" yet; following" if follow else "")
+    print_events(broker, queue, count, follow, lambda: _nothing_on(broker, empty))
 
 
 @cli.command()
@@ -166,10 +183,25 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
     """List a queue's dead-lettered entries with their reasons."""
     from taskq.app import App
 
-    for eid, fields in App(redis_url, prefix=prefix).broker.dead_entries(queue, count):
+    broker = App(redis_url, prefix=prefix).broker
+    entries = broker.dead_entries(queue, count)
+    for eid, fields in entries:
         reason = fields.get(b"reason", b"").decode(errors="replace")
         run = fields.get(b"run", b"").decode(errors="replace") or "-"
         click.echo(f"{eid}  run={run}  {reason}")
+    if not entries:
+        _nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
+
+
+def _nothing_on(broker: Broker, message: str) -> None:
+    """Say that a queue had nothing to show, and which queues exist under the prefix."""
+    click.echo(message)
+    names = broker.queue_names()
+    prefix = broker.keys.prefix
+    if names:
+        click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
+    else:
+        click.echo(f"no queues under prefix {prefix!r}")
 
 
 @cli.command(name="run")
@@ -191,7 +223,13 @@ def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) 
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: every error is one line on stderr and a non-zero exit."""
+    """Console entry point: every error is one line on stderr and a non-zero exit.
+
+    ``taskq`` alone prints its help on stdout and exits 0: asking what it does is no error.
+    """
+    if not (sys.argv[1:] if argv is None else argv):
+        click.echo(cli.get_help(click.Context(cli, info_name="taskq")))
+        return 0
     try:
         return cli.main(args=argv, prog_name="taskq", standalone_mode=False)
     except click.exceptions.Exit as exc:

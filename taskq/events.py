@@ -6,7 +6,7 @@ The state record, not this stream, is the truth: the stream is capped
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
@@ -51,12 +51,23 @@ def follow(broker: Broker, queue: str, after: str) -> Iterator[Event]:
             yield ev
 
 
-def print_events(broker: Broker, queue: str, count: int, keep_following: bool) -> None:
-    """Print the last ``count`` events, then new ones when ``keep_following``."""
+def print_events(
+    broker: Broker,
+    queue: str,
+    count: int,
+    keep_following: bool,
+    on_empty: Callable[[], None] | None = None,
+) -> None:
+    """Print the last ``count`` events, then new ones when ``keep_following``.
+
+    ``on_empty`` is called when there is no event yet (before following).
+    """
     last = "0-0"
     for eid, fields in broker.recent_events(queue, count):
         click.echo(str(_event(eid, fields)))
         last = eid
+    if last == "0-0" and on_empty is not None:
+        on_empty()
     if keep_following:
         for ev in follow(broker, queue, last):
             click.echo(str(ev))

@@ -42,6 +42,7 @@ class PoolConfig:
     redis_url: str | None = None
     grace: float = 30.0
     log_level: str = "INFO"
+    burst_wait: float = 60.0
 
 
 #: Signals closer together than this (seconds) are one user action: a terminal's Ctrl-C
@@ -87,6 +88,7 @@ def child_main(cfg: PoolConfig, deadlines: Any = None) -> None:
         burst=cfg.burst,
         grace=cfg.grace,
         replace_on_timeout=True,
+        burst_wait=cfg.burst_wait,
     )
     if deadlines is not None:  # the write end of the pipe to the supervisor
         reporter = Reporter(deadlines)

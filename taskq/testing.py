@@ -13,6 +13,10 @@ Redis selection (session fixture ``redis_url``), first match wins:
 3. A private ``redis-server`` on a free 127.0.0.1 port (:class:`LocalRedis`).
 4. Otherwise the tests that need Redis are skipped, or fail when ``CI`` is set.
 
+At session start one line says which server was chosen and why, e.g.
+``taskq tests: Redis 7.0.15 at redis://127.0.0.1:40123/0 (a private redis-server
+started from PATH)`` (any password shown as ``***``).
+
 Tests share one Redis; isolate them with the ``taskq_prefix`` fixture (a
 unique key prefix per test, cleaned up afterwards) instead of ``FLUSHALL``, so
 they can also run in parallel under pytest-xdist.
@@ -131,6 +135,31 @@ def docker_setup() -> list[str]:
     return ["up --wait redis"]
 
 
+def _server_version(url: str) -> str:
+    client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except redis.RedisError:
+        return "?"  # INFO may be denied to an ACL user; the line still names the server
+    finally:
+        client.close()
+
+
+def _announce(request: pytest.FixtureRequest, url: str, why: str) -> None:
+    """Print which Redis the session uses, and why, on the terminal (shown without -s)."""
+    line = f"taskq tests: Redis {_server_version(url)} at {redact_url(url)} ({why})"
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    if reporter is None:  # -p no:terminal
+        return
+    capture = plugins.get_plugin("capturemanager")
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():  # past the capture of this fixture's output
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of the Redis server the tests use (see the module docstring for the order).
@@ -145,6 +174,7 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
                 f"TASKQ_TEST_REDIS_URL={redact_url(env_url)} does not answer PING",
                 pytrace=False,
             )
+        _announce(request, env_url, "TASKQ_TEST_REDIS_URL")
         yield env_url
         return
 
@@ -167,6 +197,7 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
                     stacklevel=1,
                 )
             else:
+                _announce(request, url, "Docker compose service")
                 yield url
                 return
 
@@ -176,6 +207,7 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
             "with Compose v2, or put redis-server on PATH"
         )
     with LocalRedis() as server:
+        _announce(request, server.url, "a private redis-server started from PATH")
         yield server.url
 
 
@@ -252,13 +284,20 @@ def taskq_app(redis_url: str, taskq_prefix: str) -> Iterator[App]:
     app.close()
 
 
-def run_burst(app: App, queues: Sequence[str] | None = None, *, concurrency: int = 4) -> Worker:
+def run_burst(
+    app: App,
+    queues: Sequence[str] | None = None,
+    *,
+    concurrency: int = 4,
+    burst_wait: float = 60.0,
+) -> Worker:
     """Run a worker in this process until the queues are drained; return it.
 
     Deterministic: it returns when a read finds nothing and nothing is running,
-    never after a sleep.
+    never after a sleep. It waits for delay-queue runs (retries, delayed runs)
+    due within ``burst_wait`` seconds; later ones stay scheduled.
     """
-    worker = Worker(app, queues, concurrency=concurrency, burst=True)
+    worker = Worker(app, queues, concurrency=concurrency, burst=True, burst_wait=burst_wait)
     worker.run()
     return worker
 
@@ -267,7 +306,12 @@ class BurstWorker(Protocol):
     """Callable returned by the ``burst_worker`` fixture."""
 
     def __call__(
-        self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 4
+        self,
+        app: App,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int = 4,
+        burst_wait: float = 60.0,
     ) -> Worker: ...
 
 

@@ -7,16 +7,17 @@ another worker could have run. Every worker process also runs a delay-queue
 mover (:mod:`taskq.scheduler`) and a lease keeper (:mod:`taskq.leases`).
 
 In burst mode the worker exits once a read finds nothing, nothing is in flight
-and the delay queues are empty (it waits for scheduled runs and retries to come
-due, blocking on Redis). While runs are in flight it keeps reading with short
-blocking reads, so the children a running flow enqueues start at once; it never
-sleeps waiting for work.
+and nothing in the delay queues comes due within ``burst_wait`` seconds (it waits
+for those runs, blocking on Redis, and logs what it leaves scheduled). While runs
+are in flight it keeps reading with short blocking reads, so the children a running
+flow enqueues start at once; it never sleeps waiting for work.
 
 Stopping (:meth:`Worker.stop`, SIGTERM): fetching stops, running tasks get
 ``grace`` seconds, then the unfinished ones are handed back in one script per
 queue for immediate redelivery. A second stop ends the grace period at once.
 
-Redis outages: every loop reconnects forever with capped, jittered backoff.
+Redis outages: every loop reconnects forever with capped, jittered backoff. A
+``NOGROUP`` reply means Redis lost its data: the groups are recreated, once, loudly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from taskq.app import App
 from taskq.backoff import Backoff
 from taskq.broker import Entry
 from taskq.engine import Delivery, Engine
-from taskq.errors import TaskqError
+from taskq.errors import BrokerError, TaskqError
 from taskq.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.scheduler import Mover
@@ -65,6 +66,8 @@ class Worker:
             first. Default: every queue of the app.
         concurrency: Most tasks running at once in this process.
         burst: Exit once the queues are drained.
+        burst_wait: In burst mode, wait for delay-queue runs (retries, delayed runs)
+            due within this many seconds (server clock); later ones are left scheduled.
         grace: Seconds to let running tasks finish after a stop request.
         replace_on_timeout: When a sync task overruns ``timeout_seconds``, hand the
             other runs back and exit this process (the supervisor replaces it), since
@@ -81,13 +84,17 @@ class Worker:
         burst: bool = False,
         grace: float = 30.0,
         replace_on_timeout: bool = False,
+        burst_wait: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if burst_wait < 0:
+            raise ValueError("burst_wait must be at least 0")
         self.app = app
         self.queues = list(queues or app.queues())
         self.concurrency = concurrency
         self.burst = burst
+        self.burst_wait = burst_wait
         self.grace = grace
         self.replace_on_timeout = replace_on_timeout
         self.id = make_worker_id()
@@ -194,9 +201,23 @@ class Worker:
                     return
                 backoff.reset()
             except TaskqError as exc:
+                if isinstance(exc, BrokerError) and "NOGROUP" in str(exc):
+                    self._retrying(self._regroup)
+                    continue
                 delay = backoff.next()
                 log.warning("fetching: %s; retrying in %.2f s", exc, delay)
                 self._stopping.wait(delay)
+
+    def _regroup(self) -> None:
+        """The consumer groups are gone (Redis lost its data): make them again, and say so."""
+        for q in self.queues:
+            self.app.broker.ensure_group(q, again=True)
+        log.error(
+            "the consumer groups of queues %s were missing: Redis lost its data (FLUSHALL, "
+            "a restart without persistence, a failover to an empty replica); runs queued or "
+            "running before are lost. Recreated the groups; carrying on.",
+            self.queues,
+        )
 
     def _step(self) -> bool | None:
         """One fetch; False when a burst worker is drained."""
@@ -223,12 +244,20 @@ class Worker:
         entries = self._read(free, block)
         fresh = True
         if not entries and self.burst and not self._busy():
-            # Drained, unless runs wait in the delay queue: then block on the stream,
-            # which the mover feeds when they come due. A run the mover moved between
-            # the read above and the count is in the stream now: one more read settles it.
-            wait = broker.delayed_count(self.queues, self.engine.parked) > 0
-            entries = self._read(free, self.app.settings.block_seconds if wait else None)
-            if not entries and not wait:
+            # Drained, unless runs in the delay queue come due within burst_wait: then
+            # block on the stream, which the mover feeds when they come due. A run the
+            # mover moved between the read above and the count is in the stream now:
+            # one more read settles it. Runs due later are left scheduled.
+            soon, later = broker.delayed_within(self.queues, self.burst_wait, self.engine.parked)
+            entries = self._read(free, self.app.settings.block_seconds if soon else None)
+            if not entries and not soon:
+                for q, n, due_in in later:
+                    log.warning(
+                        "burst: %d run(s) left scheduled on queue %r, next due in %.0f s",
+                        n,
+                        q,
+                        due_in,
+                    )
                 return False
         if len(entries) > free:  # a blocking read over several priority streams
             broker.release(self.id, entries[free:])

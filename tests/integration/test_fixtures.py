@@ -158,3 +158,54 @@ def test_plugin_works_without_pytest_docker(
         result.assert_outcomes(skipped=1)
     else:
         result.assert_outcomes(passed=1)
+
+
+TWO_REDIS_TESTS = """
+def test_one(redis_url):
+    pass
+
+def test_two(redis_url):
+    pass
+"""
+ANNOUNCED = r"taskq tests: Redis \d+\.\d+\.\d+ at {url} \({why}\)"
+
+
+def _announcements(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("taskq tests: Redis")]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
+def test_session_says_which_redis_it_uses_from_the_env(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest('pytest_plugins = ["taskq.testing"]')
+    pytester.makepyfile(TWO_REDIS_TESTS)
+    with LocalRedis() as server:
+        # The default user is nopass, so any password works: check that it is hidden.
+        url = server.url.replace("redis://", "redis://default:hunter2@")
+        monkeypatch.setenv("TASKQ_TEST_REDIS_URL", url)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    lines = _announcements(out)
+    assert len(lines) == 1, out
+    shown = re.escape(server.url.replace("redis://", "redis://default:***@"))
+    assert re.fullmatch(ANNOUNCED.format(url=shown, why="TASKQ_TEST_REDIS_URL"), lines[0])
+    assert "hunter2" not in out
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
+def test_session_says_it_started_a_private_redis_server(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest('pytest_plugins = ["taskq.testing"]')
+    pytester.makepyfile(TWO_REDIS_TESTS)
+    monkeypatch.delenv("TASKQ_TEST_REDIS_URL", raising=False)
+    monkeypatch.setenv("TASKQ_TEST_NO_DOCKER", "1")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    lines = _announcements(result.stdout.str())
+    assert len(lines) == 1, result.stdout.str()
+    url = r"redis://127\.0\.0\.1:\d+/0"
+    why = "a private redis-server started from PATH"
+    assert re.fullmatch(ANNOUNCED.format(url=url, why=why), lines[0])
