@@ -300,6 +300,11 @@ def decode_message(data: bytes, limits: Limits | None = None) -> Message:
 # Outcomes: the one element of a run's result list.
 
 
+#: What an outcome may hold when read back (results have their own size cap,
+#: ``max_result_bytes``, checked by the engine).
+OUTCOME_LIMITS = Limits(max_bytes=1 << 31, max_depth=1 << 10, max_args=1 << 31)
+
+
 def encode_outcome(
     state: str,
     attempt: int,
@@ -311,11 +316,18 @@ def encode_outcome(
 
     ``call`` (a flow child's): ``(task name, digest of its arguments)``, stored as
     field ``c`` so that a replayed flow can check it makes the same call.
+
+    Raises:
+        MessageError: ``value`` holds what a reader would refuse.
     """
     body: dict[str, Any] = {"s": state, "a": attempt}
     if error is not None:
         body["e"] = [error.type, error.message, error.traceback]
     else:
+        if type(value) not in _SCALARS:
+            # What decode_outcome would refuse (a non-string map key, ...) is refused
+            # here, so a stored result can always be read back.
+            check_tree(value, OUTCOME_LIMITS.max_depth)
         body["v"] = value
     if call is not None:
         body["c"] = call
@@ -336,7 +348,7 @@ class Outcome:
 
 def decode_outcome(data: bytes) -> Outcome:
     """Parse what :func:`encode_outcome` wrote."""
-    body = unpack(data, Limits(max_bytes=1 << 31, max_depth=1 << 10, max_args=1 << 31))
+    body = unpack(data, OUTCOME_LIMITS)
     if not isinstance(body, dict) or "s" not in body:
         raise MessageError("malformed outcome record")
     err = body.get("e")

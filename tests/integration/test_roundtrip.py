@@ -253,3 +253,20 @@ def test_max_result_bytes_defaults_to_the_payload_cap_and_is_checked() -> None:
     assert taskq.App().settings.max_result_bytes == 1 << 20
     with pytest.raises(taskq.ConfigurationError, match="max_result_bytes"):
         taskq.App(max_result_bytes=0)
+
+
+def test_a_result_a_reader_could_not_decode_fails_the_run(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task(retries=2)
+    def int_keys() -> dict[int, str]:
+        return {1: "a"}  # msgpack carries it, but no reader accepts a non-string map key
+
+    fut = int_keys.submit()
+    burst_worker(taskq_app)
+    with pytest.raises(taskq.TaskFailedError) as info:
+        fut.result(timeout=5)
+    assert info.value.error.type == "taskq.errors.MessageError"
+    assert "task result cannot be stored" in info.value.error.message
+    assert "map key 1" in info.value.error.message
+    assert info.value.attempts == 1  # deterministic: not retried
