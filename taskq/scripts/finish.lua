@@ -44,9 +44,6 @@ if etype ~= '' then
 else
   redis.call('HSET', run, 's', state)
 end
--- The delivery's entry id is of no use once the run ended; it would only take memory,
--- also while this script runs on a full Redis (allow-oom) to drain the backlog.
-redis.call('HDEL', run, 'e')
 redis.call('PEXPIRE', run, ttl)
 -- The result list is empty here: a run ends once (a reset child's list was deleted).
 redis.call('RPUSH', result, payload)
