@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from taskq.config import DEFAULT_REDIS_URL
 from taskq.cpus import available_cpus
 from taskq.errors import ConfigurationError, TaskqError
 
@@ -59,7 +60,7 @@ def cli() -> None:
 @click.option(
     "--redis-url",
     envvar="TASKQ_REDIS_URL",
-    help="Redis URL [env: TASKQ_REDIS_URL; default: redis://localhost:6379/0].",
+    help=f"Redis URL [env: TASKQ_REDIS_URL; default: {DEFAULT_REDIS_URL}].",
 )
 @click.option(
     "--grace",
