@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from taskq.cache import CachePolicy, CacheSettings, build_cache
+from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
 from taskq.keys import PRIORITIES, check_name
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
@@ -145,18 +146,6 @@ class TaskOptions:
         return out
 
 
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, got {value!r}"
-        )
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
-    return float(value)
-
-
 def _hooks(name: str, value: Any) -> tuple[Hook, ...]:
     items = [value] if callable(value) else list(value)
     for h in items:
@@ -192,7 +181,7 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
         elif key == "priority":
             out[key] = check_priority(value)
         elif key == "result_ttl":
-            out[key] = _seconds(key, value)
+            out[key] = seconds(key, value, POSITIVE)
         elif key == "tags":
             if isinstance(value, str):
                 raise ConfigurationError("tags must be a collection of strings, not one string")
@@ -212,7 +201,7 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
                 )
             out[key] = value
         elif key == "timeout_seconds":
-            out[key] = None if value is None else _seconds(key, value)
+            out[key] = None if value is None else seconds(key, value, POSITIVE)
         elif key == "delay":
             out[key] = None if value is None else check_delay(value)
         elif key == "inline_wait_seconds":
@@ -236,11 +225,7 @@ def check_priority(value: Any) -> int:
 
 def check_delay(value: Any) -> float:
     """A submission delay in seconds (>= 0)."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(f"delay must be seconds >= 0 or a timedelta, got {value!r}")
-    return float(value)
+    return seconds("delay", value, DELAY)
 
 
 def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> TaskOptions:
