@@ -71,7 +71,7 @@ FLOW_ONLY = ("inline_wait_seconds",)
 #: Per-submission options: only ``with_options`` (or ``submit``) takes them.
 SUBMIT_ONLY = ("delay", "scheduled_at")
 #: Options that travel in the message when ``with_options`` changes them: plain data only.
-WIRE = (
+OVERRIDABLE = (
     "result_ttl",
     "retries",
     "retry_delay_seconds",
@@ -114,8 +114,8 @@ class TaskOptions:
             norm["cache"] = build_cache({**base, **cache})
         return replace(self, **norm)
 
-    def wire(self, base: TaskOptions) -> dict[str, Any]:
-        """Options that differ from ``base`` and must travel with the message.
+    def overrides(self, base: TaskOptions) -> dict[str, Any]:
+        """Options that differ from ``base`` and must travel with the message (its meta).
 
         Raises:
             ConfigurationError: A changed option cannot travel (a callable or a type).
@@ -137,7 +137,7 @@ class TaskOptions:
             mine, theirs = self.retry_raw.get(name), base.retry_raw.get(name)
             if mine is theirs or mine == theirs:
                 continue
-            if name not in WIRE or callable(mine):
+            if name not in OVERRIDABLE or callable(mine):
                 raise ConfigurationError(
                     f"{name} cannot be changed per submission (the worker uses the registered "
                     "task's value); register a separate task instead"
