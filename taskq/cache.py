@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskq.durations import CACHE_EXPIRATION, seconds
 from taskq.errors import ConfigurationError
 from taskq.message import pack
 
@@ -142,8 +143,6 @@ class CacheSettings:
 
 def build_cache(options: dict[str, Any]) -> CacheSettings:
     """Validate the cache options of a task."""
-    from datetime import timedelta
-
     key_fn = options.get("cache_key_fn")
     if key_fn is not None and not callable(key_fn):
         raise ConfigurationError(f"cache_key_fn must be callable, got {key_fn!r}")
@@ -154,12 +153,8 @@ def build_cache(options: dict[str, Any]) -> CacheSettings:
             f"got {policy!r}"
         )
     exp = options.get("cache_expiration")
-    if isinstance(exp, timedelta):
-        exp = exp.total_seconds()
-    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float) or exp <= 0):
-        raise ConfigurationError(
-            f"cache_expiration must be > 0 seconds or a timedelta, got {exp!r}"
-        )
+    if exp is not None:
+        exp = seconds("cache_expiration", exp, CACHE_EXPIRATION)
     refresh = options.get("refresh_cache", False)
     if not isinstance(refresh, bool):
         raise ConfigurationError(f"refresh_cache must be True or False, got {refresh!r}")

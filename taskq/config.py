@@ -13,6 +13,7 @@ from taskq.errors import ConfigurationError
 from taskq.keys import check_name
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+"""The Redis used when neither an argument nor ``TASKQ_REDIS_URL`` names one."""
 
 
 def _env_float(name: str, default: float) -> float:

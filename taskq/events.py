@@ -6,10 +6,8 @@ The state record, not this stream, is the truth: the stream is capped
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-
-import click
 
 from taskq.broker import Broker
 
@@ -51,23 +49,6 @@ def follow(broker: Broker, queue: str, after: str) -> Iterator[Event]:
             yield ev
 
 
-def print_events(
-    broker: Broker,
-    queue: str,
-    count: int,
-    keep_following: bool,
-    on_empty: Callable[[], None] | None = None,
-) -> None:
-    """Print the last ``count`` events, then new ones when ``keep_following``.
-
-    ``on_empty`` is called when there is no event yet (before following).
-    """
-    last = "0-0"
-    for eid, fields in broker.recent_events(queue, count):
-        click.echo(str(_event(eid, fields)))
-        last = eid
-    if last == "0-0" and on_empty is not None:
-        on_empty()
-    if keep_following:
-        for ev in follow(broker, queue, last):
-            click.echo(str(ev))
+def recent_events(broker: Broker, queue: str, count: int) -> list[Event]:
+    """The last ``count`` events of ``queue``, oldest first (what ``taskq events`` shows first)."""
+    return [_event(eid, f) for eid, f in broker.recent_events(queue, count)]

@@ -32,12 +32,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from taskq.config import DEFAULT_REDIS_URL
+
 __all__ = ["DEFAULT_REDIS_URL", "LocalRedis", "ensure_redis", "ping", "redact_url"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-"""URL used by :func:`ensure_redis` when neither an argument nor ``TASKQ_REDIS_URL`` is given."""
 
 _HOST = "127.0.0.1"
 _START_TIMEOUT = 10.0

@@ -1,4 +1,4 @@
-"""The wire format of a task invocation and of a run's outcome: msgpack, no pickle.
+"""The encoding of a task invocation and of a run's outcome: msgpack, no pickle.
 
 A stream entry has a field ``m``, holding::
 

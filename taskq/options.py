@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from taskq.cache import CachePolicy, CacheSettings, build_cache
+from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
 from taskq.keys import PRIORITIES, check_name
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
@@ -70,7 +71,7 @@ FLOW_ONLY = ("inline_wait_seconds",)
 #: Per-submission options: only ``with_options`` (or ``submit``) takes them.
 SUBMIT_ONLY = ("delay", "scheduled_at")
 #: Options that travel in the message when ``with_options`` changes them: plain data only.
-WIRE = (
+OVERRIDABLE = (
     "result_ttl",
     "retries",
     "retry_delay_seconds",
@@ -113,8 +114,8 @@ class TaskOptions:
             norm["cache"] = build_cache({**base, **cache})
         return replace(self, **norm)
 
-    def wire(self, base: TaskOptions) -> dict[str, Any]:
-        """Options that differ from ``base`` and must travel with the message.
+    def overrides(self, base: TaskOptions) -> dict[str, Any]:
+        """Options that differ from ``base`` and must travel with the message (its meta).
 
         Raises:
             ConfigurationError: A changed option cannot travel (a callable or a type).
@@ -136,25 +137,13 @@ class TaskOptions:
             mine, theirs = self.retry_raw.get(name), base.retry_raw.get(name)
             if mine is theirs or mine == theirs:
                 continue
-            if name not in WIRE or callable(mine):
+            if name not in OVERRIDABLE or callable(mine):
                 raise ConfigurationError(
                     f"{name} cannot be changed per submission (the worker uses the registered "
                     "task's value); register a separate task instead"
                 )
             out[name] = mine.total_seconds() if isinstance(mine, timedelta) else mine
         return out
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, got {value!r}"
-        )
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
-    return float(value)
 
 
 def _hooks(name: str, value: Any) -> tuple[Hook, ...]:
@@ -192,7 +181,7 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
         elif key == "priority":
             out[key] = check_priority(value)
         elif key == "result_ttl":
-            out[key] = _seconds(key, value)
+            out[key] = seconds(key, value, POSITIVE)
         elif key == "tags":
             if isinstance(value, str):
                 raise ConfigurationError("tags must be a collection of strings, not one string")
@@ -212,7 +201,7 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
                 )
             out[key] = value
         elif key == "timeout_seconds":
-            out[key] = None if value is None else _seconds(key, value)
+            out[key] = None if value is None else seconds(key, value, POSITIVE)
         elif key == "delay":
             out[key] = None if value is None else check_delay(value)
         elif key == "inline_wait_seconds":
@@ -236,11 +225,7 @@ def check_priority(value: Any) -> int:
 
 def check_delay(value: Any) -> float:
     """A submission delay in seconds (>= 0)."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(f"delay must be seconds >= 0 or a timedelta, got {value!r}")
-    return float(value)
+    return seconds("delay", value, DELAY)
 
 
 def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> TaskOptions:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from taskq.durations import NON_NEGATIVE, seconds
 from taskq.errors import (
     Cancel,
     ConfigurationError,
@@ -43,23 +44,13 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     Raises:
         ConfigurationError: ``backoff_factor`` is negative or not a number.
     """
-    factor = _seconds("backoff_factor", backoff_factor)
+    factor = seconds("backoff_factor", backoff_factor, NON_NEGATIVE)
 
     def delays(retries: int) -> list[float]:
         return [factor * 2**r for r in range(retries)]
 
     delays.__qualname__ = f"exponential_backoff({factor:g})"
     return delays
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be seconds (a number or timedelta), got {value!r}")
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
-    return float(value)
 
 
 def _exc_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
@@ -105,7 +96,7 @@ class RetryPolicy:
                 if not got:
                     return 0.0
                 got = got[min(attempt, len(got)) - 1]
-            return _seconds("retry_delay_seconds(attempt)", got)
+            return seconds("retry_delay_seconds(attempt)", got, NON_NEGATIVE)
         return self.delays[min(attempt, len(self.delays)) - 1]
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
@@ -140,12 +131,12 @@ def build_policy(options: dict[str, Any]) -> RetryPolicy:
     elif isinstance(spec, list | tuple):
         if not spec:
             raise ConfigurationError("retry_delay_seconds list must not be empty")
-        delays = tuple(_seconds("retry_delay_seconds item", d) for d in spec)
+        delays = tuple(seconds("retry_delay_seconds item", d, NON_NEGATIVE) for d in spec)
     else:
-        delays = (_seconds("retry_delay_seconds", spec),)
+        delays = (seconds("retry_delay_seconds", spec, NON_NEGATIVE),)
     jitter = options.get("retry_jitter_factor")
     if jitter is not None:
-        jitter = _seconds("retry_jitter_factor", jitter)
+        jitter = seconds("retry_jitter_factor", jitter, NON_NEGATIVE)
     condition = options.get("retry_condition_fn")
     if condition is not None and not callable(condition):
         raise ConfigurationError(f"retry_condition_fn must be callable, got {condition!r}")
@@ -158,7 +149,9 @@ def build_policy(options: dict[str, Any]) -> RetryPolicy:
         condition=condition,
         retry_on=_exc_types("retry_on", options.get("retry_on", ())),
         no_retry_on=_exc_types("no_retry_on", options.get("no_retry_on", ())),
-        deadline=None if deadline is None else _seconds("retry_deadline_seconds", deadline),
+        deadline=None
+        if deadline is None
+        else seconds("retry_deadline_seconds", deadline, NON_NEGATIVE),
     )
 
 

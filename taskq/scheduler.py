@@ -8,6 +8,11 @@ matters — or until a wake-up: the scripts that add a new earliest member
 ``PUBLISH`` on the queue's wake channel, which a second thread listens to.
 
 A retry therefore starts within milliseconds of its due time and never before it.
+
+When Redis fails, both threads back off with :class:`taskq.backoff.Backoff` (capped, jittered
+exponential): each wait is random up to 0.1 s, 0.2 s, 0.4 s, ... capped at 5 s
+(``BACKOFF_BASE`` / ``BACKOFF_CAP``), the old fixed doubling as the upper bound; the jitter
+keeps the movers of many workers from retrying in step after an outage.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+from taskq.backoff import Backoff
 from taskq.broker import Broker
 from taskq.errors import TaskqError
 
@@ -23,6 +29,11 @@ log = logging.getLogger("taskq.scheduler")
 
 #: Longest sleep when nothing is scheduled (a safety net; wake-ups come by pub/sub).
 IDLE_SECONDS = 30.0
+
+#: Upper bounds (seconds) of the first and the largest wait while Redis fails; a longer cap than
+#: a worker's fetch backoff (1 s): a late mover only delays delayed runs, it loses nothing.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
 
 
 class Mover:
@@ -84,35 +95,35 @@ class Mover:
         return wait
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
         while not self.stop_event.is_set():
             self._wake.clear()  # before promoting: a wake-up during it is not lost
             try:
                 wait = self.promote_once()
-                backoff = 0.1
+                backoff.reset()
             except TaskqError as exc:
-                log.warning("delay-queue mover: %s; retrying in %.1f s", exc, backoff)
+                delay = backoff.next()
+                log.warning("delay-queue mover: %s; retrying in %.2f s", exc, delay)
                 self.on_error(exc)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self.stop_event.wait(delay)
                 continue
             self._wake.wait(IDLE_SECONDS if wait is None else wait)
 
     def _listen(self) -> None:
         channels = [self.broker.keys.wake_channel(q) for q in self.queues]
         sub = self.broker.subscribe(channels)
-        backoff = 0.1
+        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
         try:
             while not self.stop_event.is_set():
                 try:
                     if sub.wait(self.broker.settings.block_seconds):
                         self._wake.set()
-                    backoff = 0.1
+                    backoff.reset()
                 except Exception as exc:  # a closed pool surfaces as TypeError in redis-py
                     if self.stop_event.is_set():
                         return
-                    log.warning("delay-queue wake-ups: %s; retrying in %.1f s", exc, backoff)
-                    self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    delay = backoff.next()
+                    log.warning("delay-queue wake-ups: %s; retrying in %.2f s", exc, delay)
+                    self.stop_event.wait(delay)
         finally:
             sub.close()

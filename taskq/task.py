@@ -74,7 +74,7 @@ class Task(Generic[P, R]):
     ) -> Message:
         """The message of one run of this task (options changed by ``with_options`` ride along)."""
         base = self.app.registry.get(self.name)
-        meta = self.options.wire(base.options) if base is not None and base is not self else {}
+        meta = self.options.overrides(base.options) if base is not None and base is not self else {}
         if self.options.task_run_name is not None:
             meta["name"] = self.run_name(args, kwargs)
         return Message(run_id or new_run_id(), self.name, list(args), kwargs, meta)

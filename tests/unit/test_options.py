@@ -45,7 +45,7 @@ def test_options_are_normalized_and_with_options_copies() -> None:
     assert other.options.result_ttl == 5.0
     assert send.options.result_ttl == 120.0
     assert app.get_task(send.name) is send
-    assert other.options.wire(send.options) == {"result_ttl": 5.0}
+    assert other.options.overrides(send.options) == {"result_ttl": 5.0}
 
 
 def test_direct_call_runs_in_process() -> None:

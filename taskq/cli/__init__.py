@@ -1,18 +1,16 @@
-"""The ``taskq`` command: parses arguments and delegates; no logic lives here."""
+"""The ``taskq`` command: parses arguments and delegates; the printers live in ``show``."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from taskq.config import DEFAULT_REDIS_URL
 from taskq.cpus import available_cpus
 from taskq.errors import ConfigurationError, TaskqError
-
-if TYPE_CHECKING:
-    from taskq.broker import Broker
 
 
 def _queues(value: str | None) -> tuple[str, ...]:
@@ -62,7 +60,7 @@ def cli() -> None:
 @click.option(
     "--redis-url",
     envvar="TASKQ_REDIS_URL",
-    help="Redis URL [env: TASKQ_REDIS_URL; default: redis://localhost:6379/0].",
+    help=f"Redis URL [env: TASKQ_REDIS_URL; default: {DEFAULT_REDIS_URL}].",
 )
 @click.option(
     "--grace",
@@ -167,11 +165,11 @@ def health(heartbeat_file: str | None, max_age: float) -> None:
 def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: int) -> None:
     """Print a queue's state transitions (its capped events stream)."""
     from taskq.app import App
-    from taskq.events import print_events
+    from taskq.cli.show import nothing_on, print_events
 
     broker = App(redis_url, prefix=prefix).broker
     empty = f"no events on queue {queue!r}" + (" yet; following" if follow else "")
-    print_events(broker, queue, count, follow, lambda: _nothing_on(broker, empty))
+    print_events(broker, queue, count, follow, lambda: nothing_on(broker, empty))
 
 
 @cli.command()
@@ -182,26 +180,11 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
 def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
     """List a queue's dead-lettered entries with their reasons."""
     from taskq.app import App
+    from taskq.cli.show import nothing_on, print_dead
 
     broker = App(redis_url, prefix=prefix).broker
-    entries = broker.dead_entries(queue, count)
-    for eid, fields in entries:
-        reason = fields.get(b"reason", b"").decode(errors="replace")
-        run = fields.get(b"run", b"").decode(errors="replace") or "-"
-        click.echo(f"{eid}  run={run}  {reason}")
-    if not entries:
-        _nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
-
-
-def _nothing_on(broker: Broker, message: str) -> None:
-    """Say that a queue had nothing to show, and which queues exist under the prefix."""
-    click.echo(message)
-    names = broker.queue_names()
-    prefix = broker.keys.prefix
-    if names:
-        click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
-    else:
-        click.echo(f"no queues under prefix {prefix!r}")
+    if not print_dead(broker, queue, count):
+        nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
 
 
 @cli.command(name="run")
@@ -212,7 +195,7 @@ def _nothing_on(broker: Broker, message: str) -> None:
 def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) -> None:
     """Show a run: its state, every attempt (start, error) and its events."""
     from taskq.app import App
-    from taskq.runs import describe
+    from taskq.cli.show import describe
 
     broker = App(redis_url, prefix=prefix).broker
     queue = queue or broker.find_run(run_id)

@@ -1,11 +1,71 @@
-"""What ``taskq run RUN_ID`` prints: a run's state record, attempts and events."""
+"""The CLI's printers: what ``taskq events``, ``taskq run`` and ``taskq dead`` show.
+
+The library reads (``taskq.events``, the broker's inspection calls) return data; only this
+module turns it into lines and echoes them, so click stays inside ``taskq.cli``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+import click
+
 from taskq.broker import Broker
+from taskq.events import follow, recent_events
 from taskq.message import decode_outcome
+
+
+def print_events(
+    broker: Broker,
+    queue: str,
+    count: int,
+    keep_following: bool,
+    on_empty: Callable[[], None] | None = None,
+) -> None:
+    """Print the last ``count`` events, then new ones when ``keep_following``.
+
+    Args:
+        broker: The broker to read from.
+        queue: The queue whose events stream is read.
+        count: How many of the latest events to print first.
+        keep_following: Then block and print new events forever.
+        on_empty: Called when there is no event yet (before following).
+    """
+    last = "0-0"
+    for ev in recent_events(broker, queue, count):
+        click.echo(str(ev))
+        last = ev.id
+    if last == "0-0" and on_empty is not None:
+        on_empty()
+    if keep_following:
+        for ev in follow(broker, queue, last):
+            click.echo(str(ev))
+
+
+def print_dead(broker: Broker, queue: str, count: int) -> bool:
+    """Print up to ``count`` dead-lettered entries of ``queue``, one line each with its reason.
+
+    Returns:
+        Whether there was any entry.
+    """
+    entries = broker.dead_entries(queue, count)
+    for eid, fields in entries:
+        reason = fields.get(b"reason", b"").decode(errors="replace")
+        run = fields.get(b"run", b"").decode(errors="replace") or "-"
+        click.echo(f"{eid}  run={run}  {reason}")
+    return bool(entries)
+
+
+def nothing_on(broker: Broker, message: str) -> None:
+    """Say that a queue had nothing to show, and which queues exist under the prefix."""
+    click.echo(message)
+    names = broker.queue_names()
+    prefix = broker.keys.prefix
+    if names:
+        click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
+    else:
+        click.echo(f"no queues under prefix {prefix!r}")
 
 
 def _when(ms: str) -> str:
