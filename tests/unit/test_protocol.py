@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import enum
+import itertools
+import re
 from datetime import timedelta
+from importlib import resources
 from typing import Any
 
 import msgpack
 import pytest
 
 import taskq
-from taskq import keys, message, options, protocol, states
+from taskq import keys, message, options, protocol, scripts, states
 from taskq.engine import parent_of
 from taskq.message import Message
 from taskq.protocol import FINAL, Meta, Parent, StateName
@@ -128,3 +132,163 @@ def test_parent_parse_agrees_with_the_engine(value: Any) -> None:
     parsed = Parent.parse(value)
     today = parent_of(Message("r", "t", [], {}, {"parent": value}))
     assert (None if parsed is None else (parsed.queue, parsed.flow_id, parsed.level)) == today
+
+
+# -- the Lua side ---------------------------------------------------------------------
+
+SCRIPT_FILES = sorted(p.name for p in resources.files("taskq.scripts").iterdir())
+LUA = [f for f in SCRIPT_FILES if f.endswith(".lua")]
+SCRIPTS = [f.removesuffix(".lua") for f in LUA if not f.startswith("lib_")]
+
+#: Each script's reply-code enum; the codes its header documents must be its members.
+REPLIES: dict[str, type[enum.IntEnum]] = {
+    "start": protocol.StartKind,
+    "finish": protocol.FinishReply,
+    "retry": protocol.RetryReply,
+    "suspend": protocol.SuspendReply,
+    "park": protocol.ParkReply,
+    "enqueue": protocol.EnqueueReply,
+    "notify": protocol.NotifyReply,
+    "reset": protocol.ResetReply,
+}
+
+
+def _raw(file: str) -> str:
+    return resources.files("taskq.scripts").joinpath(file).read_text()
+
+
+def _code(source: str) -> str:
+    """The source without its comments (a Lua comment starts at ``--``; the scripts
+    have no ``--`` inside a string)."""
+    return "\n".join(line.split("--", 1)[0] for line in source.split("\n"))
+
+
+def _header(file: str) -> str:
+    lines = _raw(file).split("\n")
+    if lines[0].startswith("#!"):
+        lines = lines[1:]
+    head = []
+    for line in lines:
+        if not line.startswith("--") or line.startswith("--!include"):
+            break
+        head.append(line)
+    return "\n".join(head)
+
+
+def _calls(source: str, command: str) -> list[list[str]]:
+    """The arguments (as source text) of every ``redis.call('<command>', ...)``."""
+    out = []
+    for m in re.finditer(rf"redis\.call\('{command}',", source):
+        depth, i, args, start = 1, m.end(), [], m.end()
+        while depth:
+            ch = source[i]
+            if ch in "({":
+                depth += 1
+            elif ch in ")}":
+                depth -= 1
+            if (ch == "," and depth == 1) or depth == 0:
+                args.append(source[start:i].strip())
+                start = i + 1
+            i += 1
+        out.append(args)
+    return out
+
+
+def _literal(arg: str) -> str | None:
+    m = re.fullmatch(r"'([^']*)'", arg)
+    return m.group(1) if m else None
+
+
+def test_loading_keeps_the_flags_line_first_and_inserts_every_include() -> None:
+    for name in SCRIPTS:
+        source = scripts.load(name).source.decode()
+        first = _raw(f"{name}.lua").split("\n", 1)[0]
+        assert source.split("\n", 1)[0] == first, name
+        assert not re.search(r"^--!include", source, re.M), name
+        for lib in re.findall(r"^--!include (\S+)$", _raw(f"{name}.lua"), re.M):
+            assert source.count(f"-- {lib.removesuffix('.lua')}:") == 1, (name, lib)
+
+
+def test_lua_state_sets_are_the_protocol_sets() -> None:
+    tables = re.findall(r"^local (\w+) = \{([^}]*)\}$", _raw("lib_states.lua"), re.M)
+    assert tables
+    for name, body in tables:
+        members = set(re.findall(r"(\w+) = true", body))
+        assert members == set(getattr(protocol, name)), name
+
+
+def test_shared_pieces_are_written_once() -> None:
+    # The clock, the terminal set and the fence live in their libraries only.
+    for file in LUA:
+        code = _code(_raw(file))
+        if file != "lib_time.lua":
+            assert "'TIME'" not in code, file
+        if file != "lib_states.lua":
+            assert not re.search(r"\b(Completed|Cancelled) = true", code), file
+        if file != "lib_fence.lua":
+            assert "'fenced'" not in code, file
+            # A fence check typed out again names Retrying (start.lua only stores it).
+            assert "'Retrying'" not in code or file == "start.lua", file
+
+
+def test_every_state_a_script_names_is_a_protocol_state() -> None:
+    known = set(StateName) | set(protocol.ErrorType)
+    for file in LUA:
+        code = _code(_raw(file))
+        assert set(re.findall(r"'([A-Z][a-z][A-Za-z]*)'", code)) <= known, file
+        stored = [a for c in ("HSET", "HSETNX", "XADD") for a in _calls(code, c)]
+        for args in stored:
+            values = [v for f, v in itertools.pairwise(args) if f == "'s'"]
+            for value in values:
+                assert set(re.findall(r"'(\w+)'", value)) <= set(StateName), (file, args)
+        assert set(re.findall(r"\bs = '(\w+)'", code)) <= set(StateName), file
+
+
+def test_every_record_field_a_script_touches_is_a_protocol_field() -> None:
+    fields = set(protocol.RecordField)
+    prefixes = {protocol.STARTED_PREFIX, protocol.ERROR_PREFIX}
+    seen = set()
+    for file in LUA:
+        code = _code(_raw(file))
+        named: list[str] = []
+        for command in ("HSET", "HSETNX"):
+            named += [a for args in _calls(code, command) for a in args[1::2]]
+        for command in ("HMGET", "HDEL"):
+            named += [a for args in _calls(code, command) for a in args[1:]]
+        for command in ("HGET", "HINCRBY", "HEXISTS"):
+            named += [args[1] for args in _calls(code, command)]
+        for arg in named:
+            if (prefix := re.fullmatch(r"'(\w+)' \.\. \w+", arg)) is not None:
+                assert prefix.group(1) in prefixes, (file, arg)
+            elif (lit := _literal(arg)) is not None:
+                assert lit in fields, (file, arg)
+                seen.add(lit)
+    assert seen == fields  # and every protocol field is one a script uses
+
+
+def test_every_event_and_entry_field_a_script_writes_is_a_protocol_field() -> None:
+    by_key: dict[str, set[str]] = {
+        "events": set(protocol.EventField),
+        "stream": set(protocol.EntryField),
+        "dead": set(protocol.DeadField),
+    }
+    for file in LUA:
+        code = _code(_raw(file))
+        # dead.lua builds its XADD as a table (to append the entry's own fields).
+        adds = _calls(code.replace("{'XADD',", "redis.call('XADD',"), "XADD")
+        for args in adds:
+            if args[0] not in by_key or "'*'" not in args:
+                continue
+            pairs = args[args.index("'*'") + 1 :]
+            names = {_literal(a) or a for a in pairs[0::2] if not a.startswith("unpack(")}
+            assert names <= by_key[args[0]], (file, args)
+
+
+def test_every_reply_code_a_header_documents_is_in_its_enum() -> None:
+    for name, replies in REPLIES.items():
+        header = _header(f"{name}.lua")
+        listed = re.findall(r"^--\s+(\d)\s\s+\S", header, re.M)
+        if not listed:
+            prose = header[header.index("Returns") :]
+            listed = re.findall(r"(?<![\w\[.-])(\d)(?![\w\]]|\.\d)", prose)
+        assert {int(c) for c in listed} == {r.value for r in replies}, name
