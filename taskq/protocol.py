@@ -1,15 +1,11 @@
 """The contract between the Python side and the Lua scripts, named in one place.
 
-Everything here is written by one side and read by the other: the state names a
-run record holds, the reply codes of the scripts, the fields of a run record, of
-an event and of a stream entry, and the message ``meta`` map. The scripts
-(``taskq/scripts/*.lua``) spell the same names as literals; ``lib_states.lua``
-holds the Lua copy of the named state sets, and ``tests/unit/test_protocol.py``
-keeps both sides in agreement.
-
-This module is a leaf: it imports nothing from taskq, so any layer may use it.
-Changing a value here changes the wire format (stored records, queued messages):
-do it only with a migration.
+What one side writes and the other reads: state names and sets, script reply codes,
+the fields of run records, events and stream entries, and the message ``meta`` map.
+The scripts (``taskq/scripts/*.lua``) spell the same names as literals, their state
+sets in ``lib_states.lua``; ``tests/unit/test_protocol.py`` keeps the sides in
+agreement. A leaf: it imports nothing from taskq. A changed value changes the wire
+format (stored records, queued messages): change one only with a migration.
 """
 
 from __future__ import annotations
@@ -144,9 +140,10 @@ class DeadReply(enum.IntEnum):
     MOVED = 1
 
 
-#: Marker arguments the scripts compare against.
-KEEP_PENDING: Final = "1"  # finish.lua ARGV[11]: leave a flow child's delivery pending
-FLOW_CHILD: Final = "flow"  # finish.lua ARGV[13]: notify the flow inside the script
+#: finish.lua's markers: ARGV[11] leaves a flow child's delivery pending, ARGV[13]
+#: notifies the child's flow inside the script.
+KEEP_PENDING: Final = "1"
+FLOW_CHILD: Final = "flow"
 
 
 class WaitMode(enum.StrEnum):
@@ -289,9 +286,13 @@ class Parent:
 
     @classmethod
     def parse(cls, value: Any) -> Parent | None:
-        """The parent a meta ``parent`` value names, or None if it is malformed.
+        """The parent a meta ``parent`` value names.
 
-        Accepts ``[queue, flow_id]`` (level 0) and ``[queue, flow_id, level]``.
+        Args:
+            value: ``[queue, flow_id, level]``, or ``[queue, flow_id]`` (level 0).
+
+        Returns:
+            The parent, or None when ``value`` is malformed or the level out of range.
         """
         if not isinstance(value, list) or len(value) not in (2, 3):
             return None
@@ -345,7 +346,14 @@ class Meta:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Meta:
-        """The typed view of a message's ``meta`` map."""
+        """The typed view of a message's ``meta`` map.
+
+        Args:
+            raw: The map as decoded from the message (never changed).
+
+        Returns:
+            The meta; nothing is refused (see the class docstring).
+        """
         meta = cls()
         for key, value in raw.items():
             if not meta._take(key, value):

@@ -3,8 +3,9 @@
 A state's *type* drives the logic; its *name* is what users see. ``AwaitingRetry``
 is a SCHEDULED type, ``Retrying`` a RUNNING one, ``Cached`` a COMPLETED one.
 
-The transition rules are enforced in the Lua scripts (``taskq/scripts``); this
-module only names the states and classifies them for Python callers.
+The transition rules are enforced in the Lua scripts (``taskq/scripts``); the
+names and the final set are :mod:`taskq.protocol`'s, and this module classifies
+them for Python callers.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 import taskq
-from taskq import keys, message, options, protocol, scripts, states
+from taskq import broker_delay, keys, message, options, protocol, scripts, states
 from taskq.engine import parent_of
 from taskq.message import Message
 from taskq.protocol import FINAL, Meta, Parent, StateName
@@ -43,6 +43,9 @@ def test_constants_shared_with_other_modules_agree() -> None:
     body = msgpack.unpackb(message.encode_outcome("Failed", 2, error=taskq.ErrorInfo("E", "m")))
     assert set(body) <= set(protocol.OutcomeField)
     assert protocol.started_field(3) == "t3" and protocol.error_field(3) == "x3"
+    assert broker_delay.delay_mark(3) == protocol.PRIORITY_MARK + b"3"
+    lua_mark = f"'\\{protocol.PRIORITY_MARK[0]}P'"  # Lua writes the byte as \193
+    assert lua_mark in _raw("promote.lua")
 
 
 def _fetch() -> taskq.Task[[str], str]:
