@@ -314,15 +314,15 @@ def _positive(value: Any) -> bool:
 class Meta:
     """A message's ``meta`` map, typed.
 
-    :meth:`from_dict` keeps what a reader would accept in the typed fields, as the
-    engine checks it; a value it would ignore, and any key this version does not
-    know, stays in ``extra``, so :meth:`to_dict` gives back the same map (one
-    exception: a two-element ``parent``, which producers stopped writing when the
-    flow's level started to travel, is read as level 0 and written back with its
-    level). Keys come
-    out in the order the producers write them (task overrides, run name, then the
-    flow's fields), so a map as ``Task.make_message`` and a flow build it
-    round-trips to the same msgpack bytes.
+    :meth:`from_dict` puts a value in its typed field when it has the type the
+    producers write and passes the engine's checks; any other value, and any key this
+    version does not know, stays in ``extra``, so :meth:`to_dict` gives back the same
+    map. (Exception: a two-element ``parent``, written before the flow's level
+    travelled, is read as level 0 and written back with it. Note for callers that
+    switch to it: the engine today also takes a non-bool ``refresh_cache`` by its
+    truth and a non-str ``name`` through ``str``; here those stay in ``extra``.)
+    Keys come out in the order the producers write them (task overrides, run name,
+    the flow's fields), so such a map round-trips to the same msgpack bytes.
 
     Attributes:
         result_ttl: Per-submission ``result_ttl`` (seconds).
