@@ -3,8 +3,9 @@
 A state's *type* drives the logic; its *name* is what users see. ``AwaitingRetry``
 is a SCHEDULED type, ``Retrying`` a RUNNING one, ``Cached`` a COMPLETED one.
 
-The transition rules are enforced in the Lua scripts (``taskq/scripts``); this
-module only names the states and classifies them for Python callers.
+The transition rules are enforced in the Lua scripts (``taskq/scripts``); the
+names and the final set are :mod:`taskq.protocol`'s, and this module classifies
+them for Python callers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskq.errors import ErrorInfo
+from taskq.protocol import FINAL, StateName
 
 
 class StateType(enum.Enum):
@@ -30,22 +32,24 @@ class StateType(enum.Enum):
 
 #: Display name -> type. Names are what the scripts store in the run record.
 NAME_TO_TYPE: dict[str, StateType] = {
-    "Scheduled": StateType.SCHEDULED,
-    "AwaitingRetry": StateType.SCHEDULED,
-    "AwaitingChildren": StateType.SCHEDULED,
-    "Resuming": StateType.PENDING,
-    "Pending": StateType.PENDING,
-    "Running": StateType.RUNNING,
-    "Retrying": StateType.RUNNING,
-    "Completed": StateType.COMPLETED,
-    "Cached": StateType.COMPLETED,
-    "Failed": StateType.FAILED,
-    "Crashed": StateType.CRASHED,
-    "Cancelled": StateType.CANCELLED,
+    StateName.SCHEDULED: StateType.SCHEDULED,
+    StateName.AWAITING_RETRY: StateType.SCHEDULED,
+    StateName.AWAITING_CHILDREN: StateType.SCHEDULED,
+    StateName.RESUMING: StateType.PENDING,
+    StateName.PENDING: StateType.PENDING,
+    StateName.RUNNING: StateType.RUNNING,
+    StateName.RETRYING: StateType.RUNNING,
+    StateName.COMPLETED: StateType.COMPLETED,
+    StateName.CACHED: StateType.COMPLETED,
+    StateName.FAILED: StateType.FAILED,
+    StateName.CRASHED: StateType.CRASHED,
+    StateName.CANCELLED: StateType.CANCELLED,
 }
 
 TERMINAL_TYPES = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED})
-FINAL_NAMES = frozenset(n for n, t in NAME_TO_TYPE.items() if t in TERMINAL_TYPES)
+#: The names of the terminal types: the scripts' final set (tests/unit/test_protocol.py
+#: checks that the two agree).
+FINAL_NAMES: frozenset[str] = FINAL
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Each file opens with a header listing every ``KEYS[i]`` and ``ARGV[i]``. Scripts
 never build key names (they receive them all in ``KEYS``) and read "now" from
-``redis.call('TIME')``, the server clock.
+the server clock (``server_ms`` in ``lib_time.lua``). Pieces several scripts need
+live in ``lib_*.lua`` files: the named state sets (``lib_states.lua``, equal to
+:mod:`taskq.protocol`'s), the fence (``lib_fence.lua``), the clock and the flow
+notification (``lib_notify.lua``).
 """
 
 from __future__ import annotations
@@ -30,17 +33,28 @@ def _read(name: str) -> bytes:
 def load(name: str) -> Script:
     """The script ``<name>.lua`` shipped in this package.
 
-    A line ``--!include lib_x.lua`` is replaced by that file, so two scripts can share
-    a Lua function (each script still runs as one atomic EVALSHA).
+    A line ``--!include lib_x.lua`` is replaced by that file, so scripts can share Lua
+    functions and tables (each script still runs as one atomic EVALSHA). A library
+    may include another; each file is inserted once, where it is first included, so
+    two libraries can both need ``lib_states.lua``. The first line of the script
+    (``#!lua flags=...``) stays first: Redis reads the flags only there.
     """
-    lines = []
-    for line in _read(f"{name}.lua").split(b"\n"):
-        if line.startswith(b"--!include "):
-            lines.append(_read(line.split()[1].decode()).rstrip(b"\n"))
-        else:
-            lines.append(line)
-    source = b"\n".join(lines)
+    source = b"\n".join(_expand(f"{name}.lua", set()))
     return Script(name, source, hashlib.sha1(source).hexdigest())
+
+
+def _expand(file: str, included: set[str]) -> list[bytes]:
+    """The lines of ``file`` with its includes inserted (those not in ``included``)."""
+    lines = []
+    for line in _read(file).split(b"\n"):
+        if not line.startswith(b"--!include "):
+            lines.append(line)
+            continue
+        lib = line.split()[1].decode()
+        if lib not in included:
+            included.add(lib)
+            lines.append(b"\n".join(_expand(lib, included)).rstrip(b"\n"))
+    return lines
 
 
 ENQUEUE = "enqueue"

@@ -18,6 +18,7 @@
 -- run that has not ended is marked Failed so its waiters wake up; its outcome
 -- (msgpack, as taskq.message.encode_outcome writes it) reports the attempts the
 -- record counts, so TaskFailedError.attempts agrees with the record.
+--!include lib_states.lua
 local stream, dead, events = KEYS[1], KEYS[2], KEYS[3]
 local group, cap, eid, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local rid, ttl = ARGV[5], ARGV[6]
@@ -30,8 +31,7 @@ if #KEYS >= 5 then
   local run, result = KEYS[4], KEYS[5]
   local cur = redis.call('HMGET', run, 's', 'a')
   local s, a = cur[1], tonumber(cur[2] or '0') or 0
-  local final = {Completed = true, Cached = true, Failed = true, Cancelled = true}
-  if not (s and final[s]) then
+  if not (s and FINAL[s]) then
     local outcome = cmsgpack.pack({s = 'Failed', a = a, e = {'DeadLettered', reason, ''}})
     redis.call('HSET', run, 's', 'Failed', 'dead', reason)
     redis.call('PEXPIRE', run, ttl)

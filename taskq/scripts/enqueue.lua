@@ -19,6 +19,7 @@
 -- once per call rather than on every XADD (cheaper for a bulk enqueue).
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
 -- already known (idempotent enqueue: a retried call never adds a second entry).
+--!include lib_time.lua
 local stream, events, delayed = KEYS[1], KEYS[2], KEYS[3]
 local cap, channel, mark = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
@@ -35,10 +36,7 @@ for i = 1, #KEYS - 3 do
       redis.call('XADD', stream, '*', 'm', payload, 'r', rid)
       redis.call('XADD', events, '*', 'r', rid, 's', 'Pending')
     else
-      if not now_ms then
-        local t = redis.call('TIME')
-        now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
-      end
+      if not now_ms then now_ms = server_ms() end
       local at = tonumber(string.sub(due, 2))
       if string.sub(due, 1, 1) == 'd' then at = now_ms + at end
       local member = mark .. payload

@@ -29,16 +29,13 @@
 -- Returns 1 when recorded. Returns 0, changing nothing, when the attempt no
 -- longer holds the run (another attempt took over, or the run already ended):
 -- a stale worker must neither regress the state nor ack someone else's delivery.
+--!include lib_fence.lua
 --!include lib_notify.lua
 local stream, events, run, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, cap, eid, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local attempt, state, payload, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local etype, emsg = ARGV[9], ARGV[10]
-local cur = redis.call('HMGET', run, 's', 'a')
-if (cur[1] ~= 'Running' and cur[1] ~= 'Retrying') or cur[2] ~= attempt then
-  redis.call('HINCRBY', run, 'fenced', 1)
-  return 0
-end
+if not fence(run, attempt) then return 0 end
 if etype ~= '' then
   redis.call('HSET', run, 's', state, 'x' .. attempt, etype .. ': ' .. emsg)
 else

@@ -18,6 +18,7 @@
 -- Each is acked and deleted, and its payload added again at the end of the
 -- stream; a run this attempt holds goes back to Pending, which fences the
 -- attempt's late writes off. Returns how many were handed back.
+--!include lib_fence.lua
 local stream, events = KEYS[1], KEYS[2]
 local group, cap, me, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n = 0
@@ -29,9 +30,8 @@ for i = 1, #KEYS - 2 do
     redis.call('XACK', stream, group, eid)
     redis.call('XDEL', stream, eid)
     local cur = redis.call('HMGET', run, 's', 'a')
-    local final = {Completed = true, Cached = true, Failed = true, Cancelled = true}
-    if not (cur[1] and final[cur[1]]) then
-      if (cur[1] == 'Running' or cur[1] == 'Retrying') and cur[2] == attempt then
+    if not (cur[1] and FINAL[cur[1]]) then
+      if holds(cur, attempt) then
         redis.call('HSET', run, 's', 'Pending', 'x' .. attempt, 'Interrupted: ' .. reason)
         redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Pending', 'a', attempt,
           'et', 'Interrupted', 'em', reason)

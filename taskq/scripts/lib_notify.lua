@@ -3,6 +3,7 @@
 -- the flow when that child was the last one its wait needed. All keys are the flow's
 -- (its queue's stream and events, its run record, results, order, wait set and ping
 -- list), passed in by the including script from its KEYS. Returns 1 if it resumed.
+--!include lib_states.lua
 local function notify_flow(stream, events, run, results, order, waitset, ping, cap, fid,
                            child, outcome, ttl)
   if redis.call('HSETNX', results, child, outcome) == 0 then
@@ -10,7 +11,7 @@ local function notify_flow(stream, events, run, results, order, waitset, ping, c
   end
   redis.call('RPUSH', order, child)
   local cur = redis.call('HMGET', run, 's', 'wm', 'wn', 'rn', 'p', 'a')
-  if cur[1] == 'Running' or cur[1] == 'Retrying' then
+  if HELD[cur[1]] then
     -- the flow may be blocking inline for its children: wake it
     redis.call('LPUSH', ping, child)
     redis.call('LTRIM', ping, 0, 15)

@@ -21,21 +21,21 @@
 --      record (waited_ms -1); the caller dead-letters it
 --   2  the run already ended: the duplicate was acked and deleted
 --   3  this worker no longer holds the delivery; nothing changed
+--!include lib_states.lua
+--!include lib_time.lua
 local stream, delayed, run = KEYS[1], KEYS[2], KEYS[3]
 local group, me, eid, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local grace, first, longest = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local p = redis.call('XPENDING', stream, group, eid, eid, 1)
 if not (p[1] and p[1][2] == me) then return {3, 0} end
 local cur = redis.call('HMGET', run, 's', 'u0')
-local final = {Completed = true, Cached = true, Failed = true, Cancelled = true}
 if not cur[1] then return {0, -1} end
-if final[cur[1]] then
+if FINAL[cur[1]] then
   redis.call('XACK', stream, group, eid)
   redis.call('XDEL', stream, eid)
   return {2, 0}
 end
-local t = redis.call('TIME')
-local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_ms = server_ms()
 local u0 = tonumber(cur[2] or now_ms)
 if now_ms - u0 >= grace then return {0, now_ms - u0} end
 local u = redis.call('HINCRBY', run, 'u', 1)

@@ -21,9 +21,9 @@
 -- A retry stays AwaitingRetry until it starts (start.lua tells a retried run by it).
 --
 -- Returns {moved, next_due_ms or -1, now_ms}: the caller sleeps next_due - now.
+--!include lib_time.lua
 local delayed, events, cap = KEYS[1], KEYS[12], ARGV[1]
-local t = redis.call('TIME')
-local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_ms = server_ms()
 local moved, j = 0, 0
 for i = 1, (#ARGV - 1) / 2 do
   local m, rid = ARGV[2 * i], ARGV[2 * i + 1]

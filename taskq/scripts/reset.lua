@@ -6,9 +6,10 @@
 -- ARGV      none
 --
 -- Only a Failed or Cancelled child is forgotten; a Completed one is kept.
--- Returns 1 when the child was reset.
+-- Returns 1 when the child was reset, else 0.
+--!include lib_states.lua
 local s = redis.call('HGET', KEYS[1], 's')
-if s == 'Failed' or s == 'Cancelled' then
+if RESETTABLE[s] then
   redis.call('DEL', KEYS[1], KEYS[2])
   return 1
 end

@@ -21,17 +21,15 @@
 -- Returns 1 when scheduled; 0, changing nothing, when the attempt no longer holds
 -- the run (fenced); 2, changing nothing, when the retry would come due after the
 -- deadline (the caller then records the run Failed).
+--!include lib_fence.lua
+--!include lib_time.lua
 local stream, events, delayed, run = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, cap, eid, rid, attempt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local delay, payload, etype, emsg = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local deadline, channel = tonumber(ARGV[10]), ARGV[11]
-local cur = redis.call('HMGET', run, 's', 'a', 't1')
-if (cur[1] ~= 'Running' and cur[1] ~= 'Retrying') or cur[2] ~= attempt then
-  redis.call('HINCRBY', run, 'fenced', 1)
-  return 0
-end
-local t = redis.call('TIME')
-local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local cur = fence(run, attempt, 't1')
+if not cur then return 0 end
+local now_ms = server_ms()
 local due = now_ms + delay
 if deadline >= 0 and cur[3] and due > tonumber(cur[3]) + deadline then
   return 2

@@ -29,11 +29,11 @@
 --      Scheduled has had no attempt that another worker could have taken).
 -- A run found Running/Retrying lost its worker: that attempt is recorded Crashed
 -- before the new one starts, which fences the old attempt's late writes off.
+--!include lib_states.lua
+--!include lib_time.lua
 local stream, events = KEYS[1], KEYS[2]
 local group, cap, worker = ARGV[1], ARGV[2], ARGV[3]
-local final = {Completed = true, Cached = true, Failed = true, Cancelled = true}
-local t = redis.call('TIME')
-local now_ms = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+local now_ms = tostring(server_ms())
 local out = {}
 for i = 1, #KEYS - 2 do
   local run = KEYS[2 + i]
@@ -50,17 +50,17 @@ for i = 1, #KEYS - 2 do
   local s, a = cur[1], tonumber(cur[2] or '0')
   local kind = 1
   local owned = true
-  if s and s ~= 'Pending' and s ~= 'Scheduled' and not final[s] then
+  if s and not NOT_STARTED[s] and not FINAL[s] then
     local p = redis.call('XPENDING', stream, group, eid, eid, 1)
     owned = p[1] ~= nil and p[1][2] == worker
   end
   if not owned then
     kind = 5
-  elseif s and final[s] then
+  elseif s and FINAL[s] then
     kind = 0
   elseif deliveries > maxdel then
     kind = 3
-  elseif s == 'AwaitingChildren' or s == 'Resuming' then
+  elseif SUSPENDED[s] then
     kind = 2
     redis.call('HSET', run, 's', 'Running', 'w', worker, 'e', eid)
     redis.call('HINCRBY', run, 'resumes', 1)
@@ -73,7 +73,7 @@ for i = 1, #KEYS - 2 do
       kind = 4
       name = 'Retrying'
     end
-    if s == 'Running' or s == 'Retrying' then
+    if HELD[s] then
       redis.call('HSET', run, 'x' .. a, 'Crashed: worker lost (lease expired)')
       redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Crashed', 'a', a,
         'et', 'Crashed', 'em', 'worker lost (lease expired)')

@@ -23,14 +23,11 @@
 -- on the flow's hash tag, atomically.
 -- Returns 1 suspended (acked; state AwaitingChildren), 2 not suspended because
 -- the wait is already satisfied (the caller replays at once), 0 fenced off.
+--!include lib_fence.lua
 local stream, events, run, results, waitset = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, cap, eid, fid, attempt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local payload, mode, ttl = ARGV[6], ARGV[7], ARGV[8]
-local cur = redis.call('HMGET', run, 's', 'a')
-if (cur[1] ~= 'Running' and cur[1] ~= 'Retrying') or cur[2] ~= attempt then
-  redis.call('HINCRBY', run, 'fenced', 1)
-  return 0
-end
+if not fence(run, attempt) then return 0 end
 local missing = {}
 local ended = 0
 for i = 11, #ARGV do
