@@ -1378,7 +1378,7 @@ def summary(rep: ProfileReport) -> list[str]:
             ("Broker.enqueue", "taskq/broker.py", "enqueue"),
             ("Broker.call (EVALSHA)", "taskq/broker.py", "call"),
             ("Broker.send", "taskq/broker.py", "send"),
-            ("wire round trip", "taskq/wire.py", "_roundtrip"),
+            ("wire round trip", "taskq/broker/wire.py", "_roundtrip"),
             ("redis-py execute_command", "redis/client.py", "execute_command"),
             ("Future()", "taskq/futures.py", "__init__"),
         ]
@@ -1392,7 +1392,7 @@ def summary(rep: ProfileReport) -> list[str]:
             ("Engine.handle_success (finish.lua)", "taskq/engine.py", "handle_success"),
             ("Broker.call (all EVALSHAs)", "taskq/broker.py", "call"),
             ("Broker.send (all taskq commands)", "taskq/broker.py", "send"),
-            ("wire round trips", "taskq/wire.py", "_roundtrip"),
+            ("wire round trips", "taskq/broker/wire.py", "_roundtrip"),
             ("redis-py execute_command", "redis/client.py", "execute_command"),
             ("redis-py pipeline execute (the task's own round trip)", "redis/client.py", "execute"),
             (

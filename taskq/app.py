@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 from taskq import options as opts
 from taskq.broker import Broker
+from taskq.broker.connection import redact_url
 from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
 from taskq.flow import Flow
 from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
-from taskq.localredis import redact_url
 from taskq.options import FlowOptionsDict, TaskOptionsDict
 from taskq.task import AsyncTask, Task
 

@@ -24,8 +24,9 @@ from collections import Counter
 from typing import IO, Any
 
 import taskq
+from taskq.broker.connection import redact_url
 from taskq.events import follow
-from taskq.localredis import ensure_redis, redact_url
+from taskq.localredis import ensure_redis
 
 SHOW_TRANSITIONS = 12
 FINAL = {"Completed", "Cached", "Failed", "Cancelled"}

@@ -39,7 +39,7 @@ def test_an_oom_reply_is_redis_full_error_naming_the_url_and_what_to_do() -> Non
 
     broker = Broker(Settings(redis_url="redis://u:secret@127.0.0.1:1/0"), Keyspace("t"))
     oom = b"OOM command not allowed when used memory > 'maxmemory'."
-    # hiredis keeps the code in the text (taskq.wire); redis-py strips it into the type.
+    # hiredis keeps the code in the text (taskq.broker.wire); redis-py strips it into the type.
     for exc in (reply_error(oom), redis.OutOfMemoryError(oom.decode()[4:])):
         with pytest.raises(taskq.RedisFullError) as info, broker.translate():
             raise exc

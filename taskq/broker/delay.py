@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import BrokerCore
+from taskq.broker.connection import BrokerCore
 from taskq.keys import GROUP
 from taskq.message import peek_run_id
 from taskq.signing import _HEAD as SIGNATURE_BYTES

@@ -9,27 +9,56 @@ code that talks to Redis, and every redis-py error is translated here.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from taskq import scripts, wire
+from taskq import scripts
+from taskq.broker import wire
 from taskq.config import Settings
 from taskq.errors import BrokerError, RedisFullError, RedisUnavailableError
 from taskq.keys import Keyspace
-from taskq.localredis import redact_url
 from taskq.signing import Signer
+
+#: Passwords in a Redis URL: a ``password=`` query parameter and ``user:password@``.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)[^/?#]*@")
 
 #: A delivery as read: ``(queue, entry id, fields, priority level)``.
 Entry = tuple[str, bytes, dict[bytes, bytes], int]
 
 #: Error replies that mean "not now" rather than "wrong": retried like a lost connection.
 _UNAVAILABLE = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``.
+
+    Both the ``user:password@`` part and a ``password=`` query parameter are
+    redacted. Everything else is returned unchanged.
+
+    Args:
+        url: A Redis URL such as ``redis://user:secret@host:6379/0``.
+
+    Returns:
+        The URL safe to log, e.g. ``redis://user:***@host:6379/0``.
+    """
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if at and colon:
+        url = url.replace(netloc, f"{user}:***@{hostinfo}", 1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes]:

@@ -16,11 +16,11 @@ from functools import cached_property
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import Entry, Subscription, _fields, _is_noscript, _s
-from taskq.broker_delay import DelayCalls, delay_mark
-from taskq.broker_flows import FlowCalls
-from taskq.broker_inspect import Inspection
-from taskq.broker_results import Results
+from taskq.broker.connection import Entry, Subscription, _fields, _is_noscript, _s
+from taskq.broker.delay import DelayCalls, delay_mark
+from taskq.broker.flows import FlowCalls
+from taskq.broker.inspection import Inspection
+from taskq.broker.results import Results
 from taskq.keys import GROUP, LEVELS_SERVED
 from taskq.message import Limits
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskq.broker_core import BrokerCore, _s
+from taskq.broker.connection import BrokerCore, _s
 from taskq.errors import TaskqError
 from taskq.keys import GROUP
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import BrokerCore, _s
+from taskq.broker.connection import BrokerCore, _s
 from taskq.keys import GROUP
 
 

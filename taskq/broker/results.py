@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from taskq.broker_core import BrokerCore, _fields, _now, _s
+from taskq.broker.connection import BrokerCore, _fields, _now, _s
 from taskq.errors import RedisFullError
 
 #: States an event names once the run's result list has been written (same script).
