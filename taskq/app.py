@@ -215,8 +215,8 @@ class App:
         check_run_id(run_id)
         if queue is None:
             queue = self.settings.default_queue
-            if not self.broker.run_record(queue, run_id):
-                queue = self.broker.find_run(run_id) or queue
+            if not self.broker.producer.run_record(queue, run_id):
+                queue = self.broker.producer.find_run(run_id) or queue
         return Future(self.broker, check_name("queue name", queue), run_id, "")
 
     def queues(self) -> list[str]:

@@ -184,7 +184,7 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
     from taskq.app import App
 
     broker = App(redis_url, prefix=prefix).broker
-    entries = broker.dead_entries(queue, count)
+    entries = broker.inspect.dead_entries(queue, count)
     for eid, fields in entries:
         reason = fields.get(b"reason", b"").decode(errors="replace")
         run = fields.get(b"run", b"").decode(errors="replace") or "-"
@@ -196,7 +196,7 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
 def _nothing_on(broker: Broker, message: str) -> None:
     """Say that a queue had nothing to show, and which queues exist under the prefix."""
     click.echo(message)
-    names = broker.queue_names()
+    names = broker.inspect.queue_names()
     prefix = broker.keys.prefix
     if names:
         click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
@@ -215,7 +215,7 @@ def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) 
     from taskq.runs import describe
 
     broker = App(redis_url, prefix=prefix).broker
-    queue = queue or broker.find_run(run_id)
+    queue = queue or broker.producer.find_run(run_id)
     lines = describe(broker, queue, run_id) if queue else []
     if not lines:
         raise click.ClickException(f"no run {run_id!r} (unknown, or its record expired)")

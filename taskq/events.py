@@ -39,7 +39,7 @@ def read_events(
     broker: Broker, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
 ) -> list[Event]:
     """Events of ``queue`` after stream id ``after``, oldest first."""
-    return [_event(eid, f) for eid, f in broker.events(queue, after, count, block)]
+    return [_event(eid, f) for eid, f in broker.inspect.events(queue, after, count, block)]
 
 
 def follow(broker: Broker, queue: str, after: str) -> Iterator[Event]:
@@ -63,7 +63,7 @@ def print_events(
     ``on_empty`` is called when there is no event yet (before following).
     """
     last = "0-0"
-    for eid, fields in broker.recent_events(queue, count):
+    for eid, fields in broker.inspect.recent_events(queue, count):
         click.echo(str(_event(eid, fields)))
         last = eid
     if last == "0-0" and on_empty is not None:

@@ -19,7 +19,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
     Returns:
         The lines, or an empty list when the run is unknown (or expired).
     """
-    record = broker.run_record(queue, run_id)
+    record = broker.producer.run_record(queue, run_id)
     if not record:
         return []
     attempts = int(record.get("a", 0))
@@ -28,7 +28,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         lines.append(f"  name: {record['n']}")
     if "due" in record and record.get("s") in ("Scheduled", "AwaitingRetry"):
         lines.append(f"  next attempt due {_when(record['due'])}")
-    raw = broker.peek_results(queue, [run_id])[0]
+    raw = broker.producer.peek_results(queue, [run_id])[0]
     final = decode_outcome(raw) if raw is not None else None
     for a in range(1, attempts + 1):
         start = record.get(f"t{a}")
@@ -43,7 +43,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
     if "dead" in record:
         lines.append(f"  dead-lettered: {record['dead']}")
     lines += _children(broker, queue, run_id, record)
-    events = broker.run_events(queue, run_id)
+    events = broker.inspect.run_events(queue, run_id)
     if events:
         lines.append("  events:")
         for eid, f in events:
@@ -56,7 +56,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
 def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -> list[str]:
     """A flow's children ``<run_id>.1 ..`` with their states (empty for a task)."""
     seq = int(record.get("seq", 0))
-    _, outcomes = broker.flow_outcomes(queue, run_id, 0)
+    _, outcomes = broker.flows.flow_outcomes(queue, run_id, 0)
     queues = [q for q in record.get("cq", "").split(",") if q] or [queue]
     total = max(seq, len(outcomes))
     if not total:
@@ -68,7 +68,8 @@ def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -
             state = decode_outcome(outcomes[child]).state
         else:
             state = next(
-                (r.get("s", "?") for q in queues if (r := broker.run_record(q, child))), "unknown"
+                (r.get("s", "?") for q in queues if (r := broker.producer.run_record(q, child))),
+                "unknown",
             )
         lines.append(f"    {child}  {state}")
     return lines

@@ -151,7 +151,7 @@ def run(ex: Any, pool: subprocess.Popen[str], console: Console) -> int:
     ex.add.submit(0, 0).result(timeout=60)  # the pool answers: it is up
     console.line(f"Worker pool ready in {time.perf_counter() - t0:.2f} s.")
 
-    after = app.broker.recent_events("default", 1)[-1][0]
+    after = app.broker.inspect.recent_events("default", 1)[-1][0]
     start = time.perf_counter()
     futures = [
         *ex.add.map(range(100), range(100)),

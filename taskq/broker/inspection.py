@@ -1,4 +1,4 @@
-"""The broker's read-only inspection: events, dead letters, queue sizes and names, runs due
+"""The read-only inspection role: events, dead letters, queue sizes and names, runs due
 in the delay queues, server settings, what a timed-out result wait can report."""
 
 from __future__ import annotations
@@ -7,13 +7,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskq.broker.connection import BrokerCore, _s
+from taskq.broker.connection import Connection, text
 from taskq.errors import TaskqError
 from taskq.keys import GROUP
 
 
-class Inspection(BrokerCore):
-    """Reads for the CLI, dashboards and tests; nothing here changes state."""
+class Inspection:
+    """Reads for the CLI, dashboards and tests; nothing here changes state.
+
+    Args:
+        conn: The connection layer.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.keys = conn.keys
+        self.settings = conn.settings
 
     def delayed_within(
         self,
@@ -26,7 +35,7 @@ class Inspection(BrokerCore):
 
         Members ``ignore`` names per queue (runs a burst worker handed back itself, for a
         worker that knows their task) are not counted as due soon."""
-        sec, usec = self.execute("TIME")
+        sec, usec = self.conn.execute("TIME")
         now = int(sec) * 1000 + int(usec) // 1000
         bound = now + int(seconds * 1000)
         cmds: list[tuple[Any, ...]] = []
@@ -36,11 +45,7 @@ class Inspection(BrokerCore):
             cmds.append(("ZRANGEBYSCORE", key, f"({bound}", "+inf", "WITHSCORES", "LIMIT", 0, 1))
             members = list(ignore.get(q, ())) if ignore else []
             cmds.append(("ZMSCORE", key, *members) if members else ("ECHO", ""))
-        replies = self.send(cmds)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                with self.translate():
-                    raise reply
+        replies = self.conn.send_all(cmds)
         soon, later = 0, []
         for i, q in enumerate(queues):
             due, left, first, skipped = replies[4 * i : 4 * i + 4]
@@ -58,9 +63,9 @@ class Inspection(BrokerCore):
         """
         head = f"{self.keys.prefix}:{{"
         found = set()
-        with self.translate():
-            for key in self.client.scan_iter(match=f"{head}*}}:*", count=1000, _type="STREAM"):
-                name = _s(key)
+        with self.conn.translate():
+            for key in self.conn.client.scan_iter(match=f"{head}*}}:*", count=1000, _type="STREAM"):
+                name = text(key)
                 found.add(name[len(head) : name.index("}:", len(head))])
         return sorted(found)
 
@@ -69,43 +74,39 @@ class Inspection(BrokerCore):
     ) -> list[tuple[str, dict[str, str]]]:
         """Events after ``after`` (an events-stream id), oldest first."""
         block_ms = None if block is None else max(1, int(block * 1000))
-        with self.translate():
-            reply = self.client.xread({self.keys.events(queue): after}, count=count, block=block_ms)
+        with self.conn.translate():
+            reply = self.conn.client.xread(
+                {self.keys.events(queue): after}, count=count, block=block_ms
+            )
         out = []
         for _, entries in reply or ():
             for eid, fields in entries:
-                out.append((_s(eid), {_s(f): _s(v) for f, v in fields.items()}))
+                out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
         return out
 
     def recent_events(self, queue: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """The newest ``count`` events of ``queue``, oldest first."""
-        with self.translate():
-            reply = self.client.xrevrange(self.keys.events(queue), count=count)
+        with self.conn.translate():
+            reply = self.conn.client.xrevrange(self.keys.events(queue), count=count)
         return [
-            (_s(eid), {_s(f): _s(v) for f, v in fields.items()}) for eid, fields in reversed(reply)
+            (text(eid), {text(f): text(v) for f, v in fields.items()})
+            for eid, fields in reversed(reply)
         ]
-
-    def find_run(self, run_id: str) -> str | None:
-        """The queue holding ``run_id``'s record, found by SCAN (None if none does)."""
-        with self.translate():
-            for key in self.client.scan_iter(match=self.keys.run_pattern(run_id), count=1000):
-                return self.keys.queue_of_run_key(_s(key))
-        return None
 
     def run_events(self, queue: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
         """Every event of ``run_id`` still in the queue's (capped) events stream."""
         out = []
-        with self.translate():
-            for eid, fields in self.client.xrange(self.keys.events(queue)):
+        with self.conn.translate():
+            for eid, fields in self.conn.client.xrange(self.keys.events(queue)):
                 if fields.get(b"r") == run_id.encode():
-                    out.append((_s(eid), {_s(f): _s(v) for f, v in fields.items()}))
+                    out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
         return out
 
     def dead_entries(self, queue: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
         """The oldest ``count`` dead-lettered entries of a queue."""
-        with self.translate():
-            reply = self.client.xrange(self.keys.dead(queue), count=count)
-        return [(_s(eid), fields) for eid, fields in reply]
+        with self.conn.translate():
+            reply = self.conn.client.xrange(self.keys.dead(queue), count=count)
+        return [(text(eid), fields) for eid, fields in reply]
 
     def queue_sizes(self, queue: str) -> tuple[int, int]:
         """(entries in the streams, entries pending in the group) for ``queue``, summed
@@ -113,14 +114,11 @@ class Inspection(BrokerCore):
         cmds: list[tuple[str, ...]] = []
         for stream in self.keys.streams(queue):
             cmds += [("XLEN", stream), ("XPENDING", stream, GROUP)]
-        replies = self.send(cmds)
+        replies = self.conn.send(cmds)
         length = pending = 0
         for i in range(0, len(replies), 2):
             size, summary = replies[i], replies[i + 1]
-            if isinstance(size, Exception):
-                with self.translate():
-                    raise size
-            length += int(size)
+            length += int(self.conn.check(size))
             if not isinstance(summary, Exception):  # NOGROUP: no worker made it yet
                 pending += int(summary[0])
         return length, pending
@@ -129,18 +127,20 @@ class Inspection(BrokerCore):
         """Settings of the Redis server that put queued work at risk (empty if fine or unknown)."""
         out = []
         try:
-            aof_reply = self.execute("CONFIG", "GET", "appendonly")
-            policy_reply = self.execute("CONFIG", "GET", "maxmemory-policy")
+            aof_reply = self.conn.execute("CONFIG", "GET", "appendonly")
+            policy_reply = self.conn.execute("CONFIG", "GET", "maxmemory-policy")
         except TaskqError:
             return []  # CONFIG may be denied to this user; nothing to say then
-        aof = _s(aof_reply[1]) if len(aof_reply) > 1 else None
-        policy = _s(policy_reply[1]) if len(policy_reply) > 1 else None
+        aof = text(aof_reply[1]) if len(aof_reply) > 1 else None
+        policy = text(policy_reply[1]) if len(policy_reply) > 1 else None
         if aof == "no":
-            out.append(f"Redis at {self.url} has appendonly no: a Redis restart loses queued work")
+            out.append(
+                f"Redis at {self.conn.url} has appendonly no: a Redis restart loses queued work"
+            )
         if policy and policy != "noeviction":
             out.append(
-                f"Redis at {self.url} has maxmemory-policy {policy}: under memory pressure it may "
-                "evict queued work; use noeviction"
+                f"Redis at {self.conn.url} has maxmemory-policy {policy}: under memory pressure "
+                "it may evict queued work; use noeviction"
             )
         return out
 
@@ -154,16 +154,16 @@ class Inspection(BrokerCore):
         """
         cmds: list[tuple[str, ...]] = [("HGET", self.keys.run(queue, rid), "s") for rid in run_ids]
         cmds += [("XINFO", "CONSUMERS", stream, GROUP) for stream in self.keys.streams(queue)]
-        replies = self.send(cmds)
+        replies = self.conn.send(cmds)
         n = len(run_ids)
-        states = [None if r is None or isinstance(r, Exception) else _s(r) for r in replies[:n]]
+        states = [None if r is None or isinstance(r, Exception) else text(r) for r in replies[:n]]
         has_group, idle_ms = False, None
         for reply in replies[n:]:
             if isinstance(reply, Exception):  # no such key, or NOGROUP: no worker made it
                 continue
             has_group = True
             for flat in reply:
-                info = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+                info = {text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
                 idle = int(info.get("idle", -1))
                 if idle >= 0 and (idle_ms is None or idle < idle_ms):
                     idle_ms = idle
