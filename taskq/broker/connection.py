@@ -275,11 +275,14 @@ class Connection:
         if conn is None:
             return self.call_many(name, list(calls))
         commands: list[tuple[Any, ...]] = []
-        with self.translate():
-            for keys, args in calls:
-                cmd = self._evalsha(name, keys, args)
-                commands.append(cmd)
+        # Only the socket calls are translated: an error raised while the caller builds
+        # the next call (its iterator) is the caller's, and passes through unchanged.
+        for keys, args in calls:
+            cmd = self._evalsha(name, keys, args)
+            commands.append(cmd)
+            with self.translate():
                 conn.send([cmd])
+        with self.translate():
             replies = conn.receive(len(commands))
         self._heal([name] * len(commands), commands, replies)
         return [self.check(r) for r in replies]
