@@ -138,7 +138,7 @@ class Consumer:
     def ack(self, queue: str, entry_ids: Sequence[bytes], level: int = 0) -> None:
         """Ack and delete deliveries (idempotent)."""
         stream = self.keys.stream(queue, level)
-        self.conn.send_all([("XACK", stream, GROUP, *entry_ids), ("XDEL", stream, *entry_ids)])
+        self.conn.call(scripts.ACK, [stream], [GROUP, *entry_ids])
 
     def handback(
         self,
@@ -395,8 +395,10 @@ class Consumer:
     def cache_lock(self, queue: str, key: str, run_id: str, ttl: float) -> str | None:
         """Take the key's lock for ``run_id``; None if taken, else the holder's run id."""
         lock = self.keys.cache_lock(queue, key)
-        got = self.conn.send([("SET", lock, run_id, "NX", "PX", int(ttl * 1000)), ("GET", lock)])
-        if got[0] is not None and not isinstance(got[0], Exception):
-            return None
-        holder = got[1]
+        # One command (Redis >= 7.0): set only if absent, and return the old holder, so
+        # nothing can take or free the lock between the try and the read.
+        holder = self.conn.send([("SET", lock, run_id, "NX", "GET", "PX", int(ttl * 1000))])[0]
+        if isinstance(holder, Exception):
+            # Refused (a full Redis refuses SET): the lock was not taken; say who holds it.
+            holder = self.conn.send([("GET", lock)])[0]
         return None if holder is None else text(holder)

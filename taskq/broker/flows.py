@@ -112,9 +112,7 @@ class Flows:
             self.keys.flow_results(queue, flow_id),
             self.keys.flow_order(queue, flow_id),
         )
-        cmds: list[tuple[Any, ...]] = [("HDEL", results, *children)]
-        cmds += [("LREM", order, 0, c) for c in children]
-        self.conn.send_all(cmds)
+        self.conn.call(scripts.FLOW_FORGET, [results, order], list(children))
 
     def flow_ping_wait(self, queue: str, flow_id: str, timeout: float) -> None:
         """Block up to ``timeout`` seconds for any child of the flow to end."""

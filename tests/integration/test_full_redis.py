@@ -134,6 +134,8 @@ DRAIN_SCRIPTS = [
     "reset",
     "groups",
     "park",
+    "ack",
+    "flow_forget",
 ]
 
 
