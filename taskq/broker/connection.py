@@ -219,6 +219,29 @@ class Connection:
         """One raw command; an error reply raises :class:`BrokerError`."""
         return self.check(self.send([args])[0])
 
+    # -- redis-py parsed replies (inspection, not the hot path) -------------------------
+
+    def scan(self, match: str, type_: str | None = None) -> Iterator[str]:
+        """Keys matching ``match`` (SCAN; only of ``type_`` when given), as text."""
+        with self.translate():
+            for key in self.client.scan_iter(match=match, count=1000, _type=type_):
+                yield text(key)
+
+    def xread(self, streams: dict[str, str], count: int, block_ms: int | None) -> Any:
+        """XREAD of ``{stream: after id}``, as redis-py parses it."""
+        with self.translate():
+            return self.client.xread(streams, count=count, block=block_ms)
+
+    def xrange(self, key: str, count: int | None = None) -> Any:
+        """XRANGE of the whole stream ``key`` (its first ``count`` entries when given)."""
+        with self.translate():
+            return self.client.xrange(key, count=count)
+
+    def xrevrange(self, key: str, count: int) -> Any:
+        """XREVRANGE: the newest ``count`` entries of stream ``key``, newest first."""
+        with self.translate():
+            return self.client.xrevrange(key, count=count)
+
     # -- scripts ------------------------------------------------------------------------
 
     @staticmethod
@@ -297,10 +320,10 @@ class Connection:
 
 
 class Subscription:
-    """Wake-ups published on some channels; see :meth:`Broker.subscribe`."""
+    """Wake-ups published on some channels; see :meth:`Connection.subscribe`."""
 
-    def __init__(self, broker: Connection, channels: Sequence[str]) -> None:
-        self._broker = broker
+    def __init__(self, conn: Connection, channels: Sequence[str]) -> None:
+        self._conn = conn
         self._channels = list(channels)
         self._pubsub: Any = None
 
@@ -313,10 +336,10 @@ class Subscription:
         Raises:
             RedisUnavailableError: The connection failed (the next call resubscribes).
         """
-        with self._broker.translate():
+        with self._conn.translate():
             try:
                 if self._pubsub is None:
-                    pubsub = self._broker.client.pubsub()
+                    pubsub = self._conn.client.pubsub()
                     pubsub.subscribe(*self._channels)
                     confirmed = 0
                     while confirmed < len(self._channels):

@@ -63,10 +63,8 @@ class Inspection:
         """
         head = f"{self.keys.prefix}:{{"
         found = set()
-        with self.conn.translate():
-            for key in self.conn.client.scan_iter(match=f"{head}*}}:*", count=1000, _type="STREAM"):
-                name = text(key)
-                found.add(name[len(head) : name.index("}:", len(head))])
+        for name in self.conn.scan(f"{head}*}}:*", "STREAM"):
+            found.add(name[len(head) : name.index("}:", len(head))])
         return sorted(found)
 
     def events(
@@ -74,10 +72,7 @@ class Inspection:
     ) -> list[tuple[str, dict[str, str]]]:
         """Events after ``after`` (an events-stream id), oldest first."""
         block_ms = None if block is None else max(1, int(block * 1000))
-        with self.conn.translate():
-            reply = self.conn.client.xread(
-                {self.keys.events(queue): after}, count=count, block=block_ms
-            )
+        reply = self.conn.xread({self.keys.events(queue): after}, count, block_ms)
         out = []
         for _, entries in reply or ():
             for eid, fields in entries:
@@ -86,8 +81,7 @@ class Inspection:
 
     def recent_events(self, queue: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """The newest ``count`` events of ``queue``, oldest first."""
-        with self.conn.translate():
-            reply = self.conn.client.xrevrange(self.keys.events(queue), count=count)
+        reply = self.conn.xrevrange(self.keys.events(queue), count)
         return [
             (text(eid), {text(f): text(v) for f, v in fields.items()})
             for eid, fields in reversed(reply)
@@ -96,16 +90,14 @@ class Inspection:
     def run_events(self, queue: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
         """Every event of ``run_id`` still in the queue's (capped) events stream."""
         out = []
-        with self.conn.translate():
-            for eid, fields in self.conn.client.xrange(self.keys.events(queue)):
-                if fields.get(b"r") == run_id.encode():
-                    out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
+        for eid, fields in self.conn.xrange(self.keys.events(queue)):
+            if fields.get(b"r") == run_id.encode():
+                out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
         return out
 
     def dead_entries(self, queue: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
         """The oldest ``count`` dead-lettered entries of a queue."""
-        with self.conn.translate():
-            reply = self.conn.client.xrange(self.keys.dead(queue), count=count)
+        reply = self.conn.xrange(self.keys.dead(queue), count)
         return [(text(eid), fields) for eid, fields in reply]
 
     def queue_sizes(self, queue: str) -> tuple[int, int]:

@@ -81,9 +81,8 @@ class Producer:
 
     def find_run(self, run_id: str) -> str | None:
         """The queue holding ``run_id``'s record, found by SCAN (None if none does)."""
-        with self.conn.translate():
-            for key in self.conn.client.scan_iter(match=self.keys.run_pattern(run_id), count=1000):
-                return self.keys.queue_of_run_key(text(key))
+        for key in self.conn.scan(self.keys.run_pattern(run_id)):
+            return self.keys.queue_of_run_key(key)
         return None
 
     def wait_result(self, queue: str, run_id: str, timeout: float | None) -> bytes | None:
