@@ -9,8 +9,7 @@ from typing import Any
 from taskq import scripts
 from taskq.broker.connection import Connection
 from taskq.message import peek_run_id
-from taskq.signing import _HEAD as SIGNATURE_BYTES
-from taskq.signing import MAGIC
+from taskq.signing import MAGIC, SIGNATURE_BYTES
 
 #: First and longest delay of a run handed back for a worker that knows its task (ms).
 PARK_FIRST_MS, PARK_LONGEST_MS = 1_000, 10_000
