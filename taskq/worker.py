@@ -247,7 +247,7 @@ class Worker:
             # block on the stream, which the mover feeds when they come due. A run the
             # mover moved between the read above and the count is in the stream now:
             # one more read settles it. Runs due later are left scheduled.
-            soon, later = broker.inspect.delayed_within(
+            soon, later = broker.delay.delayed_within(
                 self.queues, self.burst_wait, self.engine.parked
             )
             entries = self._read(free, self.app.settings.block_seconds if soon else None)

@@ -1,5 +1,6 @@
-"""The broker's delay-queue calls: the mover's promote, counting, and parking runs of
-unknown tasks (see :mod:`taskq.scheduler` and ``promote.lua`` / ``park.lua``)."""
+"""The delay role: the mover's promote and counting runs in the delay queues (see
+:mod:`taskq.scheduler` and ``promote.lua``), and the delay-queue member format that
+enqueue, retry and park also write (``delay_mark``)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,35 @@ class Delays:
             if not isinstance(scores, Exception):
                 total -= sum(1 for s in scores if s is not None)
         return total
+
+    def delayed_within(
+        self,
+        queues: Sequence[str],
+        seconds: float,
+        ignore: dict[str, set[bytes]] | None = None,
+    ) -> tuple[int, list[tuple[str, int, float]]]:
+        """Runs in the delay queues of ``queues`` due within ``seconds`` (server clock), and
+        per queue holding runs due later ``(queue, how many, seconds until the first)``.
+
+        Members ``ignore`` names per queue (runs a burst worker handed back itself, for a
+        worker that knows their task) are not counted as due soon."""
+        sec, usec = self.conn.execute("TIME")
+        now = int(sec) * 1000 + int(usec) // 1000
+        bound = now + int(seconds * 1000)
+        cmds: list[tuple[Any, ...]] = []
+        for q in queues:
+            key = self.keys.delayed(q)
+            cmds += [("ZCOUNT", key, "-inf", bound), ("ZCOUNT", key, f"({bound}", "+inf")]
+            cmds.append(("ZRANGEBYSCORE", key, f"({bound}", "+inf", "WITHSCORES", "LIMIT", 0, 1))
+            members = list(ignore.get(q, ())) if ignore else []
+            cmds.append(("ZMSCORE", key, *members) if members else ("ECHO", ""))
+        replies = self.conn.send_all(cmds)
+        soon, later = 0, []
+        for i, q in enumerate(queues):
+            due, left, first, skipped = replies[4 * i : 4 * i + 4]
+            soon += int(due)
+            if isinstance(skipped, list):
+                soon -= sum(1 for score in skipped if score is not None and float(score) <= bound)
+            if int(left):
+                later.append((q, int(left), (float(first[1]) - now) / 1000))
+        return soon, later

@@ -1,11 +1,10 @@
-"""The read-only inspection role: events, dead letters, queue sizes and names, runs due
-in the delay queues, server settings, what a timed-out result wait can report."""
+"""The read-only inspection role: events, dead letters, queue sizes and names, server
+settings, what a timed-out result wait can report."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from taskq.broker.connection import Connection, text
 from taskq.errors import TaskqError
@@ -23,38 +22,6 @@ class Inspection:
         self.conn = conn
         self.keys = conn.keys
         self.settings = conn.settings
-
-    def delayed_within(
-        self,
-        queues: Sequence[str],
-        seconds: float,
-        ignore: dict[str, set[bytes]] | None = None,
-    ) -> tuple[int, list[tuple[str, int, float]]]:
-        """Runs in the delay queues of ``queues`` due within ``seconds`` (server clock), and
-        per queue holding runs due later ``(queue, how many, seconds until the first)``.
-
-        Members ``ignore`` names per queue (runs a burst worker handed back itself, for a
-        worker that knows their task) are not counted as due soon."""
-        sec, usec = self.conn.execute("TIME")
-        now = int(sec) * 1000 + int(usec) // 1000
-        bound = now + int(seconds * 1000)
-        cmds: list[tuple[Any, ...]] = []
-        for q in queues:
-            key = self.keys.delayed(q)
-            cmds += [("ZCOUNT", key, "-inf", bound), ("ZCOUNT", key, f"({bound}", "+inf")]
-            cmds.append(("ZRANGEBYSCORE", key, f"({bound}", "+inf", "WITHSCORES", "LIMIT", 0, 1))
-            members = list(ignore.get(q, ())) if ignore else []
-            cmds.append(("ZMSCORE", key, *members) if members else ("ECHO", ""))
-        replies = self.conn.send_all(cmds)
-        soon, later = 0, []
-        for i, q in enumerate(queues):
-            due, left, first, skipped = replies[4 * i : 4 * i + 4]
-            soon += int(due)
-            if isinstance(skipped, list):
-                soon -= sum(1 for score in skipped if score is not None and float(score) <= bound)
-            if int(left):
-                later.append((q, int(left), (float(first[1]) - now) / 1000))
-        return soon, later
 
     def queue_names(self) -> list[str]:
         """The queues that have a stream (task, events or dead-letter) under this prefix, sorted.
