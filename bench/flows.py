@@ -18,7 +18,7 @@ flow case blocks on the flow's result), so it takes little CPU from the pool.
 
 A profile (round trips and scripts per child, and a CPU profile) comes from an
 in-process burst ``taskq.Worker`` draining a pre-submitted flow and a pre-enqueued
-bare batch, with ``Broker.send`` wrapped to count what goes over the wire.
+bare batch, with ``Connection.send`` wrapped to count what goes over the wire.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ class FlowBench:
         lines += [
             f"- **flow fan-out, per child on the wire** (an in-process `taskq.Worker`, "
             f"concurrency 8, not burst, {flow.n:,} children; the worker threads' "
-            "`Broker.send` calls counted): bare task "
+            "`Connection.send` calls counted): bare task "
             f"{bare.per_child(bare.round_trips):.2f} round trips ({rts(bare, bare.round_trips)}); "
             f"flow child {flow.per_child(flow.round_trips):.2f} round trips outside the flow run "
             f"itself ({rts(flow, flow.round_trips)}). Script calls per child: bare "
@@ -400,7 +400,7 @@ def flow_once(b: BenchLike, pool: WorkerPool, n: int) -> Fanout:
         x.problem = f"flow returned {value}"
         return x
     fid = future.run_id
-    x.record = tasks.app.broker.run_record(QUEUE, fid)
+    x.record = tasks.app.broker.producer.run_record(QUEUE, fid)
     x.start_ms = int(x.record["t1"])
     x.end_ms = last_final_event(b, fid.__eq__)
     x.child_first_ms = first_start(b, [f"{fid}.{i}" for i in range(1, n + 1)])
@@ -423,7 +423,7 @@ def _label(cmd: Sequence[Any], names: dict[str, str]) -> str:
 def wire_count(b: BenchLike, kind: str, n: int) -> WireCount:
     """Run ``n`` children (a flow's, or bare tasks) on an in-process non-burst Worker.
 
-    The worker runs in threads of this process with ``Broker.send`` counted (only the
+    The worker runs in threads of this process with ``Connection.send`` counted (only the
     worker's threads, not this thread's submit and wait) and every worker thread under
     a per-thread CPU-time profiler. A burst worker would not do: after an empty read it
     waits for a run to end before reading again, so a flow blocking inline for its
@@ -436,7 +436,7 @@ def wire_count(b: BenchLike, kind: str, n: int) -> WireCount:
     names = {scripts.load(s).sha: s for s in SCRIPT_NAMES}
     w = WireCount(n)
     lock = threading.Lock()
-    broker = tasks.app.broker
+    broker = tasks.app.broker.connection
     original = broker.send
     bench_thread = threading.get_ident()
 
@@ -512,7 +512,7 @@ def wire_count(b: BenchLike, kind: str, n: int) -> WireCount:
                     break
             if got != n * (n - 1) // 2:
                 raise RuntimeError(f"profiled flow returned {got}")
-            rec = broker.run_record(QUEUE, future.run_id)
+            rec = tasks.app.broker.producer.run_record(QUEUE, future.run_id)
             start, end = int(rec["t1"]), last_final_event(b, future.run_id.__eq__)
         else:
             futures = tasks.noop.map(range(n))

@@ -1258,7 +1258,11 @@ def where_summary(
                     [
                         ("`Task._message`", "taskq/task.py", "_message"),
                         ("`encode_message`", "taskq/message.py", "encode_message"),
-                        ("`Broker.enqueue` (incl. the round trip)", "taskq/broker.py", "enqueue"),
+                        (
+                            "`Producer.enqueue` (incl. the round trip)",
+                            "taskq/broker/producer.py",
+                            "enqueue",
+                        ),
                         ("`Future()`", "taskq/futures.py", "__init__"),
                     ],
                 )
@@ -1297,7 +1301,7 @@ def where_summary(
                 headline(
                     cpu,
                     [
-                        ("XREADGROUP", "taskq/broker.py", "read"),
+                        ("XREADGROUP", "taskq/broker/consumer.py", "read"),
                         ("admit/start script", "taskq/engine.py", "admit"),
                         ("hand-off to the pool", "concurrent/futures/thread.py", "submit"),
                     ],
@@ -1375,24 +1379,24 @@ def summary(rep: ProfileReport) -> list[str]:
             ("Task.submit", "taskq/task.py", "submit"),
             ("Task._message (run id, options check)", "taskq/task.py", "_message"),
             ("encode_message (msgpack)", "taskq/message.py", "encode_message"),
-            ("Broker.enqueue", "taskq/broker.py", "enqueue"),
-            ("Broker.call (EVALSHA)", "taskq/broker.py", "call"),
-            ("Broker.send", "taskq/broker.py", "send"),
-            ("wire round trip", "taskq/wire.py", "_roundtrip"),
+            ("Producer.enqueue", "taskq/broker/producer.py", "enqueue"),
+            ("Connection.call (EVALSHA)", "taskq/broker/connection.py", "call"),
+            ("Connection.send", "taskq/broker/connection.py", "send"),
+            ("wire round trip", "taskq/broker/wire.py", "_roundtrip"),
             ("redis-py execute_command", "redis/client.py", "execute_command"),
             ("Future()", "taskq/futures.py", "__init__"),
         ]
     elif "CPU" in rep.title:
         picks = [
             ("fetch loop (Worker._consume)", "taskq/worker.py", "_consume"),
-            ("Broker.read (XREADGROUP)", "taskq/broker.py", "read"),
+            ("Consumer.read (XREADGROUP)", "taskq/broker/consumer.py", "read"),
             ("Engine.admit (decode + start.lua)", "taskq/engine.py", "admit"),
             ("task threads (Engine.run)", "taskq/engine.py", "run"),
             ("the task body (bench.tasks.work)", "bench/tasks.py", "work"),
             ("Engine.handle_success (finish.lua)", "taskq/engine.py", "handle_success"),
-            ("Broker.call (all EVALSHAs)", "taskq/broker.py", "call"),
-            ("Broker.send (all taskq commands)", "taskq/broker.py", "send"),
-            ("wire round trips", "taskq/wire.py", "_roundtrip"),
+            ("Connection.call (all EVALSHAs)", "taskq/broker/connection.py", "call"),
+            ("Connection.send (all taskq commands)", "taskq/broker/connection.py", "send"),
+            ("wire round trips", "taskq/broker/wire.py", "_roundtrip"),
             ("redis-py execute_command", "redis/client.py", "execute_command"),
             ("redis-py pipeline execute (the task's own round trip)", "redis/client.py", "execute"),
             (
@@ -1405,9 +1409,9 @@ def summary(rep: ProfileReport) -> list[str]:
         picks = [
             ("Worker._consume", "taskq/worker.py", "_consume"),
             ("waiting for a free slot (_wait_for_slot)", "taskq/worker.py", "_wait_for_slot"),
-            ("Broker.read (XREADGROUP)", "taskq/broker.py", "read"),
+            ("Consumer.read (XREADGROUP)", "taskq/broker/consumer.py", "read"),
             ("Engine.admit (decode + start.lua)", "taskq/engine.py", "admit"),
-            ("Broker.start", "taskq/broker.py", "start"),
+            ("Consumer.start", "taskq/broker/consumer.py", "start"),
             ("Worker._dispatch", "taskq/worker.py", "_dispatch"),
         ]
     else:
@@ -1415,7 +1419,7 @@ def summary(rep: ProfileReport) -> list[str]:
             ("Engine.run", "taskq/engine.py", "run"),
             ("the task body (bench.tasks.work)", "bench/tasks.py", "work"),
             ("Engine.handle_success", "taskq/engine.py", "handle_success"),
-            ("Broker.finish (finish.lua)", "taskq/broker.py", "finish"),
+            ("Consumer.finish (finish.lua)", "taskq/broker/consumer.py", "finish"),
             ("encode_outcome", "taskq/message.py", "encode_outcome"),
         ]
     return [*headline(rep, picks), waits]

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 from taskq import options as opts
 from taskq.broker import Broker
+from taskq.broker.connection import redact_url
 from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
 from taskq.flow import Flow
 from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
-from taskq.localredis import redact_url
 from taskq.options import FlowOptionsDict, TaskOptionsDict
 from taskq.task import AsyncTask, Task
 
@@ -215,8 +215,8 @@ class App:
         check_run_id(run_id)
         if queue is None:
             queue = self.settings.default_queue
-            if not self.broker.run_record(queue, run_id):
-                queue = self.broker.find_run(run_id) or queue
+            if not self.broker.producer.run_record(queue, run_id):
+                queue = self.broker.producer.find_run(run_id) or queue
         return Future(self.broker, check_name("queue name", queue), run_id, "")
 
     def queues(self) -> list[str]:

@@ -275,13 +275,15 @@ class Deadlines:
                     if d is not None:
                         items.append((eid, d.run_id, self._attempt(app, d, consumer), d.payload))
                 if items:
-                    n = broker.handback(queue, consumer, items, "its worker was killed", level)
+                    n = broker.consumer.handback(
+                        queue, consumer, items, "its worker was killed", level
+                    )
                     log.warning("handed back %d run(s) of killed worker %s", n, consumer)
 
     @staticmethod
     def _attempt(app: App, d: Delivery, consumer: str) -> int:
         """The attempt the dead worker held (0 if it had not started the run)."""
-        rec = app.broker.run_record(d.queue, d.run_id)
+        rec = app.broker.producer.run_record(d.queue, d.run_id)
         if rec.get("w") == consumer and rec.get("e") == d.entry_id.decode():
             return int(rec.get("a", 0))
         return 0

@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskq import scripts
 from taskq.app import App
-from taskq.broker import Entry, delay_mark
+from taskq.broker import Entry, FinishCall, delay_mark
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.context import current_flow, running_task
 from taskq.errors import (
@@ -121,7 +120,7 @@ class Engine:
         self.can_block = can_block
         #: Set by the worker: takes a ready ``finish`` call to send with its next fetch
         #: (returns False when it cannot, and the engine sends the call itself).
-        self.defer: Callable[[Delivery, tuple[list[str], list[Any]]], bool] | None = None
+        self.defer: Callable[[Delivery, FinishCall], bool] | None = None
         self.broker = app.broker
         self.worker_id = worker_id
         s = app.settings
@@ -147,7 +146,7 @@ class Engine:
                 by_lane.setdefault((queue, level), []).append(d)
         admitted: list[Delivery] = []
         for (queue, level), batch in by_lane.items():
-            started = self.broker.start(
+            started = self.broker.consumer.start(
                 queue,
                 self.worker_id,
                 [
@@ -181,7 +180,7 @@ class Engine:
                     self._renotify(d)
                     duplicates.append(d.entry_id)
             if duplicates:
-                self.broker.ack(queue, duplicates, level)
+                self.broker.consumer.ack(queue, duplicates, level)
         return admitted
 
     def _renotify(self, d: Delivery) -> None:
@@ -190,9 +189,9 @@ class Engine:
         parent = d.parent
         if parent is None:
             return
-        raw = self.broker.peek_results(d.queue, [d.run_id])[0]
+        raw = self.broker.producer.peek_results(d.queue, [d.run_id])[0]
         if raw is not None:
-            self.broker.notify(parent[0], parent[1], d.run_id, raw, self._ttl(d), parent[2])
+            self.broker.flows.notify(parent[0], parent[1], d.run_id, raw, self._ttl(d), parent[2])
 
     def _decode(
         self, queue: str, eid: bytes, fields: dict[bytes, bytes], level: int
@@ -239,7 +238,9 @@ class Engine:
         payload = fields[PAYLOAD_FIELD]
         grace = self.app.settings.unknown_task_grace
         if grace > 0:
-            code, waited = self.broker.park(queue, self.worker_id, eid, msg.run_id, payload, level)
+            code, waited = self.broker.consumer.park(
+                queue, self.worker_id, eid, msg.run_id, payload, level
+            )
             if code == 1:
                 if msg.task not in _warned_unknown:
                     _warned_unknown.add(msg.task)
@@ -280,7 +281,7 @@ class Engine:
         p = parent_of(msg)
         if p is not None:
             outcome = encode_outcome("Failed", attempts, error=ErrorInfo("DeadLettered", reason))
-            self.broker.notify(p[0], p[1], msg.run_id, outcome, level=p[2])
+            self.broker.flows.notify(p[0], p[1], msg.run_id, outcome, level=p[2])
 
     def _dead(
         self,
@@ -292,7 +293,7 @@ class Engine:
         level: int = 0,
     ) -> None:
         log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
-        self.broker.dead_letter(queue, eid, fields, reason, run_id, level)
+        self.broker.consumer.dead_letter(queue, eid, fields, reason, run_id, level)
 
     # -- execution ----------------------------------------------------------------------
 
@@ -359,7 +360,7 @@ class Engine:
                 if runner.violation is not None:  # caught by the body, and fatal still
                     self.handle_failure(d, runner.violation)
                     return
-                got = self.broker.suspend(
+                got = self.broker.flows.suspend(
                     d.queue,
                     d.entry_id,
                     d.run_id,
@@ -406,13 +407,13 @@ class Engine:
         if d.cache_key is None:
             return False
         refresh = d.message.meta.get("refresh_cache", cache.refresh)
-        raw = None if refresh else self.broker.cache_get(d.queue, d.cache_key)
+        raw = None if refresh else self.broker.consumer.cache_get(d.queue, d.cache_key)
         if raw is None and cache.serializable and not refresh:
             ttl = self.app.settings.lease_seconds * 4
-            holder = self.broker.cache_lock(d.queue, d.cache_key, d.run_id, ttl)
+            holder = self.broker.consumer.cache_lock(d.queue, d.cache_key, d.run_id, ttl)
             if holder is not None and holder != d.run_id:
-                self.broker.wait_result(d.queue, holder, ttl)
-                raw = self.broker.cache_get(d.queue, d.cache_key)
+                self.broker.producer.wait_result(d.queue, holder, ttl)
+                raw = self.broker.consumer.cache_get(d.queue, d.cache_key)
         if raw is None:
             return False
         value = decode_outcome(raw).value
@@ -524,7 +525,7 @@ class Engine:
         # A child on its flow's queue (one hash tag) ends in one script: outcome, notify,
         # ack. On another queue it takes three calls in that order (two hash tags).
         same_tag = parent is not None and parent[0] == d.queue
-        call = self.broker.finish_args(
+        call = self.broker.consumer.finish_call(
             d.queue,
             d.entry_id,
             d.run_id,
@@ -541,10 +542,10 @@ class Engine:
         one_call = parent is None or same_tag
         if one_call and not need_result and self.defer is not None and self.defer(d, call):
             return True
-        recorded = bool(self.broker.call(scripts.FINISH, *call))
+        recorded = self.broker.consumer.finish(call)
         if recorded and parent is not None and not same_tag:
-            self.broker.notify(parent[0], parent[1], d.run_id, outcome, ttl, parent[2])
-            self.broker.ack(d.queue, [d.entry_id], d.level)
+            self.broker.flows.notify(parent[0], parent[1], d.run_id, outcome, ttl, parent[2])
+            self.broker.consumer.ack(d.queue, [d.entry_id], d.level)
         return recorded
 
     def handle_retry(
@@ -552,7 +553,7 @@ class Engine:
     ) -> None:
         """Ack the attempt and put the run in the delay queue (AwaitingRetry), in one script."""
         err = error_info(exc)
-        got = self.broker.retry(
+        got = self.broker.consumer.retry(
             d.queue,
             d.entry_id,
             d.run_id,

@@ -25,7 +25,7 @@
 ``except Exception`` cannot swallow them.
 
 redis-py errors are translated to these in exactly one place:
-:meth:`taskq.broker_core.BrokerCore.translate`.
+:meth:`taskq.broker.connection.Connection.translate`.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def read_events(
     broker: Broker, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
 ) -> list[Event]:
     """Events of ``queue`` after stream id ``after``, oldest first."""
-    return [_event(eid, f) for eid, f in broker.events(queue, after, count, block)]
+    return [_event(eid, f) for eid, f in broker.inspect.events(queue, after, count, block)]
 
 
 def follow(broker: Broker, queue: str, after: str) -> Iterator[Event]:
@@ -51,4 +51,4 @@ def follow(broker: Broker, queue: str, after: str) -> Iterator[Event]:
 
 def recent_events(broker: Broker, queue: str, count: int) -> list[Event]:
     """The last ``count`` events of ``queue``, oldest first (what ``taskq events`` shows first)."""
-    return [_event(eid, f) for eid, f in broker.recent_events(queue, count)]
+    return [_event(eid, f) for eid, f in broker.inspect.recent_events(queue, count)]

@@ -186,12 +186,12 @@ class FlowRun:
         if self.retrying:
             bad = [c for c, o in self._outcomes.items() if not _completed(o)]
             if bad:
-                self.app.broker.flow_forget(self.queue, self.run_id, bad)
+                self.app.broker.flows.flow_forget(self.queue, self.run_id, bad)
                 self._outcomes, self._seen, self._reset = {}, 0, set(bad)
                 self._refresh()
 
     def _refresh(self) -> None:
-        order, raws = self.app.broker.flow_outcomes(self.queue, self.run_id, self._seen)
+        order, raws = self.app.broker.flows.flow_outcomes(self.queue, self.run_id, self._seen)
         self._seen += len(order)
         for child in order:
             raw = raws.get(child)
@@ -262,12 +262,12 @@ class FlowRun:
             if digest is not None:
                 self._calls[rid] = (name, digest)
             if rid in self._reset:
-                self.app.broker.reset_child(queue, rid)
+                self.app.broker.flows.reset_child(queue, rid)
                 self._reset.discard(rid)
             msg = self._message(task, rid, row, kwargs, digest)
             runs.append((rid, encode_message(msg, self.app.broker.limits), due))
         if runs:
-            self.app.broker.enqueue(queue, runs, task.options.priority)
+            self.app.broker.producer.enqueue(queue, runs, task.options.priority)
         return futures
 
     def submit_child(
@@ -305,7 +305,7 @@ class FlowRun:
                 if mode == "all":
                     missing = [c for c in self.spawned if c not in self._outcomes]
                 raise Suspend(missing, mode)
-            self.app.broker.flow_ping_wait(self.queue, self.run_id, min(left, block))
+            self.app.broker.flows.flow_ping_wait(self.queue, self.run_id, min(left, block))
             refreshed = False
 
     def as_completed(self, futures: Iterable[Future[R]]) -> Iterator[Future[R]]:

@@ -107,7 +107,7 @@ class Future(Generic[R]):
     def done(self) -> bool:
         """True once the run has a final outcome (one round trip unless already known)."""
         if self._outcome is None:
-            self._set(self._broker.peek_results(self.queue, [self.run_id])[0])
+            self._set(self._broker.producer.peek_results(self.queue, [self.run_id])[0])
         return self._outcome is not None
 
     def wait(self, timeout: float | None = None) -> State:
@@ -118,7 +118,7 @@ class Future(Generic[R]):
         """
         _refuse_in_task("Future.wait()")
         if self._outcome is None:
-            self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
+            self._set(self._broker.producer.wait_result(self.queue, self.run_id, timeout))
         return self.state
 
     @overload
@@ -149,7 +149,7 @@ class Future(Generic[R]):
         _refuse_in_task("Future.result()")
         outcome = self._outcome
         if outcome is None:
-            outcome = self._set(self._broker.wait_result(self.queue, self.run_id, timeout))
+            outcome = self._set(self._broker.producer.wait_result(self.queue, self.run_id, timeout))
         if outcome is None:
             head = f"run {self.run_id} has no result after {timeout} s"
             raise ResultTimeoutError(_explain(head, [self]))
@@ -166,9 +166,9 @@ class Future(Generic[R]):
         if self._outcome is not None:
             o = self._outcome
             return State(o.state, o.attempt, o.error)
-        record = self._broker.run_record(self.queue, self.run_id)
+        record = self._broker.producer.run_record(self.queue, self.run_id)
         if not record:
-            raw = self._broker.peek_results(self.queue, [self.run_id])[0]
+            raw = self._broker.producer.peek_results(self.queue, [self.run_id])[0]
             if self._set(raw) is not None:
                 return self.state
             return State("Unknown")
@@ -199,7 +199,7 @@ def _explain(head: str, pending: Sequence[Future[Any]]) -> str:
     for key in queues:
         f = next(f for f in pending if (id(f._broker), f.queue) == key)
         try:
-            got = f._broker.wait_facts(f.queue, [first.run_id] if f is first else [])
+            got = f._broker.inspect.wait_facts(f.queue, [first.run_id] if f is first else [])
         except TaskqError:
             return head  # Redis went away meanwhile: the bare timeout is the truth then
         if f is first:
@@ -238,7 +238,7 @@ def _refresh(futures: Iterable[Future[Any]]) -> None:
         if f._outcome is None:
             by_queue.setdefault((id(f._broker), f.queue), []).append(f)
     for group in by_queue.values():
-        raws = group[0]._broker.peek_results(group[0].queue, [f.run_id for f in group])
+        raws = group[0]._broker.producer.peek_results(group[0].queue, [f.run_id for f in group])
         for f, raw in zip(group, raws, strict=True):
             f._set(raw)
 
@@ -293,7 +293,7 @@ def _as_completed(futures: Iterable[Future[R]], timeout: float | None) -> Iterat
         same = [f for f in pending if f._broker is head._broker and f.queue == head.queue]
         watched = same[:_WATCH_BATCH]
         block = min(left, head._broker.settings.block_seconds)
-        if head._broker.wait_any(head.queue, [f.run_id for f in watched], block) is None:
+        if head._broker.producer.wait_any(head.queue, [f.run_id for f in watched], block) is None:
             watched = []  # timed out: re-read everything
 
 

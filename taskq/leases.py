@@ -59,7 +59,7 @@ class LeaseKeeper:
                 by_lane.setdefault((q, level), []).append(eid)
             for (q, level), ids in by_lane.items():
                 try:
-                    lost = self.broker.renew(q, self.consumer, ids, level)
+                    lost = self.broker.consumer.renew(q, self.consumer, ids, level)
                 except TaskqError as exc:
                     log.warning("lease renewal failed: %s", exc)
                     continue
@@ -75,7 +75,7 @@ class LeaseKeeper:
         self._last_reclaim = now
         out: list[Entry] = []
         for q in queues:
-            out += self.broker.reclaim(q, self.consumer, self.lease, free - len(out))
+            out += self.broker.consumer.reclaim(q, self.consumer, self.lease, free - len(out))
             if len(out) >= free:
                 break
         if out:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from taskq.broker.connection import redact_url
 from taskq.config import DEFAULT_REDIS_URL
 
 __all__ = ["DEFAULT_REDIS_URL", "LocalRedis", "ensure_redis", "ping", "redact_url"]
@@ -43,31 +42,6 @@ _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5
 _BIND_ERRORS = ("Address already in use", "Failed listening on port")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)[^/?#]*@")
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
-
-    Both the ``user:password@`` part and a ``password=`` query parameter are
-    redacted. Everything else is returned unchanged.
-
-    Args:
-        url: A Redis URL such as ``redis://user:secret@host:6379/0``.
-
-    Returns:
-        The URL safe to log, e.g. ``redis://user:***@host:6379/0``.
-    """
-    try:
-        netloc = urlsplit(url).netloc
-    except ValueError:
-        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    if at and colon:
-        url = url.replace(netloc, f"{user}:***@{hostinfo}", 1)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def _client(url: str, timeout: float) -> redis.Redis:

@@ -85,7 +85,7 @@ class Mover:
         wait: float | None = None
         for q in self.queues:
             while True:
-                moved, next_due, now = self.broker.promote(q, self.batch)
+                moved, next_due, now = self.broker.delay.promote(q, self.batch)
                 self.moved += moved
                 if moved < self.batch:
                     break

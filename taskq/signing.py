@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from taskq.errors import ConfigurationError, MessageError
 
 MAGIC = b"\xc1S"
-_HEAD = len(MAGIC) + 4 + 32
+#: Bytes a signature adds in front of a payload: the magic, a key fingerprint, the MAC.
+SIGNATURE_BYTES = len(MAGIC) + 4 + 32
 
 
 def _as_bytes(key: str | bytes) -> bytes:
@@ -57,12 +58,14 @@ class Signer:
             if data[:2] == MAGIC:
                 raise MessageError("payload is signed but this worker has no signing keys")
             return data
-        if data[:2] != MAGIC or len(data) < _HEAD:
+        if data[:2] != MAGIC or len(data) < SIGNATURE_BYTES:
             raise MessageError("unsigned payload (this worker requires signed messages)")
         key = self._keys.get(data[2:6])
         if key is None:
             raise MessageError("payload signed with a key that is not active here")
-        body = data[_HEAD:]
-        if not hmac.compare_digest(data[6:_HEAD], hmac.new(key, body, hashlib.sha256).digest()):
+        body = data[SIGNATURE_BYTES:]
+        if not hmac.compare_digest(
+            data[6:SIGNATURE_BYTES], hmac.new(key, body, hashlib.sha256).digest()
+        ):
             raise MessageError("bad payload signature")
         return body

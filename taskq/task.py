@@ -131,7 +131,7 @@ class Task(Generic[P, R]):
             return runner.submit_child(self, args, kw, due)
         msg = self.make_message(args, kw)
         runs = [(msg.run_id, encode_message(msg, self.app.broker.limits), due)]
-        self.app.broker.enqueue(self.queue, runs, self.options.priority)
+        self.app.broker.producer.enqueue(self.queue, runs, self.options.priority)
         return Future(self.app.broker, self.queue, msg.run_id, self.name)
 
     delay = submit  # Prefect's name for a background run
@@ -177,7 +177,7 @@ class Task(Generic[P, R]):
             except MessageError as exc:
                 raise MessageError(f"map item {i}: {exc}") from exc
         broker, queue = self.app.broker, self.queue
-        broker.enqueue_stream(queue, runs, self.options.priority)
+        broker.producer.enqueue_stream(queue, runs, self.options.priority)
         return [Future(broker, queue, rid, name) for rid, _, _ in runs]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -36,7 +36,8 @@ import pytest
 import redis
 
 from taskq.app import App
-from taskq.localredis import LocalRedis, ping, redact_url
+from taskq.broker.connection import redact_url
+from taskq.localredis import LocalRedis, ping
 from taskq.worker import Worker
 
 __all__ = [

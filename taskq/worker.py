@@ -33,13 +33,12 @@ from typing import Any
 
 from taskq.app import App
 from taskq.backoff import Backoff
-from taskq.broker import Entry
+from taskq.broker import Entry, FinishCall
 from taskq.engine import Delivery, Engine
 from taskq.errors import BrokerError, TaskqError
 from taskq.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.scheduler import Mover
-from taskq.scripts import FINISH
 from taskq.threads import TaskThreads
 
 log = logging.getLogger("taskq.worker")
@@ -103,7 +102,7 @@ class Worker:
         if burst:  # runs it hands back for another worker are not its to wait for
             self.engine.parked = {}
         # Finished runs whose finish call waits to go out with the next fetch.
-        self._outbox: list[tuple[Delivery, tuple[list[str], list[Any]]]] = []
+        self._outbox: list[tuple[Delivery, FinishCall]] = []
         self._blocking = False  # the fetch loop is in (or entering) a blocking read
         self._inflight = 0
         self._cond = threading.Condition()
@@ -175,8 +174,8 @@ class Worker:
 
     def _prepare(self) -> None:
         for q in self.queues:
-            self.app.broker.ensure_group(q)
-        for warning in self.app.broker.server_warnings():
+            self.app.broker.consumer.ensure_group(q)
+        for warning in self.app.broker.inspect.server_warnings():
             log.warning("%s", warning)
 
     def _retrying(self, step: Any) -> Any:
@@ -211,7 +210,7 @@ class Worker:
     def _regroup(self) -> None:
         """The consumer groups are gone (Redis lost its data): make them again, and say so."""
         for q in self.queues:
-            self.app.broker.ensure_group(q, again=True)
+            self.app.broker.consumer.ensure_group(q, again=True)
         log.error(
             "the consumer groups of queues %s were missing: Redis lost its data (FLUSHALL, "
             "a restart without persistence, a failover to an empty replica); runs queued or "
@@ -248,7 +247,9 @@ class Worker:
             # block on the stream, which the mover feeds when they come due. A run the
             # mover moved between the read above and the count is in the stream now:
             # one more read settles it. Runs due later are left scheduled.
-            soon, later = broker.delayed_within(self.queues, self.burst_wait, self.engine.parked)
+            soon, later = broker.delay.delayed_within(
+                self.queues, self.burst_wait, self.engine.parked
+            )
             entries = self._read(free, self.app.settings.block_seconds if soon else None)
             if not entries and not soon:
                 for q, n, due_in in later:
@@ -260,7 +261,7 @@ class Worker:
                     )
                 return False
         if len(entries) > free:  # a blocking read over several priority streams
-            broker.release(self.id, entries[free:])
+            broker.consumer.release(self.id, entries[free:])
             entries = entries[:free]
         if entries:
             self._admit(entries, fresh)
@@ -284,7 +285,7 @@ class Worker:
                 else:
                     self._blocking = True
         try:
-            return self.app.broker.read(self.queues, self.id, free, block)
+            return self.app.broker.consumer.read(self.queues, self.id, free, block)
         finally:
             if block is not None:
                 with self._cond:
@@ -292,7 +293,7 @@ class Worker:
 
     # -- batched outcomes ---------------------------------------------------------------
 
-    def _defer(self, d: Delivery, call: tuple[list[str], list[Any]]) -> bool:
+    def _defer(self, d: Delivery, call: FinishCall) -> bool:
         """Engine hook: keep a finished run's ``finish`` call for the fetch loop, which
         sends it with its next fetch (one round trip for many runs). Refused while
         the loop blocks on an empty stream or the worker stops: the caller sends it."""
@@ -305,7 +306,7 @@ class Worker:
             self._cond.notify_all()
             return True
 
-    def _take_outbox(self) -> list[tuple[Delivery, tuple[list[str], list[Any]]]]:
+    def _take_outbox(self) -> list[tuple[Delivery, FinishCall]]:
         with self._cond:
             taken, self._outbox = self._outbox, []
             return taken
@@ -317,7 +318,7 @@ class Worker:
         if not taken:
             return None
         try:
-            results, entries = self.app.broker.finish_and_read(
+            results, entries = self.app.broker.consumer.finish_and_read(
                 [call for _, call in taken], self.queues, self.id, free
             )
         except TaskqError:
@@ -333,13 +334,13 @@ class Worker:
         if not taken:
             return
         try:
-            results = self.app.broker.call_mixed([(FINISH, *call) for _, call in taken])
+            results = self.app.broker.consumer.finish_many([call for _, call in taken])
         except TaskqError as exc:
             log.warning(
                 "recording %d outcome(s) failed: %s (leases bring them back)", len(taken), exc
             )
             results = [exc] * len(taken)
-        self._recorded(taken, [r if isinstance(r, Exception) else bool(r) for r in results])
+        self._recorded(taken, results)
 
     def _recorded(
         self, taken: Sequence[tuple[Delivery, Any]], results: Sequence[bool | Exception]
@@ -485,7 +486,9 @@ class Worker:
         for (q, level), ds in by_lane.items():
             items = [(d.entry_id, d.run_id, d.attempt, d.payload) for d in ds]
             try:
-                self.handed_back += self.app.broker.handback(q, self.id, items, reason, level)
+                self.handed_back += self.app.broker.consumer.handback(
+                    q, self.id, items, reason, level
+                )
             except TaskqError as exc:
                 log.warning("hand-back failed (%s); the lease will bring the runs back", exc)
 

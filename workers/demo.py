@@ -24,8 +24,9 @@ from collections import Counter
 from typing import IO, Any
 
 import taskq
+from taskq.broker.connection import redact_url
 from taskq.events import follow
-from taskq.localredis import ensure_redis, redact_url
+from taskq.localredis import ensure_redis
 
 SHOW_TRANSITIONS = 12
 FINAL = {"Completed", "Cached", "Failed", "Cancelled"}
@@ -150,7 +151,7 @@ def run(ex: Any, pool: subprocess.Popen[str], console: Console) -> int:
     ex.add.submit(0, 0).result(timeout=60)  # the pool answers: it is up
     console.line(f"Worker pool ready in {time.perf_counter() - t0:.2f} s.")
 
-    after = app.broker.recent_events("default", 1)[-1][0]
+    after = app.broker.inspect.recent_events("default", 1)[-1][0]
     start = time.perf_counter()
     futures = [
         *ex.add.map(range(100), range(100)),

@@ -198,7 +198,7 @@ def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) 
     from taskq.cli.show import describe
 
     broker = App(redis_url, prefix=prefix).broker
-    queue = queue or broker.find_run(run_id)
+    queue = queue or broker.producer.find_run(run_id)
     lines = describe(broker, queue, run_id) if queue else []
     if not lines:
         raise click.ClickException(f"no run {run_id!r} (unknown, or its record expired)")

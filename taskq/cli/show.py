@@ -49,7 +49,7 @@ def print_dead(broker: Broker, queue: str, count: int) -> bool:
     Returns:
         Whether there was any entry.
     """
-    entries = broker.dead_entries(queue, count)
+    entries = broker.inspect.dead_entries(queue, count)
     for eid, fields in entries:
         reason = fields.get(b"reason", b"").decode(errors="replace")
         run = fields.get(b"run", b"").decode(errors="replace") or "-"
@@ -60,7 +60,7 @@ def print_dead(broker: Broker, queue: str, count: int) -> bool:
 def nothing_on(broker: Broker, message: str) -> None:
     """Say that a queue had nothing to show, and which queues exist under the prefix."""
     click.echo(message)
-    names = broker.queue_names()
+    names = broker.inspect.queue_names()
     prefix = broker.keys.prefix
     if names:
         click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
@@ -79,7 +79,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
     Returns:
         The lines, or an empty list when the run is unknown (or expired).
     """
-    record = broker.run_record(queue, run_id)
+    record = broker.producer.run_record(queue, run_id)
     if not record:
         return []
     attempts = int(record.get("a", 0))
@@ -88,7 +88,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         lines.append(f"  name: {record['n']}")
     if "due" in record and record.get("s") in ("Scheduled", "AwaitingRetry"):
         lines.append(f"  next attempt due {_when(record['due'])}")
-    raw = broker.peek_results(queue, [run_id])[0]
+    raw = broker.producer.peek_results(queue, [run_id])[0]
     final = decode_outcome(raw) if raw is not None else None
     for a in range(1, attempts + 1):
         start = record.get(f"t{a}")
@@ -103,7 +103,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
     if "dead" in record:
         lines.append(f"  dead-lettered: {record['dead']}")
     lines += _children(broker, queue, run_id, record)
-    events = broker.run_events(queue, run_id)
+    events = broker.inspect.run_events(queue, run_id)
     if events:
         lines.append("  events:")
         for eid, f in events:
@@ -116,7 +116,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
 def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -> list[str]:
     """A flow's children ``<run_id>.1 ..`` with their states (empty for a task)."""
     seq = int(record.get("seq", 0))
-    _, outcomes = broker.flow_outcomes(queue, run_id, 0)
+    _, outcomes = broker.flows.flow_outcomes(queue, run_id, 0)
     queues = [q for q in record.get("cq", "").split(",") if q] or [queue]
     total = max(seq, len(outcomes))
     if not total:
@@ -128,7 +128,8 @@ def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -
             state = decode_outcome(outcomes[child]).state
         else:
             state = next(
-                (r.get("s", "?") for q in queues if (r := broker.run_record(q, child))), "unknown"
+                (r.get("s", "?") for q in queues if (r := broker.producer.run_record(q, child))),
+                "unknown",
             )
         lines.append(f"    {child}  {state}")
     return lines

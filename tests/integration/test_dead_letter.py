@@ -43,7 +43,7 @@ def test_malformed_entries_are_dead_lettered_and_valid_tasks_complete(
     burst_worker(taskq_app)
 
     assert [f.result(timeout=5) for f in before + after] == list(range(1, 11))
-    dead = taskq_app.broker.dead_entries("default")
+    dead = taskq_app.broker.inspect.dead_entries("default")
     reasons = [fields[b"reason"].decode() for _, fields in dead]
     assert len(dead) == len(bad_entries)
     assert "undecodable payload" in reasons[0]
@@ -58,7 +58,7 @@ def test_malformed_entries_are_dead_lettered_and_valid_tasks_complete(
     ghost_future: taskq.Future[None] = taskq.Future(taskq_app.broker, "default", "ghost-run", "?")
     err = ghost_future.result(timeout=5, raise_on_failure=False)
     assert isinstance(err, taskq.TaskFailedError) and err.error.type == "DeadLettered"
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 def test_a_duplicate_delivery_of_a_finished_run_does_not_execute(
@@ -78,7 +78,7 @@ def test_a_duplicate_delivery_of_a_finished_run_does_not_execute(
     taskq_app.broker.client.xadd(taskq_app.keys.stream("default"), {"m": payload})
     burst_worker(taskq_app)
     assert calls == [1]
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 def test_submit_refuses_what_a_worker_would_dead_letter_and_enqueues_nothing(
@@ -110,7 +110,7 @@ def test_submit_refuses_what_a_worker_would_dead_letter_and_enqueues_nothing(
 
     with pytest.raises(taskq.MessageError, match="more than 2 arguments"):
         three.submit(1, 2, 3)
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
     assert taskq_app.broker.client.keys(f"{taskq_app.settings.prefix}:*run:*") == []
 
 
@@ -132,7 +132,7 @@ def test_an_entry_whose_payload_cannot_be_decoded_fails_its_run(
         garbage: b"\xc1\xc1 not msgpack",
     }
     # Written past the producer's checks, as an older or foreign producer would.
-    broker.enqueue("default", [(rid, p, "") for rid, p in payloads.items()])
+    broker.producer.enqueue("default", [(rid, p, "") for rid, p in payloads.items()])
 
     burst_worker(taskq_app)
 
@@ -142,7 +142,7 @@ def test_an_entry_whose_payload_cannot_be_decoded_fails_its_run(
         assert isinstance(err, taskq.TaskFailedError), rid
         assert err.error.type == "DeadLettered" and "undecodable" in err.error.message
         assert fut.state.name == "Failed"
-    dead = {f[b"run"]: f for _, f in broker.dead_entries("default")}
+    dead = {f[b"run"]: f for _, f in broker.inspect.dead_entries("default")}
     assert set(dead) == {rid.encode() for rid in payloads}
     assert dead[garbage.encode()][b"r"] == garbage.encode()  # fields copied intact
 
@@ -166,9 +166,9 @@ def test_a_forged_entry_is_dead_lettered_without_failing_the_run_it_names(
 
     burst_worker(taskq_app)
 
-    (_, fields), *_ = taskq_app.broker.dead_entries("default")
+    (_, fields), *_ = taskq_app.broker.inspect.dead_entries("default")
     assert b"unsigned payload" in fields[b"reason"] and fields[b"run"] == b""
-    assert taskq_app.broker.run_record("default", rid)["s"] == "Pending"
+    assert taskq_app.broker.producer.run_record("default", rid)["s"] == "Pending"
 
 
 def test_a_poison_run_reports_the_attempts_its_record_counts(taskq_app: taskq.App) -> None:
@@ -182,10 +182,10 @@ def test_a_poison_run_reports_the_attempts_its_record_counts(taskq_app: taskq.Ap
     err = fut.result(timeout=5, raise_on_failure=False)
     assert isinstance(err, taskq.TaskFailedError) and err.error.type == "DeadLettered"
     assert "max_deliveries=1" in err.error.message
-    assert taskq_app.broker.run_record("default", fut.run_id)["a"] == "1"
+    assert taskq_app.broker.producer.run_record("default", fut.run_id)["a"] == "1"
     assert err.attempts == 1
     assert fut.state.attempt == 1 and fut.state.name == "Failed"
-    failed = [f for _, f in broker.events("default") if f.get("s") == "Failed"]
+    failed = [f for _, f in broker.inspect.events("default") if f.get("s") == "Failed"]
     assert failed and failed[-1]["a"] == "1"
 
 
@@ -196,7 +196,7 @@ def test_a_poison_flow_child_tells_its_flow_the_attempts_it_made(taskq_app: task
     child = "flowrun00000000.1"
     meta = {"parent": ["default", "flowrun00000000", 0]}
     payload = encode_message(Message(child, crashes_its_worker.name, [], {}, meta))
-    taskq_app.broker.enqueue("default", [(child, payload, "")])
+    taskq_app.broker.producer.enqueue("default", [(child, payload, "")])
     _start_then_take_over(taskq_app)
 
     results = taskq_app.keys.flow_results("default", "flowrun00000000")
@@ -209,8 +209,8 @@ def _start_then_take_over(app: taskq.App) -> None:
     """Worker w1 starts attempt 1 of the one queued run, then "dies"; w2 takes the
     delivery over (a second delivery, past max_deliveries=1) and finds it poison."""
     broker, stream = app.broker, app.keys.stream("default")
-    broker.ensure_group("default")
-    assert Engine(app, "w1").admit(broker.read(["default"], "w1", 10, None))
+    broker.consumer.ensure_group("default")
+    assert Engine(app, "w1").admit(broker.consumer.read(["default"], "w1", 10, None))
     (pending,) = broker.client.xpending_range(stream, GROUP, "-", "+", 10)
     claimed = broker.client.xclaim(stream, GROUP, "w2", 0, [pending["message_id"]])
     entries = [("default", eid, fields, 0) for eid, fields in claimed]
@@ -244,16 +244,16 @@ def test_a_run_of_a_task_this_worker_does_not_know_waits_for_one_that_does(
     with caplog.at_level(logging.WARNING, logger="taskq.engine"):
         burst_worker(taskq_app)  # the old version: drains, handing both runs back
     for f in futures:
-        record = broker.run_record("default", f.run_id)
+        record = broker.producer.run_record("default", f.run_id)
         assert record["s"] == "Pending" and record["u"] == "1" and "u0" in record
-    assert broker.delayed_count(["default"]) == 2
-    assert broker.dead_entries("default") == []
+    assert broker.delay.delayed_count(["default"]) == 2
+    assert broker.inspect.dead_entries("default") == []
     warned = [r for r in caplog.records if "no task named 'tasks.added'" in r.getMessage()]
     assert len(warned) == 1  # once per task name, not per run
 
     burst_worker(new_version)  # a new worker takes them when they come due
     assert [f.result(timeout=5) for f in futures] == [2, 4]
-    assert broker.dead_entries("default") == []
+    assert broker.inspect.dead_entries("default") == []
 
 
 def test_a_run_of_an_unknown_task_is_dead_lettered_once_the_grace_is_spent(
@@ -262,7 +262,7 @@ def test_a_run_of_an_unknown_task_is_dead_lettered_once_the_grace_is_spent(
     taskq_app.configure(unknown_task_grace=0.001)
     fut = new_version.get_task("tasks.added").submit(1)
     burst_worker(taskq_app)  # handed back, due in 1 s
-    assert taskq_app.broker.run_record("default", fut.run_id)["s"] == "Pending"
+    assert taskq_app.broker.producer.run_record("default", fut.run_id)["s"] == "Pending"
     burst_worker(taskq_app)  # waits for it, sees it again past the grace
     err = fut.result(timeout=5, raise_on_failure=False)
     assert isinstance(err, taskq.TaskFailedError) and err.error.type == "DeadLettered"
@@ -270,7 +270,7 @@ def test_a_run_of_an_unknown_task_is_dead_lettered_once_the_grace_is_spent(
         r"no task named 'tasks.added' is registered \(waited \d+ s for a worker that knows it\)",
         err.error.message,
     )
-    (_, fields), *_ = taskq_app.broker.dead_entries("default")
+    (_, fields), *_ = taskq_app.broker.inspect.dead_entries("default")
     assert fields[b"run"] == fut.run_id.encode()
 
 
@@ -283,4 +283,4 @@ def test_with_no_grace_a_run_of_an_unknown_task_is_dead_lettered_at_once(
     err = fut.result(timeout=5, raise_on_failure=False)
     assert isinstance(err, taskq.TaskFailedError)
     assert err.error.message == "no task named 'tasks.added' is registered"
-    assert taskq_app.broker.delayed_count(["default"]) == 0
+    assert taskq_app.broker.delay.delayed_count(["default"]) == 0

@@ -49,11 +49,11 @@ def test_a_gil_holding_task_is_timed_out_by_the_supervisor_and_its_neighbour_han
         with pytest.raises(taskq.TaskFailedError) as info:
             stuck.result(timeout=60)
         assert info.value.error.type == "taskq.errors.TaskTimeoutError"
-        record = app.broker.run_record("default", stuck.run_id)
+        record = app.broker.producer.run_record("default", stuck.run_id)
         assert record["s"] == "Failed" and record["a"] == "1", record
         failed = [
             eid
-            for eid, f in app.broker.run_events("default", stuck.run_id)
+            for eid, f in app.broker.inspect.run_events("default", stuck.run_id)
             if f.get("s") == "Failed"
         ]
         assert failed, pool.output()
@@ -64,7 +64,7 @@ def test_a_gil_holding_task_is_timed_out_by_the_supervisor_and_its_neighbour_han
         wait_started("b")
         app.broker.execute("RPUSH", pool_apps.release_key("b"), "go")
         assert neighbour.result(timeout=30) == "released"
-        record = app.broker.run_record("default", neighbour.run_id)
+        record = app.broker.producer.run_record("default", neighbour.run_id)
         assert record["x1"].startswith("Interrupted"), record
         assert record["a"] == "2", record
         assert "killed" in pool.output()
@@ -96,16 +96,16 @@ def test_a_timeout_the_childs_watchdog_already_recorded_is_not_recorded_again(
     future = pool_apps.spin.with_options(retries=1).submit("x")
     other = pool_apps.hold.submit("y")
     broker = app.broker
-    broker.ensure_group("default")
+    broker.consumer.ensure_group("default")
     engine = Engine(app, "child-1")
-    first, second = engine.admit(broker.read(["default"], "child-1", 2, None))
+    first, second = engine.admit(broker.consumer.read(["default"], "child-1", 2, None))
     reader, writer = multiprocessing.Pipe(duplex=False)
     reporter = Reporter(writer)
     reporter.hello("child-1")
     reporter.timed(first, time.monotonic() - 5)  # long overdue
     engine.handle_timeout(first)  # the child's watchdog won the race
-    recorded = broker.run_record("default", future.run_id)
-    events = broker.run_events("default", future.run_id)
+    recorded = broker.producer.run_record("default", future.run_id)
+    events = broker.inspect.run_events("default", future.run_id)
     assert recorded["s"] == "AwaitingRetry"
 
     deadlines = Deadlines("tests.pool_apps:app", redis_url)
@@ -114,9 +114,9 @@ def test_a_timeout_the_childs_watchdog_already_recorded_is_not_recorded_again(
     process = _Process()
     assert deadlines.enforce({0: process}) == [0] and process.killed
     # The second recording changed nothing (no second attempt used up, no event)...
-    assert broker.run_record("default", future.run_id) == recorded
-    assert broker.run_events("default", future.run_id) == events
+    assert broker.producer.run_record("default", future.run_id) == recorded
+    assert broker.inspect.run_events("default", future.run_id) == events
     # ...and the child's other run was handed back.
-    record = broker.run_record("default", other.run_id)
+    record = broker.producer.run_record("default", other.run_id)
     assert record["s"] == "Pending" and record["x1"].startswith("Interrupted"), record
     assert second.run_id == other.run_id

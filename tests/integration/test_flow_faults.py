@@ -43,11 +43,11 @@ def await_event(app: taskq.App, queue: str, run_id: str, state: str, reads: int 
 
 
 def run_events(app: taskq.App, queue: str, run_id: str) -> list[str]:
-    return [f["s"] for _, f in app.broker.run_events(queue, run_id)]
+    return [f["s"] for _, f in app.broker.inspect.run_events(queue, run_id)]
 
 
 def last_event_id(app: taskq.App, queue: str) -> str:
-    recent = app.broker.recent_events(queue, 1)
+    recent = app.broker.inspect.recent_events(queue, 1)
     return recent[-1][0] if recent else "0-0"
 
 
@@ -148,7 +148,7 @@ def test_sigkill_the_worker_running_a_flow_midway_flow_completes_children_run_on
         if flow_at_kill == "running":
             expected_held.add("flow")
         assert set(held) == expected_held
-        record = apps.app.broker.run_record("default", flow.run_id)
+        record = apps.app.broker.producer.run_record("default", flow.run_id)
         assert record["s"] == ("AwaitingChildren" if flow_at_kill == "suspended" else "Running")
         starts, ends, end_pids = read_ledger(ledger)
         assert sorted(ends) == list(range(done_before_kill))
@@ -180,7 +180,7 @@ def test_sigkill_the_worker_running_a_flow_midway_flow_completes_children_run_on
     for i in killed:  # ran again in B, as attempt 2 after a recorded crash
         assert end_pids[i] != [pid_a]
         child_id = f"{flow.run_id}.{i + 1}"
-        rec = apps.app.broker.run_record("default", child_id)
+        rec = apps.app.broker.producer.run_record("default", child_id)
         assert (rec["s"], rec["a"]) == ("Completed", "2"), rec
         assert run_events(apps.app, "default", child_id) == [
             "Pending",
@@ -192,7 +192,7 @@ def test_sigkill_the_worker_running_a_flow_midway_flow_completes_children_run_on
     assert "reclaimed" in log_b, log_b
 
     # The flow resumed once per satisfied wait, never twice for one wait.
-    record = apps.app.broker.run_record("default", flow.run_id)
+    record = apps.app.broker.producer.run_record("default", flow.run_id)
     story = run_events(apps.app, "default", flow.run_id)
     print(f"flow record: {record}\nflow events: {story}")
     assert record["s"] == "Completed"
@@ -203,7 +203,7 @@ def test_sigkill_the_worker_running_a_flow_midway_flow_completes_children_run_on
         assert int(record["resumes"]) >= 1
     else:
         assert record["a"] == "2" and story.count("Crashed") == 1
-    assert apps.app.broker.queue_sizes("default") == (0, 0)
+    assert apps.app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 # -- 2 and 3: a flow whose three children wait on a queue nobody consumes yet ------------
@@ -246,12 +246,12 @@ def run_until_suspended(app: taskq.App, flow_id: str) -> None:
 def flow_snapshot(app: taskq.App, flow_id: str) -> dict[str, object]:
     client, keys = app.broker.client, app.keys
     return {
-        "record": app.broker.run_record("default", flow_id),
+        "record": app.broker.producer.run_record("default", flow_id),
         "results": client.hgetall(keys.flow_results("default", flow_id)),
         "order": client.lrange(keys.flow_order("default", flow_id), 0, -1),
         "wait": client.smembers(keys.flow_wait("default", flow_id)),
-        "default": app.broker.queue_sizes("default"),
-        "side": app.broker.queue_sizes("side"),
+        "default": app.broker.inspect.queue_sizes("default"),
+        "side": app.broker.inspect.queue_sizes("side"),
     }
 
 
@@ -268,8 +268,8 @@ def test_duplicate_child_completions_do_not_resume_the_parent_twice_or_early(
 
     # Child 1 "completes" twice before any child ran (e.g. a redelivered duplicate).
     injected = encode_outcome("Completed", 1, 111)
-    assert broker.notify("default", fut.run_id, children[0], injected) is False
-    assert broker.notify("default", fut.run_id, children[0], injected) is False
+    assert broker.flows.notify("default", fut.run_id, children[0], injected) is False
+    assert broker.flows.notify("default", fut.run_id, children[0], injected) is False
     snap = flow_snapshot(taskq_app, fut.run_id)
     record = snap["record"]
     assert isinstance(record, dict)
@@ -284,7 +284,7 @@ def test_duplicate_child_completions_do_not_resume_the_parent_twice_or_early(
     # The first recorded outcome of child 1 is the one the flow sees.
     assert fut.result(timeout=10) == [111, 20, 30]
     assert sorted(calls) == [1, 2, 3]
-    record = broker.run_record("default", fut.run_id)
+    record = broker.producer.run_record("default", fut.run_id)
     assert record["s"] == "Completed"
     assert (record["resumes"], record["wn"], record["rn"]) == ("1", "1", "1")
     assert run_events(taskq_app, "default", fut.run_id).count("Resuming") == 1
@@ -294,7 +294,7 @@ def test_duplicate_child_completions_do_not_resume_the_parent_twice_or_early(
     after_id = last_event_id(taskq_app, "default")
     for child in children[:2]:
         again = encode_outcome("Completed", 2, -1)
-        assert broker.notify("default", fut.run_id, child, again) is False
+        assert broker.flows.notify("default", fut.run_id, child, again) is False
     assert flow_snapshot(taskq_app, fut.run_id) == before
     assert read_events(broker, "default", after_id) == []
     assert before["default"] == (0, 0) and before["side"] == (0, 0)
@@ -314,15 +314,16 @@ def test_a_crash_between_child_outcome_and_notify_is_repaired_by_redelivery(
 
         # A fake worker takes child 1, records its outcome and "dies" before notifying
         # the flow (and so before acking): the delivery stays pending.
-        broker.ensure_group("side")
-        [(queue, eid, fields, _)] = broker.read(["side"], "fake-consumer", 1, None)
+        broker.consumer.ensure_group("side")
+        [(queue, eid, fields, _)] = broker.consumer.read(["side"], "fake-consumer", 1, None)
         assert decode_message(fields[b"m"]).run_id == child1
-        assert broker.start(queue, "fake-consumer", [(eid, child1, 5, "")]) == [(1, 1, 1)]
+        assert broker.consumer.start(queue, "fake-consumer", [(eid, child1, 5, "")]) == [(1, 1, 1)]
         outcome = encode_outcome("Completed", 1, 10)
-        assert broker.finish(queue, eid, child1, 1, "Completed", outcome, ack=False)
-        assert broker.run_record("side", child1)["s"] == "Completed"
-        assert broker.run_record("default", fut.run_id)["s"] == "AwaitingChildren"
-        assert broker.queue_sizes("side") == (3, 1)
+        call = broker.consumer.finish_call(queue, eid, child1, 1, "Completed", outcome, ack=False)
+        assert broker.consumer.finish(call)
+        assert broker.producer.run_record("side", child1)["s"] == "Completed"
+        assert broker.producer.run_record("default", fut.run_id)["s"] == "AwaitingChildren"
+        assert broker.inspect.queue_sizes("side") == (3, 1)
 
         worker = taskq.Worker(app, ["default", "side"], concurrency=2)
         thread = threading.Thread(target=worker.run, name="repair-worker")
@@ -337,15 +338,15 @@ def test_a_crash_between_child_outcome_and_notify_is_repaired_by_redelivery(
         assert result == [10, 20, 30]
         assert sorted(calls) == [2, 3]  # child 1 never ran on a worker
         # Its pending delivery was reclaimed, found ended (kind 0), re-notified and acked:
-        rec1 = broker.run_record("side", child1)
+        rec1 = broker.producer.run_record("side", child1)
         assert (rec1["s"], rec1["a"], rec1["w"]) == ("Completed", "1", "fake-consumer")
         assert run_events(app, "side", child1) == ["Pending", "Running", "Completed"]
-        record = broker.run_record("default", fut.run_id)
+        record = broker.producer.run_record("default", fut.run_id)
         assert record["s"] == "Completed"
         assert (record["resumes"], record["wn"], record["rn"]) == ("1", "1", "1")
         assert run_events(app, "default", fut.run_id).count("Resuming") == 1
-        assert broker.queue_sizes("side") == (0, 0)
-        assert broker.queue_sizes("default") == (0, 0)
+        assert broker.inspect.queue_sizes("side") == (0, 0)
+        assert broker.inspect.queue_sizes("default") == (0, 0)
     finally:
         app.close()
 
@@ -374,9 +375,9 @@ def test_a_stale_start_does_not_resume_a_flow_waiting_for_children(
         broker = app.broker
         run_until_suspended(app, fut.run_id)  # wait 1: children 1 and 2
         burst_worker(app, ["side"])  # they end: the flow is Resuming, its entry E2 queued
-        assert broker.run_record("default", fut.run_id)["s"] == "Resuming"
+        assert broker.producer.run_record("default", fut.run_id)["s"] == "Resuming"
         # A worker reads E2, then stalls (GC pause, SIGSTOP) for longer than the lease.
-        [(_, e2, _, _)] = broker.read(["default"], "stalled-worker", 1, None)
+        [(_, e2, _, _)] = broker.consumer.read(["default"], "stalled-worker", 1, None)
         # A healthy worker reclaims E2, resumes the flow, which spawns children 3 and 4
         # and suspends again (wait 2), acking and deleting E2.
         worker = taskq.Worker(app, ["default"], concurrency=1)
@@ -395,7 +396,7 @@ def test_a_stale_start_does_not_resume_a_flow_waiting_for_children(
             worker.stop()
             thread.join(timeout=30)
         assert waits == 2  # the healthy worker reclaimed E2 (the only way to resume)
-        before = broker.run_record("default", fut.run_id)
+        before = broker.producer.run_record("default", fut.run_id)
         assert (before["s"], before["wn"], before["rn"], before["resumes"]) == (
             "AwaitingChildren",
             "2",
@@ -404,9 +405,11 @@ def test_a_stale_start_does_not_resume_a_flow_waiting_for_children(
         )
 
         # The stalled worker wakes up and starts E2, which it no longer holds.
-        [(kind, _, _)] = broker.start("default", "stalled-worker", [(e2, fut.run_id, 5, "")])
+        [(kind, _, _)] = broker.consumer.start(
+            "default", "stalled-worker", [(e2, fut.run_id, 5, "")]
+        )
         assert kind != 2, "a stale delivery resumed the flow a second time for wait 1"
-        assert broker.run_record("default", fut.run_id) == before
+        assert broker.producer.run_record("default", fut.run_id) == before
         burst_worker(app, ["default", "side"])
         assert fut.result(timeout=10) == 10
         assert sorted(calls) == [1, 2, 3, 4]

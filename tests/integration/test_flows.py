@@ -88,9 +88,9 @@ def test_fan_out_10000_children_on_one_worker_with_one_slot(
     fut = fan.submit(10_000)
     burst_worker(taskq_app, concurrency=1)
     assert fut.result(timeout=5) == sum(x * x for x in range(10_000))
-    record = taskq_app.broker.run_record("default", fut.run_id)
+    record = taskq_app.broker.producer.run_record("default", fut.run_id)
     assert record["resumes"] == "1"  # one suspension, one resume: set fan-in, not per child
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 def test_nested_flows_three_deep_on_one_slot(
@@ -346,7 +346,7 @@ def test_a_child_still_running_at_replay_is_checked_when_it_ends(
     (child,) = runner.map_children(b, [(1,)], {}, "")  # the replay now calls b(1)
     # ... while the child enqueued by an earlier execution, a(1), ends only now.
     recorded = encode_outcome("Completed", 1, 1, call=(a.name, call_digest(a.name, [1], {})))
-    taskq_app.broker.notify("default", "flow-1", child.run_id, recorded)
+    taskq_app.broker.flows.notify("default", "flow-1", child.run_id, recorded)
     with pytest.raises(taskq.NonDeterministicFlowError) as info:
         child.result()
     assert (info.value.child_id, info.value.recorded_task) == ("flow-1.1", a.name)

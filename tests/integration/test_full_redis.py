@@ -73,7 +73,7 @@ def test_a_full_redis_is_drained_and_memory_falls_below_maxmemory(
     print(f"drained: used_memory {drained}")
     assert drained < limit  # each run's finish freed more than it wrote
     assert app.broker.execute("XLEN", app.keys.stream("default")) == 0
-    assert app.broker.queue_sizes("default") == (0, 0)
+    assert app.broker.inspect.queue_sizes("default") == (0, 0)
     # Below maxmemory again: results are waited for as usual, and new runs are taken.
     assert [f.result(timeout=5) for f in futures] == [1000 + i for i in range(len(futures))]
     assert measure.submit("y", 1).run_id
@@ -108,7 +108,7 @@ def test_a_full_redis_of_tiny_runs_is_drained(
     assert calls == Counter(range(len(futures)))
     assert app.broker.execute("XLEN", app.keys.stream("default")) == 0
     # Read without writing (LINDEX): every run ended Completed with its value.
-    raws = app.broker.peek_results("default", [f.run_id for f in futures])
+    raws = app.broker.producer.peek_results("default", [f.run_id for f in futures])
     outcomes = [decode_outcome(raw) for raw in raws if raw is not None]
     assert [(o.state, o.value) for o in outcomes] == [
         ("Completed", 2 * i) for i in range(len(futures))
@@ -134,6 +134,8 @@ DRAIN_SCRIPTS = [
     "reset",
     "groups",
     "park",
+    "ack",
+    "flow_forget",
 ]
 
 

@@ -220,12 +220,12 @@ def test_mover_sleeps_until_due_and_is_woken_by_a_nearer_member(
             # (it then sleeps up to IDLE_SECONDS), so enqueue only once Redis has run
             # the SUBSCRIBE: this test is about the wake-up itself.
             await_command(monitor, "the mover never subscribed", "SUBSCRIBE", channel)
-            broker.enqueue("default", [runs[0]])
+            broker.producer.enqueue("default", [runs[0]])
             await_command(monitor, "enqueue published no wake-up", "PUBLISH", channel)
             # The mover has looked at the queue since the 60 s member arrived: it now
             # sleeps for about 60 s, unless a nearer member wakes it.
             await_command(monitor, "the wake-up did not wake the mover", "ZRANGE", delayed)
-            broker.enqueue("default", [runs[1]])
+            broker.producer.enqueue("default", [runs[1]])
         got = broker.client.xread({stream: "0-0"}, block=5000)
         assert got, "the 50 ms member did not reach the stream within 5 s"
     finally:
@@ -237,7 +237,7 @@ def test_mover_sleeps_until_due_and_is_woken_by_a_nearer_member(
     assert decode_message(near).run_id == near_id
     assert stream_payloads(taskq_app) == [near]
     assert broker.client.zrange(delayed, 0, -1) == [far]
-    assert broker.run_record("default", far_id)["s"] == "Scheduled"
+    assert broker.producer.run_record("default", far_id)["s"] == "Scheduled"
     assert mover.moved == 1
 
 
@@ -259,19 +259,19 @@ def test_a_scheduled_run_becomes_pending_when_it_is_promoted(
     ]
     broker = taskq_app.broker
     for f in futures:
-        assert broker.run_record("default", f.run_id)["s"] == "Scheduled"
+        assert broker.producer.run_record("default", f.run_id)["s"] == "Scheduled"
 
     assert Mover(broker, ["default"]).promote_once() is None  # nothing left to wait for
 
     for f, level in zip(futures, (0, 3), strict=True):
-        record = broker.run_record("default", f.run_id)
+        record = broker.producer.run_record("default", f.run_id)
         assert record["s"] == "Pending" and "due" not in record
         [(_, fields)] = broker.client.xrange(taskq_app.keys.stream("default", level))
         assert fields[b"r"] == f.run_id.encode()
     burst_worker(taskq_app)
     assert [f.result(timeout=5) for f in futures] == [2, 3]
     for f in futures:
-        states = [e["s"] for _, e in broker.events("default") if e["r"] == f.run_id]
+        states = [e["s"] for _, e in broker.inspect.events("default") if e["r"] == f.run_id]
         assert states == ["Scheduled", "Pending", "Running", "Completed"]
 
 
@@ -296,5 +296,5 @@ def test_a_retry_stays_awaiting_retry_until_it_starts(
     fut = flaky.submit(7)
     burst_worker(taskq_app)
     assert fut.result(timeout=5) == 7
-    states = [e["s"] for _, e in broker.events("default") if e["r"] == fut.run_id]
+    states = [e["s"] for _, e in broker.inspect.events("default") if e["r"] == fut.run_id]
     assert states == ["Pending", "Running", "AwaitingRetry", "Retrying", "Completed"]

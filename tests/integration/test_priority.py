@@ -134,7 +134,7 @@ def test_a_retried_attempt_goes_back_to_its_level(
     worker.run()
     assert ran == ["flaky"]
 
-    taskq_app.broker.promote("default", 100)  # due now (the mover may have moved it already)
+    taskq_app.broker.delay.promote("default", 100)  # due now (the mover may have moved it already)
     assert taskq_app.broker.client.zcard(taskq_app.keys.delayed("default")) == 0
     assert stream_lengths(redis_url, taskq_app) == at_levels({0: 3, 7: 1})
 
@@ -142,7 +142,7 @@ def test_a_retried_attempt_goes_back_to_its_level(
     assert ran == ["flaky", "flaky", *tags(0, 3)]  # the retry still outranks level 0
     assert fut.result(timeout=5) == 42
     assert (fut.state.name, fut.state.attempt) == ("Completed", 2)
-    assert taskq_app.broker.run_record("default", fut.run_id)["a"] == "2"
+    assert taskq_app.broker.producer.run_record("default", fut.run_id)["a"] == "2"
     assert [f.result(timeout=5) for f in behind] == tags(0, 3)
 
 
@@ -159,7 +159,7 @@ def test_a_scheduled_run_lands_in_its_levels_stream_when_due(
     past = datetime.now(UTC) - timedelta(seconds=1)  # due at once: nothing to wait for
     plain = record.with_options(scheduled_at=past).submit("p0")
     urgent = record.with_options(priority=7, scheduled_at=past).submit("p7")
-    taskq_app.broker.promote("default", 100)
+    taskq_app.broker.delay.promote("default", 100)
     assert taskq_app.broker.client.zcard(taskq_app.keys.delayed("default")) == 0
     assert stream_lengths(redis_url, taskq_app) == at_levels({0: 1, 7: 1})
 
@@ -272,21 +272,21 @@ def test_release_gives_unstarted_deliveries_back_untouched(
 
     futures = submit_levels_0_9_5(record)
     broker = taskq_app.broker
-    broker.ensure_group("default")
-    entries = broker.read(["default"], "greedy", 40, None)
+    broker.consumer.ensure_group("default")
+    entries = broker.consumer.read(["default"], "greedy", 40, None)
     assert [e[3] for e in entries] == [9] * 30 + [5] * 10  # highest level first
-    assert broker.queue_sizes("default") == (90, 40)
+    assert broker.inspect.queue_sizes("default") == (90, 40)
 
-    assert broker.release("greedy", entries[25:]) == 15
-    assert broker.release("greedy", entries[25:]) == 0  # no longer owned: nothing happens
-    assert broker.queue_sizes("default") == (90, 25)
+    assert broker.consumer.release("greedy", entries[25:]) == 15
+    assert broker.consumer.release("greedy", entries[25:]) == 0  # no longer owned: nothing happens
+    assert broker.inspect.queue_sizes("default") == (90, 25)
     assert stream_lengths(redis_url, taskq_app) == at_levels({0: 30, 5: 30, 9: 30})
     assert {f.state.name for f in futures} == {"Pending"}
 
-    broker.release("greedy", entries[:25])  # the rest too, so a worker can take them all
+    broker.consumer.release("greedy", entries[:25])  # the rest too, so a worker can take them all
     burst_worker(taskq_app, concurrency=4)
     assert [f.result(timeout=5) for f in futures] == tags(0) + tags(9) + tags(5)
-    assert broker.queue_sizes("default") == (0, 0)
+    assert broker.inspect.queue_sizes("default") == (0, 0)
 
 
 def test_reclaim_asks_every_level_in_one_round_trip(
@@ -300,27 +300,27 @@ def test_reclaim_asks_every_level_in_one_round_trip(
         return tag
 
     broker = taskq_app.broker
-    broker.ensure_group("default")
+    broker.consumer.ensure_group("default")
     record.with_options(priority=4).map(tags(4, 3))
-    taken = broker.read(["default"], "stalled", 3, None)
+    taken = broker.consumer.read(["default"], "stalled", 3, None)
     assert len(taken) == 3
 
     trips: list[int] = []
-    real_send = broker.send
+    real_send = broker.connection.send
 
     def counting_send(commands: Any) -> list[Any]:
         trips.append(len(commands))
         return real_send(commands)
 
-    monkeypatch.setattr(broker, "send", counting_send)
-    assert broker.reclaim("default", "rescuer", 3600, 10) == []  # nothing idle that long
+    monkeypatch.setattr(broker.connection, "send", counting_send)
+    assert broker.consumer.reclaim("default", "rescuer", 3600, 10) == []  # nothing idle that long
     assert trips == [PRIORITIES]  # one pipeline probing every level
 
     trips.clear()
     stream = broker.keys.stream("default", 4)
     ids = [e[1] for e in taken]  # make them look stalled for a minute (no sleeping)
     real_send([("XCLAIM", stream, "taskq", "stalled", 0, *ids, "IDLE", 60_000, "JUSTID")])
-    got = broker.reclaim("default", "rescuer", 30, 10)
+    got = broker.consumer.reclaim("default", "rescuer", 30, 10)
     assert sorted(e[1] for e in got) == sorted(e[1] for e in taken)
     assert {e[3] for e in got} == {4}
     assert len(trips) == 2  # the probe, then one XAUTOCLAIM on the one level that has some

@@ -37,7 +37,7 @@ def test_a_group_without_consumers_is_named(taskq_app: taskq.App) -> None:
     def lost() -> None:
         return None
 
-    taskq_app.broker.ensure_group("lonely")  # as an admin (or a starting worker) does
+    taskq_app.broker.consumer.ensure_group("lonely")  # as an admin (or a starting worker) does
     fut = lost.submit()
     with pytest.raises(taskq.ResultTimeoutError, match=r"run .* is Pending; ") as info:
         fut.result(timeout=0.05)

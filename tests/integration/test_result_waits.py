@@ -83,7 +83,9 @@ def test_as_completed_and_wait_keep_result_keys_and_their_ttl(
     futures = ident.map(range(5))
     burst_worker(taskq_app)
     # A wait for runs that have already ended (the old BLPOP + LPUSH dropped the TTL).
-    assert taskq_app.broker.wait_any("default", [f.run_id for f in futures], 1.0) is not None
+    assert (
+        taskq_app.broker.producer.wait_any("default", [f.run_id for f in futures], 1.0) is not None
+    )
     _assert_results_intact(taskq_app, futures)
     fresh: list[Future[int]]
     fresh = [Future(taskq_app.broker, "default", f.run_id, f.task_name) for f in futures]
@@ -108,7 +110,7 @@ def test_as_completed_blocking_on_unfinished_runs_keeps_ttl(
         return x
 
     first, second = quick.submit(1), slow.submit(2)
-    broker = taskq_app.broker
+    broker = taskq_app.broker.producer
     real_wait_any = broker.wait_any
 
     def opening_wait_any(queue: str, run_ids: Sequence[str], timeout: float) -> str | None:

@@ -26,7 +26,7 @@ from taskq.testing import BurstWorker
 
 
 def attempt_times(app: taskq.App, fut: taskq.Future[object]) -> list[int]:
-    record = app.broker.run_record(fut.queue, fut.run_id)
+    record = app.broker.producer.run_record(fut.queue, fut.run_id)
     return [int(record[f"t{a}"]) for a in range(1, int(record["a"]) + 1)]
 
 
@@ -38,7 +38,7 @@ def retry_events(app: taskq.App, fut: taskq.Future[object]) -> list[tuple[int, i
     """
     return [
         (int(eid.split("-")[0]), int(f["due"]))
-        for eid, f in app.broker.run_events(fut.queue, fut.run_id)
+        for eid, f in app.broker.inspect.run_events(fut.queue, fut.run_id)
         if f["s"] == "AwaitingRetry"
     ]
 
@@ -379,11 +379,15 @@ def test_an_attempt_after_a_hand_back_is_running_not_retrying(
 
     fut = work.submit(1)
     broker = taskq_app.broker
-    broker.ensure_group("default")
-    [(_, eid, fields, _)] = broker.read(["default"], "stopping-worker", 1, None)
-    [(kind, attempt, _)] = broker.start("default", "stopping-worker", [(eid, fut.run_id, 0, "")])
+    broker.consumer.ensure_group("default")
+    [(_, eid, fields, _)] = broker.consumer.read(["default"], "stopping-worker", 1, None)
+    [(kind, attempt, _)] = broker.consumer.start(
+        "default", "stopping-worker", [(eid, fut.run_id, 0, "")]
+    )
     assert (kind, attempt) == (1, 1)
-    assert broker.handback("default", "stopping-worker", [(eid, fut.run_id, 1, fields[b"m"])], "x")
+    assert broker.consumer.handback(
+        "default", "stopping-worker", [(eid, fut.run_id, 1, fields[b"m"])], "x"
+    )
     burst_worker(taskq_app)
     assert fut.result(timeout=5) == 2
     # Nothing failed: the second attempt is a plain Running one, not a Retrying.
@@ -405,13 +409,16 @@ def test_an_attempt_after_a_crash_is_running_and_after_a_failure_retrying(
 
     fut = work.submit(1)
     broker = taskq_app.broker
-    broker.ensure_group("default")
-    [(_, eid, _, _)] = broker.read(["default"], "dead-worker", 1, None)
-    assert broker.start("default", "dead-worker", [(eid, fut.run_id, 0, "")])[0][:2] == (1, 1)
+    broker.consumer.ensure_group("default")
+    [(_, eid, _, _)] = broker.consumer.read(["default"], "dead-worker", 1, None)
+    assert broker.consumer.start("default", "dead-worker", [(eid, fut.run_id, 0, "")])[0][:2] == (
+        1,
+        1,
+    )
     # The lease expired and another worker reclaimed the delivery (XAUTOCLAIM's effect).
     stream = taskq_app.keys.stream("default")
     broker.execute("XCLAIM", stream, "taskq", "healer", 0, eid, "JUSTID")
-    assert broker.start("default", "healer", [(eid, fut.run_id, 5, "")])[0][:2] == (1, 2)
+    assert broker.consumer.start("default", "healer", [(eid, fut.run_id, 5, "")])[0][:2] == (1, 2)
     assert _story(taskq_app, fut.run_id) == [
         ("Pending", 0),
         ("Running", 1),
@@ -432,9 +439,9 @@ def test_delayed_and_scheduled_submission(taskq_app: taskq.App, burst_worker: Bu
     assert later.state.name == "Scheduled" and typed.state.name == "Scheduled"
     burst_worker(taskq_app)
     assert [f.result(timeout=5) for f in (later, typed, at, *bulk)] == [1, 2, 3, 4, 5]
-    events = taskq_app.broker.events("default")
+    events = taskq_app.broker.inspect.events("default")
     for fut in (later, typed, *bulk):
-        record = taskq_app.broker.run_record("default", fut.run_id)
+        record = taskq_app.broker.producer.run_record("default", fut.run_id)
         (due,) = [e["due"] for _, e in events if e["r"] == fut.run_id and e["s"] == "Scheduled"]
         assert int(record["t1"]) >= int(due) and "due" not in record  # Pending drops it
     story = [e.state for e in read_events(taskq_app.broker, "default") if e.run_id == later.run_id]

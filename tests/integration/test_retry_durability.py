@@ -86,13 +86,13 @@ def test_a_retry_survives_the_worker_that_scheduled_it(
     [member] = client.zrange(keys.delayed("default"), 0, -1)
     assert decode_message(member).run_id == fut.run_id
     assert client.xlen(keys.stream("default")) == 0
-    assert taskq_app.broker.run_record("default", fut.run_id)["w"] == worker_a.id
+    assert taskq_app.broker.producer.run_record("default", fut.run_id)["w"] == worker_a.id
 
     worker_b = burst_worker(taskq_app, concurrency=1)
     assert fut.result(timeout=10) == "ok on a later attempt"
     assert fut.state.name == "Completed" and fut.state.attempt == 2
     assert calls == {1: "failed", 2: "succeeded"}
-    record = taskq_app.broker.run_record("default", fut.run_id)
+    record = taskq_app.broker.producer.run_record("default", fut.run_id)
     assert record["a"] == "2"
     assert record["w"] == worker_b.id != worker_a.id
     assert client.zcard(keys.delayed("default")) == 0
@@ -134,7 +134,9 @@ def test_a_retry_survives_a_redis_restart_with_aof(
         assert fut.result(timeout=10) == "ok on a later attempt"
         assert fut.state.name == "Completed" and fut.state.attempt == 2
         assert calls == {1: "failed", 2: "succeeded"}
-        assert new_app.broker.run_record("default", run_id)["w"] == worker_b.id != worker_a.id
+        assert (
+            new_app.broker.producer.run_record("default", run_id)["w"] == worker_b.id != worker_a.id
+        )
     finally:
         app.close()
         if new_app is not None:

@@ -149,7 +149,7 @@ def test_results_expire_and_the_stream_returns_to_empty(
     for fut, ttl in ((a, 30_000), (b, 86_400_000), (c, 7_000)):
         for key in (keys.run("default", fut.run_id), keys.result("default", fut.run_id)):
             assert 0 < client.pttl(key) <= ttl
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 def test_enqueue_is_idempotent_for_a_run_id(taskq_app: taskq.App) -> None:
@@ -160,9 +160,9 @@ def test_enqueue_is_idempotent_for_a_run_id(taskq_app: taskq.App) -> None:
     from taskq.message import Message, encode_message
 
     payload = encode_message(Message("fixed-run-id", noop.name, [], {}))
-    assert taskq_app.broker.enqueue("default", [("fixed-run-id", payload, "")]) == [1]
-    assert taskq_app.broker.enqueue("default", [("fixed-run-id", payload, "")]) == [0]
-    assert taskq_app.broker.queue_sizes("default")[0] == 1
+    assert taskq_app.broker.producer.enqueue("default", [("fixed-run-id", payload, "")]) == [1]
+    assert taskq_app.broker.producer.enqueue("default", [("fixed-run-id", payload, "")]) == [0]
+    assert taskq_app.broker.inspect.queue_sizes("default")[0] == 1
 
 
 def test_hooks_run_after_the_outcome_is_recorded(

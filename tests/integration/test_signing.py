@@ -50,7 +50,7 @@ def test_unsigned_or_foreign_messages_are_dead_lettered_unread(
     app.broker.client.xadd(app.keys.stream("default"), {"m": bytes(tampered)})
     run_burst(app)
     assert good.result(timeout=5) == 10
-    reasons = sorted(f[b"reason"].decode() for _, f in app.broker.dead_entries("default"))
+    reasons = sorted(f[b"reason"].decode() for _, f in app.broker.inspect.dead_entries("default"))
     assert reasons == [
         "bad payload signature",
         "payload signed with a key that is not active here",

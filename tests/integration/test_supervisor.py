@@ -55,11 +55,11 @@ def test_one_signal_to_the_process_group_keeps_the_grace_a_second_ends_it(
             pool.proc.wait(2)  # still inside its 60 s grace: nothing was handed back
         release("a")
         assert a.result(timeout=30) == "released"  # finished within the grace
-        record = app.broker.run_record("default", a.run_id)
+        record = app.broker.producer.run_record("default", a.run_id)
         assert record["s"] == "Completed" and record["a"] == "1" and "x1" not in record
         os.killpg(pool.pid, sig)  # a second one, > 0.5 s later: no more grace
         assert pool.proc.wait(20) == 0
-        record = app.broker.run_record("default", b.run_id)
+        record = app.broker.producer.run_record("default", b.run_id)
         assert record["s"] == "Pending", pool.output()  # handed back for redelivery
         assert record["x1"].startswith("Interrupted"), record
     finally:
@@ -79,7 +79,7 @@ def test_worker_processes_hand_back_and_exit_when_their_supervisor_is_killed(
         os.kill(pool.pid, signal.SIGKILL)  # an OOM kill, a `kill -9` of the service's pid
         pool.proc.wait(10)
         assert wait_gone(children, timeout=3) == [], pool.output()  # about a second, + slack
-        record = app.broker.run_record("default", running.run_id)
+        record = app.broker.producer.run_record("default", running.run_id)
         assert record["s"] == "Pending", record  # handed back, not left to its lease
         assert record["x1"].startswith("Interrupted"), record
     finally:

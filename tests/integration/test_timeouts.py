@@ -43,7 +43,7 @@ def test_a_stuck_sync_task_times_out_and_its_slot_runs_the_next(
         first.result(timeout=5)
     assert info.value.error.type == "taskq.errors.TaskTimeoutError"
     assert worker.timed_out == 1
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 # -- async tasks: cancelled at the limit (issue 9, item 1) ---------------------------------
@@ -77,7 +77,7 @@ def test_an_async_task_is_cancelled_at_its_timeout_and_retried_per_policy(
     assert cancelled == [1, 1]  # each attempt's coroutine really was cancelled
     assert second.result(timeout=5) == 7  # its slot was freed for the next run
     assert worker.processed == 3  # two attempts and the next run
-    assert taskq_app.broker.queue_sizes("default") == (0, 0)
+    assert taskq_app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 def test_with_options_timeout_applies_to_an_async_task(

@@ -123,7 +123,7 @@ def test_tls_refuses_an_unknown_certificate_authority(
     _, port = tls_server
     app = taskq.App(f"rediss://127.0.0.1:{port}/0", prefix=taskq_prefix)
     with pytest.raises(taskq.RedisUnavailableError, match=f"rediss://127.0.0.1:{port}/0"):
-        app.broker.enqueue("default", [("r", b"x", "")])
+        app.broker.producer.enqueue("default", [("r", b"x", "")])
 
 
 def test_acl_producer_may_only_enqueue_and_worker_only_consume_its_queue(
@@ -170,15 +170,19 @@ def test_acl_producer_may_only_enqueue_and_worker_only_consume_its_queue(
             return x + 1
 
     admin_app = taskq.App(server.url, prefix=p)
-    admin_app.broker.ensure_group("default")  # provisioning: done by an admin, not the producer
+    admin_app.broker.consumer.ensure_group(
+        "default"
+    )  # provisioning: done by an admin, not the producer
     futures = producer.get_task("acl.inc").map([1, 2, 3])
     # A producer cannot consume: the fetch script's XREADGROUP is refused by its ACL.
     with pytest.raises(taskq.BrokerError, match="can't run this command"):
-        producer.broker.read(["default"], "sneaky", 10, None)
+        producer.broker.consumer.read(["default"], "sneaky", 10, None)
     run_burst(worker, ["default"])
     assert [f.result(timeout=5) for f in futures] == [2, 3, 4]
     with pytest.raises(taskq.BrokerError, match="NOPERM"):
-        worker.broker.read(["payroll"], "w", 10, None)  # nor can a worker touch another queue
+        worker.broker.consumer.read(
+            ["payroll"], "w", 10, None
+        )  # nor can a worker touch another queue
     with pytest.raises(taskq.BrokerError, match="NOPERM"):
         producer.get_task("acl.inc").with_options(queue="payroll").submit(1)
     for app in (producer, worker, admin_app):

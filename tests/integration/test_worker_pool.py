@@ -61,7 +61,7 @@ def test_two_processes_share_10000_tasks_each_runs_exactly_once(
     assert set(counts) == set(range(n)) and set(counts.values()) == {1}
     pids = Counter(line.split()[1] for line in lines)
     assert len(pids) == 2, f"both processes should have worked: {pids}"
-    assert apps.app.broker.queue_sizes("default") == (0, 0)
+    assert apps.app.broker.inspect.queue_sizes("default") == (0, 0)
     assert [f.result(timeout=5) for f in futures[:3]] == [0, 1, 2]
 
 
@@ -79,7 +79,7 @@ def test_supervisor_restarts_a_worker_process_that_dies(pool_env: dict[str, str]
         doomed = apps.die.submit()
         survivor = apps.add.submit(2, 2)
         assert survivor.result(timeout=60) == 4  # served by the restarted process
-        record = apps.app.broker.run_record
+        record = apps.app.broker.producer.run_record
         assert record("default", doomed.run_id)["w"] != record("default", survivor.run_id)["w"]
     finally:
         proc.terminate()

@@ -151,7 +151,7 @@ class Scenario:
         return keys
 
     def queue_sizes(self) -> tuple[int, int]:
-        return apps.app.broker.queue_sizes(self.queue)
+        return apps.app.broker.inspect.queue_sizes(self.queue)
 
     def drain(self) -> str:
         """Run a burst worker pool (one process) until the queues are drained; its output."""

@@ -199,7 +199,7 @@ def payload(run_id: str, ms: float = 0.0) -> bytes:
 
 def enqueue(producer: taskq.App, run_ids: list[str], ms: float = 0.0) -> None:
     """Enqueue runs of :func:`work` (client-made ids) in one bulk call."""
-    producer.broker.enqueue(QUEUE, [(rid, payload(rid, ms), "") for rid in run_ids])
+    producer.broker.producer.enqueue(QUEUE, [(rid, payload(rid, ms), "") for rid in run_ids])
 
 
 def wait_all(producer: taskq.App, run_ids: list[str], timeout: float) -> list[str]:
@@ -208,7 +208,8 @@ def wait_all(producer: taskq.App, run_ids: list[str], timeout: float) -> list[st
     return [
         rid
         for rid in run_ids
-        if producer.broker.wait_result(QUEUE, rid, max(0.0, deadline - time.monotonic())) is None
+        if producer.broker.producer.wait_result(QUEUE, rid, max(0.0, deadline - time.monotonic()))
+        is None
     ]
 
 

@@ -161,17 +161,17 @@ def test_hostile_flood_is_dead_lettered_and_valid_runs_flow(
             # A known task called wrongly, and one with hostile-but-decodable meta.
             bad = f"arity{i:04d}-{uuid.uuid4().hex[:6]}"
             failing.append(bad)
-            producer.broker.enqueue(QUEUE, [(bad, call(bad, WORK, [1, 2, 3, 4]), "")])
+            producer.broker.producer.enqueue(QUEUE, [(bad, call(bad, WORK, [1, 2, 3, 4]), "")])
             odd = f"meta{i:04d}-{uuid.uuid4().hex[:6]}"
             meta_runs.append(odd)
             meta = {"timeout_seconds": "soon", "retries": [], "result_ttl": -1, "x": nested(20)}
-            producer.broker.enqueue(QUEUE, [(odd, call(odd, WORK, [odd], {}, meta), "")])
+            producer.broker.producer.enqueue(QUEUE, [(odd, call(odd, WORK, [odd], {}, meta), "")])
         flooded = time.monotonic()
         sentinel = [f"last-{uuid.uuid4().hex[:6]}"]
         enqueue(producer, sentinel)
         assert wait_all(producer, sentinel + valid + meta_runs, 120) == []
         drained = time.monotonic()
-        failed = [producer.broker.run_record(QUEUE, rid).get("s") for rid in failing]
+        failed = [producer.broker.producer.run_record(QUEUE, rid).get("s") for rid in failing]
 
         # Replays of finished runs: never executed again.
         replayed = valid[: min(20, len(valid))]
@@ -216,7 +216,7 @@ def test_hostile_flood_is_dead_lettered_and_valid_runs_flow(
         assert intact
         assert all(executions[rid] == 1 for rid in valid + meta_runs)
         assert failed == ["Failed"] * rounds
-        assert producer.broker.queue_sizes(QUEUE) == (0, 0)
+        assert producer.broker.inspect.queue_sizes(QUEUE) == (0, 0)
         assert pool.alive and pool.matching("exited with") == []
         # The only tracebacks are those logged with the wrong-arity runs' final failures
         # (taskq.engine ERROR "... failed: TypeError ..."): nothing else raised.

@@ -43,7 +43,7 @@ def healthy_worker_until(app: taskq.App, done: Callable[[], object]) -> taskq.Wo
 
 
 def dead_worker_reads(app: taskq.App) -> tuple[bytes, str]:
-    entries = app.broker.read(["default"], "doomed-worker", 1, None)
+    entries = app.broker.consumer.read(["default"], "doomed-worker", 1, None)
     assert len(entries) == 1
     _, eid, fields, _ = entries[0]
     return eid, decode_message(fields[b"m"]).run_id
@@ -65,10 +65,12 @@ def test_a_worker_killed_between_steps_loses_nothing(app: taskq.App, step: str) 
         return x * 3
 
     fut = work.submit(7)
-    app.broker.ensure_group("default")
+    app.broker.consumer.ensure_group("default")
     eid, rid = dead_worker_reads(app)
     if step != "after fetch":
-        [(kind, attempt, _)] = app.broker.start("default", "doomed-worker", [(eid, rid, 0, "")])
+        [(kind, attempt, _)] = app.broker.consumer.start(
+            "default", "doomed-worker", [(eid, rid, 0, "")]
+        )
         assert (kind, attempt) == (1, 1)
     if step == "after the body ran":
         calls[7] += 1  # the body ran here; its outcome was never recorded
@@ -81,7 +83,7 @@ def test_a_worker_killed_between_steps_loses_nothing(app: taskq.App, step: str) 
     else:  # the dead attempt is recorded Crashed; the new one completes
         assert story == ["Pending", "Running", "Crashed", "Running", "Completed"]
         assert fut.state.attempt == 2
-    assert app.broker.queue_sizes("default") == (0, 0)
+    assert app.broker.inspect.queue_sizes("default") == (0, 0)
 
 
 @pytest.mark.parametrize("step", ["after the outcome, before notify", "after notify, before ack"])
@@ -113,27 +115,30 @@ def test_a_flow_child_killed_between_its_scripts_converges(app: taskq.App, step:
     t.join(timeout=30)
 
     # A worker takes child 1, runs it, records the outcome and dies before finishing up.
-    app.broker.ensure_group("side")
-    entries = app.broker.read(["side"], "doomed-worker", 1, None)
+    app.broker.consumer.ensure_group("side")
+    entries = app.broker.consumer.read(["side"], "doomed-worker", 1, None)
     (_, eid, _fields, _) = entries[0]
     child_id = f"{fut.run_id}.1"
-    app.broker.start("side", "doomed-worker", [(eid, child_id, 0, "")])
+    app.broker.consumer.start("side", "doomed-worker", [(eid, child_id, 0, "")])
     outcome = encode_outcome("Completed", 1, 101)
-    assert app.broker.finish("side", eid, child_id, 1, "Completed", outcome, ack=False)
+    consumer = app.broker.consumer
+    assert consumer.finish(
+        consumer.finish_call("side", eid, child_id, 1, "Completed", outcome, ack=False)
+    )
     if step == "after notify, before ack":
-        assert not app.broker.notify("default", fut.run_id, child_id, outcome)
+        assert not app.broker.flows.notify("default", fut.run_id, child_id, outcome)
     age_past_the_lease(app, "side", eid)
 
     def converged() -> None:
         fut.result(timeout=30)
         # The dead worker's delivery is reclaimed, recognised as ended, re-notified, acked.
-        while app.broker.queue_sizes("side") != (0, 0):
+        while app.broker.inspect.queue_sizes("side") != (0, 0):
             app.broker.execute("BLPOP", app.keys.flow_ping("default", fut.run_id), "0.2")
 
     healthy_worker_until(app, converged)
     assert fut.result() == [101, 102]
     assert calls == {"child2": 1}  # child 1 ran once, on the dead worker; never again
-    record = app.broker.run_record("default", fut.run_id)
+    record = app.broker.producer.run_record("default", fut.run_id)
     assert record["resumes"] == "1" and record["rn"] == record["wn"]
-    assert app.broker.queue_sizes("side") == (0, 0)
-    assert app.broker.queue_sizes("default") == (0, 0)
+    assert app.broker.inspect.queue_sizes("side") == (0, 0)
+    assert app.broker.inspect.queue_sizes("default") == (0, 0)

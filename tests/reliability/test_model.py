@@ -136,7 +136,7 @@ class ScriptMachine(RuleBasedStateMachine):
         self.client.flushdb()
         self.app = taskq.App(self.url, prefix=f"model-{uuid.uuid4().hex[:6]}")
         self.broker = self.app.broker
-        self.broker.ensure_group(QUEUE)
+        self.broker.consumer.ensure_group(QUEUE)
         self.k = self.app.keys
         self.runs: dict[str, RunModel] = {}
         self.holdings: list[Holding] = []
@@ -161,7 +161,7 @@ class ScriptMachine(RuleBasedStateMachine):
         script call per level, naming that level's stream."""
         maxdel = 0 if fresh else MAXDEL
         for level, batch in _by_level(items).items():
-            got = self.broker.start(
+            got = self.broker.consumer.start(
                 QUEUE, consumer, [(eid, rid, maxdel, "") for _, eid, rid in batch], level
             )
             for (_, eid, rid), (kind, attempt, deliveries) in zip(batch, got, strict=True):
@@ -171,7 +171,7 @@ class ScriptMachine(RuleBasedStateMachine):
                 if not fresh and r.deliveries > MAXDEL:
                     assert kind == 3, (kind, r)
                     fields = {b"m": r.payload}
-                    self.broker.dead_letter(QUEUE, eid, fields, "poison", rid, level)
+                    self.broker.consumer.dead_letter(QUEUE, eid, fields, "poison", rid, level)
                     r.place, r.state, r.eid, r.owner = "dead", "Failed", None, None
                     self.dead += 1
                     STATS["poison dead-lettered"] += 1
@@ -208,7 +208,7 @@ class ScriptMachine(RuleBasedStateMachine):
         rid = f"run{self.n}"
         self.n += 1
         body = payload(rid)
-        assert self.broker.enqueue(QUEUE, [(rid, body, due)], level) == [1]
+        assert self.broker.producer.enqueue(QUEUE, [(rid, body, due)], level) == [1]
         if due:
             at = int(self.client.hget(self.k.run(QUEUE, rid), "due") or -1)
             self.runs[rid] = RunModel(body, "Scheduled", "delayed", level, due=at)
@@ -220,7 +220,9 @@ class ScriptMachine(RuleBasedStateMachine):
     @rule(data=st.data(), due=st.sampled_from(["", "d0"]), level=st.sampled_from(LEVELS))
     def enqueue_same_id_again(self, data: st.DataObject, due: str, level: int) -> None:
         rid = data.draw(st.sampled_from(sorted(self.runs)))
-        assert self.broker.enqueue(QUEUE, [(rid, self.runs[rid].payload, due)], level) == [0]
+        assert self.broker.producer.enqueue(QUEUE, [(rid, self.runs[rid].payload, due)], level) == [
+            0
+        ]
         STATS["re-enqueues refused"] += 1
 
     @rule(
@@ -229,7 +231,7 @@ class ScriptMachine(RuleBasedStateMachine):
         start=st.sampled_from([True, True, False]),
     )
     def read(self, consumer: str, count: int, start: bool) -> None:
-        entries = self.broker.read([QUEUE], consumer, count, None)
+        entries = self.broker.consumer.read([QUEUE], consumer, count, None)
         backlog = sorted(
             ((r.level, r.eid, rid) for rid, r in self.runs.items() if r.place == "backlog"),
             key=_served,
@@ -254,7 +256,7 @@ class ScriptMachine(RuleBasedStateMachine):
     )
     def reclaim(self, consumer: str, count: int, start: bool) -> None:
         time.sleep(0.002)  # every lease (1 ms) has expired: what is claimed is deterministic
-        entries = self.broker.reclaim(QUEUE, consumer, 0.001, count)
+        entries = self.broker.consumer.reclaim(QUEUE, consumer, 0.001, count)
         pending = sorted(
             ((r.level, r.eid, rid) for rid, r in self.runs.items() if r.place == "pending"),
             key=_served,
@@ -279,7 +281,10 @@ class ScriptMachine(RuleBasedStateMachine):
         r = self.runs[h.rid]
         expect = self._holds(h)
         outcome = encode_outcome(state, h.attempt)
-        got = self.broker.finish(QUEUE, h.eid, h.rid, h.attempt, state, outcome, level=h.level)
+        consumer = self.broker.consumer
+        got = consumer.finish(
+            consumer.finish_call(QUEUE, h.eid, h.rid, h.attempt, state, outcome, level=h.level)
+        )
         assert got is expect
         if expect:
             r.state, r.place, r.eid, r.owner = state, "final", None, None
@@ -293,7 +298,7 @@ class ScriptMachine(RuleBasedStateMachine):
         h = self._take_holding(data)
         r = self.runs[h.rid]
         expect = 1 if self._holds(h) else 0
-        got = self.broker.retry(
+        got = self.broker.consumer.retry(
             QUEUE,
             h.eid,
             h.rid,
@@ -314,7 +319,7 @@ class ScriptMachine(RuleBasedStateMachine):
 
     @rule()
     def promote(self) -> None:
-        moved, next_due, now = self.broker.promote(QUEUE, 1000)
+        moved, next_due, now = self.broker.delay.promote(QUEUE, 1000)
         delayed = {rid: r for rid, r in self.runs.items() if r.place == "delayed"}
         due = [rid for rid, r in delayed.items() if r.due is not None and r.due <= now]
         assert moved == len(due)
@@ -355,7 +360,7 @@ class ScriptMachine(RuleBasedStateMachine):
                 for h in latest.values()
                 if h.level == level
             ]
-            got = self.broker.handback(QUEUE, consumer, items, "model hand-back", level)
+            got = self.broker.consumer.handback(QUEUE, consumer, items, "model hand-back", level)
             assert got == expect[level], (level, items)
             STATS["handed back"] += got
 
@@ -366,7 +371,7 @@ class ScriptMachine(RuleBasedStateMachine):
                 {h.eid for h in self.holdings if h.consumer == consumer and h.level == level},
                 key=_eid_key,
             )
-            lost = set(self.broker.renew(QUEUE, consumer, eids, level))
+            lost = set(self.broker.consumer.renew(QUEUE, consumer, eids, level))
             expect = set()
             for eid in eids:
                 r = self._pending_run(level, eid)

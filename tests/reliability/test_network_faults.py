@@ -111,7 +111,7 @@ def check_outcome(r: Rig, run_ids: list[str], timeout: float) -> tuple[list[str]
     assert unfinished == [], f"{len(unfinished)} runs never finished: {unfinished[:5]}"
     assert all(executions[rid] >= 1 for rid in run_ids)
     assert {rid: enqueued[rid] for rid in run_ids if enqueued[rid] != 1} == {}
-    assert r.producer.broker.queue_sizes(QUEUE) == (0, 0)
+    assert r.producer.broker.inspect.queue_sizes(QUEUE) == (0, 0)
     return unfinished, {rid: executions[rid] for rid in run_ids if executions[rid] > 1}
 
 
@@ -161,10 +161,10 @@ def _outage(rig: Rig, kind: str, seconds: float) -> dict[str, float]:
     heal_ms = server_ms(rig.admin)
     healed = time.monotonic()
     rig.proxy.heal()
-    first = rig.producer.broker.wait_any(QUEUE, probes, 30)
+    first = rig.producer.broker.producer.wait_any(QUEUE, probes, 30)
     first_at = time.monotonic()
     assert first is not None, "no probe finished within 30 s of the heal"
-    first_start = int(rig.producer.broker.run_record(QUEUE, first)["t1"])
+    first_start = int(rig.producer.broker.producer.run_record(QUEUE, first)["t1"])
     _, duplicated = check_outcome(rig, busy + probes, 60)
     return {
         "outage": outage,
@@ -272,7 +272,7 @@ def test_a_worker_records_outcomes_after_redis_closed_its_idle_connections(
 
     def send(rid: str, arg: int) -> taskq.Future[int]:
         message = note.make_message([arg], {}, rid)
-        producer.broker.enqueue(QUEUE, [(rid, encode_message(message), "")])
+        producer.broker.producer.enqueue(QUEUE, [(rid, encode_message(message), "")])
         return taskq.Future(producer.broker, QUEUE, rid, note.name)
 
     try:
@@ -281,7 +281,7 @@ def test_a_worker_records_outcomes_after_redis_closed_its_idle_connections(
         time.sleep(2.5)  # the fault: the task thread's connection idles until Redis closes it
         future = send("two", 2)
         assert future.result(timeout=30) == 2
-        record = producer.broker.run_record(QUEUE, future.run_id)
+        record = producer.broker.producer.run_record(QUEUE, future.run_id)
         print(f"\n[N-idle] executions {calls}; run record attempt {record.get('a')}")
         assert calls == [1, 2], "the outcome was dropped and the run executed again"
     finally:

@@ -77,7 +77,7 @@ class Producer(threading.Thread):
             backoff, failed_at = Backoff(base=0.02, cap=0.25), None
             while True:
                 try:
-                    added = self.app.broker.enqueue(QUEUE, [(rid, body, "")])[0]
+                    added = self.app.broker.producer.enqueue(QUEUE, [(rid, body, "")])[0]
                     break
                 except RedisUnavailableError:
                     self.unavailable += 1
@@ -148,9 +148,9 @@ def test_redis_sigkill_mid_run_loses_no_acknowledged_enqueue(
             min((t for t in running if t >= restart_ms), default=-1) - restart_ms
             for _, _, restart_ms in kill_log
         ]
-        records = {rid: producer_app.broker.run_record(QUEUE, rid) for rid in duplicates}
+        records = {rid: producer_app.broker.producer.run_record(QUEUE, rid) for rid in duplicates}
         exited = [line for pool in pools for line in pool.matching("exited with")]
-        sizes = producer_app.broker.queue_sizes(QUEUE)
+        sizes = producer_app.broker.inspect.queue_sizes(QUEUE)
 
         print(
             f"\n[S-{fsync}] {n} runs, {kills} SIGKILLs of redis-server (AOF appendfsync {fsync}), "
@@ -220,7 +220,7 @@ def test_a_producer_against_a_dead_redis_fails_fast_naming_the_url_without_passw
     calls: dict[str, Callable[[], Any]] = {
         "submit": lambda: noop.submit(1),
         "map": lambda: noop.map(range(10)),
-        "broker.enqueue": lambda: app.broker.enqueue(QUEUE, [("rid", b"x", "")]),
+        "broker.enqueue": lambda: app.broker.producer.enqueue(QUEUE, [("rid", b"x", "")]),
         "future.result": lambda: future.result(timeout=5),
         "broker.ping": app.broker.ping,
     }

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskq.localredis import LocalRedis, ensure_redis, ping, redact_url
+from taskq.broker.connection import redact_url
+from taskq.localredis import LocalRedis, ensure_redis, ping
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not on PATH"

@@ -1,5 +1,6 @@
-"""The broker's delay-queue calls: the mover's promote, counting, and parking runs of
-unknown tasks (see :mod:`taskq.scheduler` and ``promote.lua`` / ``park.lua``)."""
+"""The delay role: the mover's promote and counting runs in the delay queues (see
+:mod:`taskq.scheduler` and ``promote.lua``), and the delay-queue member format that
+enqueue, retry and park also write (``delay_mark``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import BrokerCore
-from taskq.keys import GROUP
+from taskq.broker.connection import Connection
 from taskq.message import peek_run_id
-from taskq.signing import _HEAD as SIGNATURE_BYTES
-from taskq.signing import MAGIC
+from taskq.signing import MAGIC, SIGNATURE_BYTES
 
 #: First and longest delay of a run handed back for a worker that knows its task (ms).
 PARK_FIRST_MS, PARK_LONGEST_MS = 1_000, 10_000
@@ -32,8 +31,17 @@ def member_run_id(member: bytes) -> str | None:
     return peek_run_id(payload)
 
 
-class DelayCalls(BrokerCore):
-    """Script calls and reads on a queue's delay queue."""
+class Delays:
+    """Script calls and reads on a queue's delay queue (see :mod:`taskq.scheduler`).
+
+    Args:
+        conn: The connection layer.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.keys = conn.keys
+        self.settings = conn.settings
 
     def promote(self, queue: str, limit: int) -> tuple[int, int, int]:
         """Move up to ``limit`` due runs to the stream: ``(moved, next_due_ms|-1, now_ms)``.
@@ -44,11 +52,9 @@ class DelayCalls(BrokerCore):
         """
         k = self.keys
         delayed = k.delayed(queue)
-        clock, flat = self.send([("TIME",), ("ZRANGE", delayed, 0, limit - 1, "WITHSCORES")])
-        for reply in (clock, flat):
-            if isinstance(reply, Exception):
-                with self.translate():
-                    raise reply
+        clock, flat = self.conn.send_all(
+            [("TIME",), ("ZRANGE", delayed, 0, limit - 1, "WITHSCORES")]
+        )
         now = int(clock[0]) * 1000 + int(clock[1]) // 1000
         due = [flat[i] for i in range(0, len(flat), 2) if float(flat[i + 1]) <= now]
         if not due:
@@ -60,7 +66,7 @@ class DelayCalls(BrokerCore):
             args += (member, rid or "")
             if rid:
                 keys.append(k.run(queue, rid))
-        moved, next_due, now = self.call(scripts.PROMOTE, keys, args)
+        moved, next_due, now = self.conn.call(scripts.PROMOTE, keys, args)
         return int(moved), int(next_due), int(now)
 
     def delayed_count(
@@ -71,7 +77,7 @@ class DelayCalls(BrokerCore):
         cmds: list[tuple[Any, ...]] = [("ZCARD", self.keys.delayed(q)) for q in queues]
         skip = [(q, list(ignore[q])) for q in queues if ignore and ignore.get(q)]
         cmds += [("ZMSCORE", self.keys.delayed(q), *members) for q, members in skip]
-        replies = self.send(cmds)
+        replies = self.conn.send(cmds)
         counts, present = replies[: len(queues)], replies[len(queues) :]
         total = sum(int(r) for r in counts if not isinstance(r, Exception))
         for scores in present:
@@ -79,28 +85,34 @@ class DelayCalls(BrokerCore):
                 total -= sum(1 for s in scores if s is not None)
         return total
 
-    def park(
+    def delayed_within(
         self,
-        queue: str,
-        consumer: str,
-        entry_id: bytes,
-        run_id: str,
-        payload: bytes,
-        level: int = 0,
-    ) -> tuple[int, int]:
-        """Hand a delivery whose task this worker does not know back through the delay
-        queue, due in 1 s (doubling per hand-back, at most 10 s), while the run has
-        waited less than ``unknown_task_grace``.
+        queues: Sequence[str],
+        seconds: float,
+        ignore: dict[str, set[bytes]] | None = None,
+    ) -> tuple[int, list[tuple[str, int, float]]]:
+        """Runs in the delay queues of ``queues`` due within ``seconds`` (server clock), and
+        per queue holding runs due later ``(queue, how many, seconds until the first)``.
 
-        Returns:
-            ``(code, waited_ms)`` as ``park.lua`` says: 1 handed back; 0 not (grace
-            spent, or no record: waited -1), dead-letter it; 2 the run had ended (the
-            duplicate is acked); 3 no longer this consumer's.
-        """
-        k = self.keys
-        keys = [k.stream(queue, level), k.delayed(queue), k.run(queue, run_id)]
-        grace_ms = round(self.settings.unknown_task_grace * 1000)
-        args = [GROUP, consumer, entry_id, delay_mark(level) + payload, grace_ms]
-        args += [PARK_FIRST_MS, PARK_LONGEST_MS, k.wake_channel(queue)]
-        code, waited = self.call(scripts.PARK, keys, args)
-        return int(code), int(waited)
+        Members ``ignore`` names per queue (runs a burst worker handed back itself, for a
+        worker that knows their task) are not counted as due soon."""
+        sec, usec = self.conn.execute("TIME")
+        now = int(sec) * 1000 + int(usec) // 1000
+        bound = now + int(seconds * 1000)
+        cmds: list[tuple[Any, ...]] = []
+        for q in queues:
+            key = self.keys.delayed(q)
+            cmds += [("ZCOUNT", key, "-inf", bound), ("ZCOUNT", key, f"({bound}", "+inf")]
+            cmds.append(("ZRANGEBYSCORE", key, f"({bound}", "+inf", "WITHSCORES", "LIMIT", 0, 1))
+            members = list(ignore.get(q, ())) if ignore else []
+            cmds.append(("ZMSCORE", key, *members) if members else ("ECHO", ""))
+        replies = self.conn.send_all(cmds)
+        soon, later = 0, []
+        for i, q in enumerate(queues):
+            due, left, first, skipped = replies[4 * i : 4 * i + 4]
+            soon += int(due)
+            if isinstance(skipped, list):
+                soon -= sum(1 for score in skipped if score is not None and float(score) <= bound)
+            if int(left):
+                later.append((q, int(left), (float(first[1]) - now) / 1000))
+        return soon, later

@@ -1,29 +1,34 @@
-"""The connection layer of the broker: redis-py and :mod:`taskq.wire`, error translation,
-raw commands and EVALSHA with self-healing NOSCRIPT.
+"""The connection layer of the broker: redis-py and :mod:`taskq.broker.wire`, error
+translation, raw commands and EVALSHA with self-healing NOSCRIPT.
 
-The broker is split by concern over ``broker_core`` (this module), ``broker_flows``,
-``broker_inspect`` and ``broker`` (the transitions); together they are the only
-code that talks to Redis, and every redis-py error is translated here.
+The role objects of :mod:`taskq.broker` (producer, consumer, delay, flows, inspection)
+each hold one :class:`Connection` and call only it; every redis-py error is translated
+here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from taskq import scripts, wire
+from taskq import scripts
+from taskq.broker import wire
 from taskq.config import Settings
 from taskq.errors import BrokerError, RedisFullError, RedisUnavailableError
 from taskq.keys import Keyspace
-from taskq.localredis import redact_url
-from taskq.signing import Signer
+
+#: Passwords in a Redis URL: a ``password=`` query parameter and ``user:password@``.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)[^/?#]*@")
 
 #: A delivery as read: ``(queue, entry id, fields, priority level)``.
 Entry = tuple[str, bytes, dict[bytes, bytes], int]
@@ -32,18 +37,55 @@ Entry = tuple[str, bytes, dict[bytes, bytes], int]
 _UNAVAILABLE = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
-def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes]:
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``.
+
+    Both the ``user:password@`` part and a ``password=`` query parameter are
+    redacted. Everything else is returned unchanged.
+
+    Args:
+        url: A Redis URL such as ``redis://user:secret@host:6379/0``.
+
+    Returns:
+        The URL safe to log, e.g. ``redis://user:***@host:6379/0``.
+    """
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if at and colon:
+        url = url.replace(netloc, f"{user}:***@{hostinfo}", 1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def fields_of(flat: Sequence[bytes] | None) -> dict[bytes, bytes]:
     """A stream entry's flat field/value list as a dict."""
     flat = flat or []
     return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
-def _s(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A reply's bytes as text (a str, from redis-py's decoded paths, unchanged)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-class BrokerCore:
-    """Redis access for one process: connections, raw commands, script calls.
+class Connection:
+    """The one connection layer: every byte taskq sends to Redis goes through here.
+
+    Two paths with one reply shape (RESP2): the lean :mod:`taskq.broker.wire` socket per
+    thread for plain ``redis://`` URLs (kept as it was: this move measured nothing;
+    whether it still wins over redis-py is for ``make bench`` to show before Cluster
+    support decides its place), and redis-py for everything else (TLS, unix sockets, pub/sub,
+    SCAN). Every error reply and connection failure is translated here, inside
+    :meth:`send_all`, :meth:`execute`, :meth:`call` and :meth:`check`, so no caller
+    handles a redis-py exception.
+
+    Redis Cluster routing and Sentinel discovery belong here when they come: choose
+    the node (by a command's first key's hash tag, every key of a queue shares it) in
+    :meth:`send` and :meth:`_wire`, and the master in :meth:`_connect`; the roles above
+    never see a node.
 
     Args:
         settings: Connection and limit settings.
@@ -56,19 +98,15 @@ class BrokerCore:
         self.url = redact_url(settings.redis_url)
         self._client: redis.Redis | None = None
         self._lock = threading.Lock()
-        self._groups: set[str] = set()
         self._address = wire.Address.from_url(settings.redis_url)
-        self.signer = Signer(settings.signing_keys)
         self._local = threading.local()
-
-    # -- connection ---------------------------------------------------------------------
 
     @property
     def client(self) -> Any:
         """The redis-py client, made on first use (after a fork, in the child).
 
-        Typed ``Any`` on purpose: redis-py's reply types are wide unions, and this
-        module decodes every reply itself.
+        Typed ``Any`` on purpose: redis-py's reply types are wide unions, and the
+        roles decode every reply themselves.
         """
         if self._client is None:
             with self._lock:
@@ -85,7 +123,7 @@ class BrokerCore:
                 socket_connect_timeout=s.connect_timeout,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
                 health_check_interval=30,
-                protocol=2,  # RESP2, as taskq.wire speaks: one reply shape on both paths
+                protocol=2,  # RESP2, as taskq.broker.wire speaks: one reply shape on both paths
             )
         except ValueError as exc:
             raise RedisUnavailableError(f"invalid Redis URL {self.url}: {exc}") from None
@@ -111,12 +149,20 @@ class BrokerCore:
                 ) from exc
             raise BrokerError(f"Redis at {self.url} replied: {exc}") from exc
 
+    def check(self, reply: Any) -> Any:
+        """``reply`` itself, or, when it is an error reply, that error raised translated."""
+        if isinstance(reply, Exception):
+            with self.translate():
+                raise reply
+        return reply
+
     def ping(self) -> None:
         """Raise :class:`RedisUnavailableError` unless Redis answers."""
         with self.translate():
             self.client.ping()
 
     def close(self) -> None:
+        """Close this thread's lean connection and the redis-py pool (reopened on use)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -126,7 +172,7 @@ class BrokerCore:
             self._client.connection_pool.disconnect()
             self._client = None
 
-    # -- scripts ------------------------------------------------------------------------
+    # -- raw commands -------------------------------------------------------------------
 
     def _wire(self) -> wire.Connection | None:
         """This thread's lean connection (None for URLs it does not handle, e.g. TLS)."""
@@ -142,9 +188,11 @@ class BrokerCore:
     def send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send raw commands in one round trip; replies unparsed, errors as exception values.
 
-        The hot path: hiredis-packed commands on a per-thread socket (:mod:`taskq.wire`),
+        The hot path: hiredis-packed commands on a per-thread socket (:mod:`taskq.broker.wire`),
         or, for URLs that path does not handle, a redis-py connection read without
-        response callbacks, so replies have the same shape either way.
+        response callbacks, so replies have the same shape either way. A lost
+        connection raises (translated); an error reply is returned for the caller to
+        judge (NOGROUP, say, may mean "nothing yet").
         """
         with self.translate():
             conn = self._wire()
@@ -164,16 +212,56 @@ class BrokerCore:
             finally:
                 pool.release(rconn)
 
+    def send_all(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Like :meth:`send`, but the first error reply raises, translated."""
+        return [self.check(reply) for reply in self.send(commands)]
+
     def execute(self, *args: Any) -> Any:
         """One raw command; an error reply raises :class:`BrokerError`."""
-        reply = self.send([args])[0]
-        if isinstance(reply, Exception):
-            with self.translate():
-                raise reply
-        return reply
+        return self.check(self.send([args])[0])
 
-    def _evalsha(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+    # -- redis-py parsed replies (inspection, not the hot path) -------------------------
+
+    def scan(self, match: str, type_: str | None = None) -> Iterator[str]:
+        """Keys matching ``match`` (SCAN; only of ``type_`` when given), as text."""
+        with self.translate():
+            for key in self.client.scan_iter(match=match, count=1000, _type=type_):
+                yield text(key)
+
+    def xread(self, streams: dict[str, str], count: int, block_ms: int | None) -> Any:
+        """XREAD of ``{stream: after id}``, as redis-py parses it."""
+        with self.translate():
+            return self.client.xread(streams, count=count, block=block_ms)
+
+    def xrange(self, key: str, count: int | None = None) -> Any:
+        """XRANGE of the whole stream ``key`` (its first ``count`` entries when given)."""
+        with self.translate():
+            return self.client.xrange(key, count=count)
+
+    def xrevrange(self, key: str, count: int) -> Any:
+        """XREVRANGE: the newest ``count`` entries of stream ``key``, newest first."""
+        with self.translate():
+            return self.client.xrevrange(key, count=count)
+
+    # -- scripts ------------------------------------------------------------------------
+
+    @staticmethod
+    def _evalsha(name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         return ("EVALSHA", scripts.load(name).sha, len(keys), *keys, *args)
+
+    def _heal(self, names: Sequence[str], commands: Sequence[Any], replies: list[Any]) -> None:
+        """Load the scripts a NOSCRIPT reply named and re-send those calls (in place).
+
+        Redis forgets loaded scripts on restart or SCRIPT FLUSH; loading on demand
+        keeps EVALSHA's one-hash-per-call cost on the happy path.
+        """
+        redo = [i for i, r in enumerate(replies) if _is_noscript(r)]
+        if not redo:
+            return
+        for name in dict.fromkeys(names[i] for i in redo):
+            self.execute("SCRIPT", "LOAD", scripts.load(name).source)
+        for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
+            replies[i] = reply
 
     def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name`` with ``keys`` and ``args`` (EVALSHA, self-healing NOSCRIPT)."""
@@ -182,37 +270,49 @@ class BrokerCore:
     def call_many(
         self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
     ) -> list[Any]:
-        """Run script ``name`` once per ``(keys, args)``, all in one round trip."""
-        commands = [self._evalsha(name, k, a) for k, a in calls]
-        replies = self.send(commands)
-        if any(_is_noscript(r) for r in replies):
-            self.execute("SCRIPT", "LOAD", scripts.load(name).source)
-            redo = [i for i, r in enumerate(replies) if _is_noscript(r)]
-            for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                with self.translate():
-                    raise reply
-        return replies
+        """Run script ``name`` once per ``(keys, args)``, all in one round trip; an error
+        reply raises, translated."""
+        return [self.check(r) for r in self.call_mixed([(name, k, a) for k, a in calls])]
 
     def call_mixed(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run ``(script name, keys, args)`` calls of several scripts in one round trip.
 
         Replies come back in order; a call's error is returned as its reply (the
-        caller decides), except that NOSCRIPT is healed by loading and re-sending.
+        caller decides, see :meth:`check`), except that NOSCRIPT is healed by loading
+        and re-sending.
         """
         commands = [self._evalsha(name, k, a) for name, k, a in calls]
         replies = self.send(commands)
-        redo = [i for i, r in enumerate(replies) if _is_noscript(r)]
-        if redo:
-            for name in dict.fromkeys(calls[i][0] for i in redo):
-                self.execute("SCRIPT", "LOAD", scripts.load(name).source)
-            for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
-                replies[i] = reply
+        self._heal([name for name, _, _ in calls], commands, replies)
         return replies
 
-    def _ttl_ms(self, ttl: float | None) -> int:
+    def call_stream(
+        self, name: str, calls: Iterable[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Like :meth:`call_many`, but each call is sent as soon as ``calls`` yields it.
+
+        Redis runs call *k* while the caller builds call *k+1*; every reply is read at
+        the end (one wait instead of one per call). On the redis-py path the calls
+        are gathered and sent as one round trip.
+        """
+        conn = self._wire()
+        if conn is None:
+            return self.call_many(name, list(calls))
+        commands: list[tuple[Any, ...]] = []
+        # Only the socket calls are translated: an error raised while the caller builds
+        # the next call (its iterator) is the caller's, and passes through unchanged.
+        for keys, args in calls:
+            cmd = self._evalsha(name, keys, args)
+            commands.append(cmd)
+            with self.translate():
+                conn.send([cmd])
+        with self.translate():
+            replies = conn.receive(len(commands))
+        self._heal([name] * len(commands), commands, replies)
+        return [self.check(r) for r in replies]
+
+    def ttl_ms(self, ttl: float | None) -> int:
+        """``ttl`` seconds (None: the settings' ``result_ttl``) as the scripts' milliseconds."""
         return int((ttl or self.settings.result_ttl) * 1000)
 
     def subscribe(self, channels: Sequence[str]) -> Subscription:
@@ -221,10 +321,10 @@ class BrokerCore:
 
 
 class Subscription:
-    """Wake-ups published on some channels; see :meth:`Broker.subscribe`."""
+    """Wake-ups published on some channels; see :meth:`Connection.subscribe`."""
 
-    def __init__(self, broker: BrokerCore, channels: Sequence[str]) -> None:
-        self._broker = broker
+    def __init__(self, conn: Connection, channels: Sequence[str]) -> None:
+        self._conn = conn
         self._channels = list(channels)
         self._pubsub: Any = None
 
@@ -237,10 +337,10 @@ class Subscription:
         Raises:
             RedisUnavailableError: The connection failed (the next call resubscribes).
         """
-        with self._broker.translate():
+        with self._conn.translate():
             try:
                 if self._pubsub is None:
-                    pubsub = self._broker.client.pubsub()
+                    pubsub = self._conn.client.pubsub()
                     pubsub.subscribe(*self._channels)
                     confirmed = 0
                     while confirmed < len(self._channels):
@@ -271,5 +371,6 @@ def _is_noscript(reply: Any) -> bool:
     )
 
 
-def _now() -> float:
+def now() -> float:
+    """The monotonic clock result waits measure their timeouts with."""
     return time.monotonic()

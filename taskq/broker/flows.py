@@ -1,4 +1,4 @@
-"""The broker's flow calls: suspend, notify, reset, and reading a flow's fan-in keys."""
+"""The flows' role: suspend, notify, reset, and reading a flow's fan-in keys."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskq import scripts
-from taskq.broker_core import BrokerCore, _s
+from taskq.broker.connection import Connection, text
 from taskq.keys import GROUP
 
 
-class FlowCalls(BrokerCore):
-    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flow`)."""
+class Flows:
+    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flow`).
+
+    Args:
+        conn: The connection layer.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.keys = conn.keys
+        self.settings = conn.settings
 
     def suspend(
         self,
@@ -40,8 +49,8 @@ class FlowCalls(BrokerCore):
             k.flow_wait(queue, flow_id),
         ]
         args: list[Any] = [GROUP, self.settings.events_maxlen, entry_id, flow_id, attempt]
-        args += [payload, mode, self._ttl_ms(ttl), seq, ",".join(child_queues), *waiting]
-        return int(self.call(scripts.SUSPEND, keys, args))
+        args += [payload, mode, self.conn.ttl_ms(ttl), seq, ",".join(child_queues), *waiting]
+        return int(self.conn.call(scripts.SUSPEND, keys, args))
 
     def notify(
         self,
@@ -69,14 +78,14 @@ class FlowCalls(BrokerCore):
             flow_id,
             child_id,
             outcome,
-            self._ttl_ms(ttl),
+            self.conn.ttl_ms(ttl),
         ]
-        return bool(self.call(scripts.NOTIFY, keys, args))
+        return bool(self.conn.call(scripts.NOTIFY, keys, args))
 
     def reset_child(self, queue: str, run_id: str) -> bool:
         """Forget a Failed/Cancelled child so it can be enqueued again (flow retry)."""
         keys = [self.keys.run(queue, run_id), self.keys.result(queue, run_id)]
-        return bool(self.call(scripts.RESET, keys, []))
+        return bool(self.conn.call(scripts.RESET, keys, []))
 
     def flow_outcomes(
         self, queue: str, flow_id: str, known: int
@@ -86,15 +95,15 @@ class FlowCalls(BrokerCore):
         One round trip when nothing is new, two otherwise.
         """
         order_key = self.keys.flow_order(queue, flow_id)
-        new = [_s(c) for c in self.execute("LRANGE", order_key, known, -1) or []]
+        new = [text(c) for c in self.conn.execute("LRANGE", order_key, known, -1) or []]
         if not new:
             return [], {}
         results = self.keys.flow_results(queue, flow_id)
         if known == 0:
-            flat = self.execute("HGETALL", results)
-            allout = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            flat = self.conn.execute("HGETALL", results)
+            allout = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
             return new, {c: allout[c] for c in new if c in allout}
-        values = self.execute("HMGET", results, *new)
+        values = self.conn.execute("HMGET", results, *new)
         return new, {c: v for c, v in zip(new, values, strict=True) if v is not None}
 
     def flow_forget(self, queue: str, flow_id: str, children: Sequence[str]) -> None:
@@ -103,13 +112,10 @@ class FlowCalls(BrokerCore):
             self.keys.flow_results(queue, flow_id),
             self.keys.flow_order(queue, flow_id),
         )
-        cmds: list[tuple[Any, ...]] = [("HDEL", results, *children)]
-        cmds += [("LREM", order, 0, c) for c in children]
-        for reply in self.send(cmds):
-            if isinstance(reply, Exception):
-                with self.translate():
-                    raise reply
+        self.conn.call(scripts.FLOW_FORGET, [results, order], list(children))
 
     def flow_ping_wait(self, queue: str, flow_id: str, timeout: float) -> None:
         """Block up to ``timeout`` seconds for any child of the flow to end."""
-        self.execute("BLPOP", self.keys.flow_ping(queue, flow_id), f"{max(timeout, 0.001):.3f}")
+        self.conn.execute(
+            "BLPOP", self.keys.flow_ping(queue, flow_id), f"{max(timeout, 0.001):.3f}"
+        )

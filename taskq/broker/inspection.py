@@ -1,0 +1,144 @@
+"""The read-only inspection role: events, dead letters, queue sizes and names, server
+settings, what a timed-out result wait can report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from taskq.broker.connection import Connection, text
+from taskq.errors import TaskqError
+from taskq.keys import GROUP
+
+
+class Inspection:
+    """Reads for the CLI, dashboards and tests; nothing here changes state.
+
+    Args:
+        conn: The connection layer.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.keys = conn.keys
+        self.settings = conn.settings
+
+    def queue_names(self) -> list[str]:
+        """The queues that have a stream (task, events or dead-letter) under this prefix, sorted.
+
+        Found by SCAN (``TYPE stream``); the name is the key's hash tag.
+        """
+        head = f"{self.keys.prefix}:{{"
+        found = set()
+        for name in self.conn.scan(f"{head}*}}:*", "STREAM"):
+            found.add(name[len(head) : name.index("}:", len(head))])
+        return sorted(found)
+
+    def events(
+        self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events after ``after`` (an events-stream id), oldest first."""
+        block_ms = None if block is None else max(1, int(block * 1000))
+        reply = self.conn.xread({self.keys.events(queue): after}, count, block_ms)
+        out = []
+        for _, entries in reply or ():
+            for eid, fields in entries:
+                out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
+        return out
+
+    def recent_events(self, queue: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """The newest ``count`` events of ``queue``, oldest first."""
+        reply = self.conn.xrevrange(self.keys.events(queue), count)
+        return [
+            (text(eid), {text(f): text(v) for f, v in fields.items()})
+            for eid, fields in reversed(reply)
+        ]
+
+    def run_events(self, queue: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
+        """Every event of ``run_id`` still in the queue's (capped) events stream."""
+        out = []
+        for eid, fields in self.conn.xrange(self.keys.events(queue)):
+            if fields.get(b"r") == run_id.encode():
+                out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
+        return out
+
+    def dead_entries(self, queue: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The oldest ``count`` dead-lettered entries of a queue."""
+        reply = self.conn.xrange(self.keys.dead(queue), count)
+        return [(text(eid), fields) for eid, fields in reply]
+
+    def queue_sizes(self, queue: str) -> tuple[int, int]:
+        """(entries in the streams, entries pending in the group) for ``queue``, summed
+        over its priority levels."""
+        cmds: list[tuple[str, ...]] = []
+        for stream in self.keys.streams(queue):
+            cmds += [("XLEN", stream), ("XPENDING", stream, GROUP)]
+        replies = self.conn.send(cmds)
+        length = pending = 0
+        for i in range(0, len(replies), 2):
+            size, summary = replies[i], replies[i + 1]
+            length += int(self.conn.check(size))
+            if not isinstance(summary, Exception):  # NOGROUP: no worker made it yet
+                pending += int(summary[0])
+        return length, pending
+
+    def server_warnings(self) -> list[str]:
+        """Settings of the Redis server that put queued work at risk (empty if fine or unknown)."""
+        out = []
+        try:
+            aof_reply = self.conn.execute("CONFIG", "GET", "appendonly")
+            policy_reply = self.conn.execute("CONFIG", "GET", "maxmemory-policy")
+        except TaskqError:
+            return []  # CONFIG may be denied to this user; nothing to say then
+        aof = text(aof_reply[1]) if len(aof_reply) > 1 else None
+        policy = text(policy_reply[1]) if len(policy_reply) > 1 else None
+        if aof == "no":
+            out.append(
+                f"Redis at {self.conn.url} has appendonly no: a Redis restart loses queued work"
+            )
+        if policy and policy != "noeviction":
+            out.append(
+                f"Redis at {self.conn.url} has maxmemory-policy {policy}: under memory pressure "
+                "it may evict queued work; use noeviction"
+            )
+        return out
+
+    def wait_facts(self, queue: str, run_ids: Sequence[str]) -> WaitFacts:
+        """The runs' states and whether workers read from ``queue``, in one round trip
+        (for the message of a timed-out result wait).
+
+        Reads each run's record state and ``XINFO CONSUMERS`` of every priority
+        stream of the queue. A consumer's idle time is, on Redis 7.2 and later, the
+        time since it last tried to read; on 7.0, since it was last given an entry.
+        """
+        cmds: list[tuple[str, ...]] = [("HGET", self.keys.run(queue, rid), "s") for rid in run_ids]
+        cmds += [("XINFO", "CONSUMERS", stream, GROUP) for stream in self.keys.streams(queue)]
+        replies = self.conn.send(cmds)
+        n = len(run_ids)
+        states = [None if r is None or isinstance(r, Exception) else text(r) for r in replies[:n]]
+        has_group, idle_ms = False, None
+        for reply in replies[n:]:
+            if isinstance(reply, Exception):  # no such key, or NOGROUP: no worker made it
+                continue
+            has_group = True
+            for flat in reply:
+                info = {text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+                idle = int(info.get("idle", -1))
+                if idle >= 0 and (idle_ms is None or idle < idle_ms):
+                    idle_ms = idle
+        return WaitFacts(states, has_group, None if idle_ms is None else idle_ms / 1000)
+
+
+@dataclass(frozen=True)
+class WaitFacts:
+    """What :meth:`Inspection.wait_facts` found.
+
+    Attributes:
+        states: Each run's recorded state name (None: no record, unknown or expired).
+        has_group: Some priority stream of the queue has the workers' consumer group.
+        idle: Seconds since the queue's most recent consumer last read (None: none).
+    """
+
+    states: list[str | None]
+    has_group: bool
+    idle: float | None

@@ -1,0 +1,169 @@
+"""The producer's role: enqueue runs, read their records, wait for their results."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from taskq import scripts
+from taskq.broker.connection import Connection, fields_of, now, text
+from taskq.broker.delay import delay_mark
+from taskq.errors import RedisFullError
+from taskq.signing import Signer
+
+#: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
+ENQUEUE_BATCH = 500
+
+#: States an event names once the run's result list has been written (same script).
+_FINAL = frozenset({"Completed", "Cached", "Failed", "Cancelled"})
+
+
+class Producer:
+    """Enqueueing and result waits (blocking reads, never polled on a timer).
+
+    Args:
+        conn: The connection layer.
+        signer: Signs every payload enqueued.
+    """
+
+    def __init__(self, conn: Connection, signer: Signer) -> None:
+        self.conn = conn
+        self.keys = conn.keys
+        self.settings = conn.settings
+        self.signer = signer
+
+    def enqueue(
+        self, queue: str, runs: Sequence[tuple[str, bytes, str]], level: int = 0
+    ) -> list[int]:
+        """Enqueue ``(run_id, payload, due)`` triples; per run 1 if added, 0 if already known.
+
+        ``due`` is ``''`` (now), ``'d<ms>'`` (after a delay, server clock) or
+        ``'a<ms>'`` (absolute Unix ms). Batches of ``ENQUEUE_BATCH`` runs go in one
+        script call each, and all the calls in one round trip. ``level`` is the runs'
+        priority (0-9).
+        """
+        calls = list(self._enqueue_calls(queue, runs, level))
+        return [n for reply in self.conn.call_many(scripts.ENQUEUE, calls) for n in reply]
+
+    def enqueue_stream(
+        self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int = 0
+    ) -> list[int]:
+        """Like :meth:`enqueue`, but each batch is sent as soon as it is built.
+
+        Redis runs batch *k* while the caller builds batch *k+1*; every reply is
+        read at the end (one wait instead of one per batch).
+        """
+        calls = self._enqueue_calls(queue, runs, level)
+        return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
+
+    def _enqueue_calls(
+        self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int
+    ) -> Iterator[tuple[list[str], list[Any]]]:
+        """The ``enqueue`` script calls for ``runs``, one per ``ENQUEUE_BATCH``, built lazily."""
+        k = self.keys
+        head = [k.stream(queue, level), k.events(queue), k.delayed(queue)]
+        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue), delay_mark(level)]
+        sign = self.signer.sign
+        it = iter(runs)
+        while chunk := list(itertools.islice(it, ENQUEUE_BATCH)):
+            args = list(fixed)
+            for rid, payload, due in chunk:
+                args += (rid, sign(payload), due)
+            yield head + [k.run(queue, rid) for rid, _, _ in chunk], args
+
+    def run_record(self, queue: str, run_id: str) -> dict[str, str]:
+        """The run's state record as text (empty when unknown or expired)."""
+        flat = self.conn.execute("HGETALL", self.keys.run(queue, run_id))
+        record = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        record.pop("p", None)  # a suspended flow's payload: binary, internal
+        return {f: v.decode(errors="replace") for f, v in record.items()}
+
+    def find_run(self, run_id: str) -> str | None:
+        """The queue holding ``run_id``'s record, found by SCAN (None if none does)."""
+        for key in self.conn.scan(self.keys.run_pattern(run_id)):
+            return self.keys.queue_of_run_key(key)
+        return None
+
+    def wait_result(self, queue: str, run_id: str, timeout: float | None) -> bytes | None:
+        """Block until the run's outcome exists (BLMOVE of the one-element list onto itself).
+
+        Waits in slices no longer than ``block_seconds`` so a socket timeout never
+        cuts a healthy wait; nothing is polled on a timer. While Redis is full
+        (maxmemory, noeviction) it refuses BLMOVE, and the wait is :meth:`wait_any`'s
+        read-only one instead.
+
+        Returns:
+            The outcome payload, or None when ``timeout`` ran out.
+        """
+        key = self.keys.result(queue, run_id)
+        block = self.settings.block_seconds
+        deadline = None if timeout is None else now() + timeout
+        while True:
+            left = block if deadline is None else min(block, deadline - now())
+            if left <= 0:
+                value: bytes | None = self.conn.execute("LINDEX", key, 0)
+                return value
+            try:
+                value = self.conn.execute(
+                    "BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}"
+                )
+            except RedisFullError:
+                # A full Redis refuses BLMOVE (it may write); the read-only wait still works.
+                self.wait_any(queue, [run_id], left)
+                value = self.conn.execute("LINDEX", key, 0)
+            if value is not None:
+                return value
+
+    def peek_results(self, queue: str, run_ids: Sequence[str]) -> list[bytes | None]:
+        """Outcomes of many runs in one round trip (None for runs not finished)."""
+        if not run_ids:
+            return []
+        replies = self.conn.send([("LINDEX", self.keys.result(queue, rid), 0) for rid in run_ids])
+        return [None if isinstance(r, Exception) else r for r in replies]
+
+    def wait_any(self, queue: str, run_ids: Sequence[str], timeout: float) -> str | None:
+        """Block until one of the runs has an outcome; return its id (None on timeout).
+
+        Read-only: nothing is written to a result key, so a waiter killed (or cut
+        off) mid-wait cannot take a result from anyone, and every key keeps its TTL.
+        The ``finish`` and ``dead`` scripts write a run's outcome and its final-state
+        event in one script, so once such an event for a watched run is visible its
+        result exists. The events stream's last id is read in the same round trip as,
+        and before, the peek at the results; then XREAD blocks for events after it.
+        The stream is capped, so the caller re-reads everything now and then
+        (an event trimmed before it was read is covered by that).
+        """
+        if not run_ids:
+            return None
+        events = self.keys.events(queue)
+        keys = {rid: self.keys.result(queue, rid) for rid in run_ids}
+        head, *peeks = self.conn.send(
+            [("XREVRANGE", events, "+", "-", "COUNT", 1)]
+            + [("LINDEX", key, 0) for key in keys.values()]
+        )
+        for rid, raw in zip(keys, peeks, strict=True):
+            if raw is not None and not isinstance(raw, Exception):
+                return rid
+        last = text(head[0][0]) if isinstance(head, list) and head else "0-0"
+        deadline = now() + timeout
+        while True:
+            left = min(self.settings.block_seconds, deadline - now())
+            if left <= 0:
+                return None
+            block = max(1, int(left * 1000))
+            reply = self.conn.execute(
+                "XREAD", "COUNT", 1000, "BLOCK", block, "STREAMS", events, last
+            )
+            ended: list[str] = []
+            for _, entries in reply or ():
+                for eid, flat in entries:
+                    last = text(eid)
+                    fields = fields_of(flat)
+                    rid = text(fields.get(b"r", b""))
+                    if rid in keys and text(fields.get(b"s", b"")) in _FINAL:
+                        ended.append(rid)
+            if ended:
+                for rid, raw in zip(ended, self.peek_results(queue, ended), strict=True):
+                    if raw is not None:
+                        return rid
