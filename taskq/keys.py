@@ -22,14 +22,12 @@ import re
 from dataclasses import dataclass
 
 from taskq.errors import ConfigurationError
+from taskq.protocol import PRIORITIES as PRIORITIES  # re-exported: defined in the protocol
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 #: The consumer group every worker of a queue joins (on each of its priority streams).
 GROUP = "taskq"
-
-#: Priority levels: 0 (the default) to ``PRIORITIES - 1``; each has a stream of its own.
-PRIORITIES = 10
 
 #: Levels in the order workers serve them: highest first.
 LEVELS_SERVED = tuple(range(PRIORITIES - 1, -1, -1))

@@ -15,7 +15,8 @@ from typing import Any, TypedDict
 from taskq.cache import CachePolicy, CacheSettings, build_cache
 from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
-from taskq.keys import PRIORITIES, check_name
+from taskq.keys import check_name
+from taskq.protocol import PRIORITIES, RETRY_OVERRIDES
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
 
 Hook = Callable[..., object]
@@ -57,15 +58,9 @@ class FlowOptionsDict(TaskOptionsDict, total=False):
 
 KNOWN = frozenset(TaskOptionsDict.__annotations__) | {"inline_wait_seconds"}
 CACHE_OPTIONS = ("cache_key_fn", "cache_policy", "cache_expiration", "refresh_cache")
-RETRY_OPTIONS = (
-    "retries",
-    "retry_delay_seconds",
-    "retry_jitter_factor",
-    "retry_condition_fn",
-    "retry_on",
-    "no_retry_on",
-    "retry_deadline_seconds",
-)
+#: The retry options, which a message may also override: the protocol names them, as
+#: they travel in a message's meta. (An alias for the modules that still use this name.)
+RETRY_OPTIONS = RETRY_OVERRIDES
 #: Options only flows take.
 FLOW_ONLY = ("inline_wait_seconds",)
 #: Per-submission options: only ``with_options`` (or ``submit``) takes them.
@@ -104,7 +99,7 @@ class TaskOptions:
     def merged(self, changes: dict[str, Any]) -> TaskOptions:
         """A copy with ``changes`` (validated) applied."""
         norm = _normalize(changes)
-        raw = {**self.retry_raw, **{k: v for k, v in changes.items() if k in RETRY_OPTIONS}}
+        raw = {**self.retry_raw, **{k: v for k, v in changes.items() if k in RETRY_OVERRIDES}}
         norm["retry_raw"], norm["retry"] = raw, build_policy(raw)
         cache = {k: v for k, v in changes.items() if k in CACHE_OPTIONS}
         if cache:
@@ -133,7 +128,7 @@ class TaskOptions:
                 "cache_key_fn / cache_policy / cache_expiration cannot be changed per submission; "
                 "register a separate task instead"
             )
-        for name in RETRY_OPTIONS:
+        for name in RETRY_OVERRIDES:
             mine, theirs = self.retry_raw.get(name), base.retry_raw.get(name)
             if mine is theirs or mine == theirs:
                 continue
@@ -233,6 +228,6 @@ def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> 
     check_known(options, decorator=True, flow=flow)
     norm = _normalize(options)
     norm.setdefault("name", default_name)
-    raw = {k: v for k, v in options.items() if k in RETRY_OPTIONS}
+    raw = {k: v for k, v in options.items() if k in RETRY_OVERRIDES}
     cache = build_cache({k: v for k, v in options.items() if k in CACHE_OPTIONS})
     return TaskOptions(**norm, retry_raw=raw, retry=build_policy(raw), cache=cache)

@@ -258,7 +258,7 @@ class MetaKey(enum.StrEnum):
     CALL = "c"
 
 
-#: Retry options a message may override (``taskq.options.RETRY_OPTIONS``).
+#: Retry options a message may override (the options of ``taskq.options`` of the same names).
 RETRY_OVERRIDES: Final = (
     "retries",
     "retry_delay_seconds",
