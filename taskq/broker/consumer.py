@@ -11,6 +11,7 @@ from taskq import scripts
 from taskq.broker.connection import Connection, Entry, fields_of, text
 from taskq.broker.delay import PARK_FIRST_MS, PARK_LONGEST_MS, delay_mark
 from taskq.keys import GROUP, LEVELS_SERVED
+from taskq.protocol import FLOW_CHILD, KEEP_PENDING, FinishReply, ParkReply, RetryReply, StartKind
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,11 @@ class Consumer:
         worker: str,
         deliveries: Sequence[tuple[bytes, str, int, str]],
         level: int = 0,
-    ) -> list[tuple[int, int, int]]:
+    ) -> list[tuple[StartKind, int, int]]:
         """Start ``(entry_id, run_id, max_deliveries, run_name)`` deliveries in one script call.
 
         Returns:
-            Per delivery ``(kind, attempt, deliveries)``; kind 1 started, 2 resumed,
-            0 duplicate of an ended run, 3 poison (see ``scripts/start.lua``).
+            Per delivery ``(kind, attempt, deliveries)``, as ``scripts/start.lua`` says.
         """
         k = self.keys
         keys = [k.stream(queue, level), k.events(queue)]
@@ -133,7 +133,8 @@ class Consumer:
         for eid, rid, maxdel, name in deliveries:
             args += (eid, rid, maxdel, name)
         flat = self.conn.call(scripts.START, keys, args)
-        return [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        out = range(0, len(flat), 3)
+        return [(StartKind(int(flat[i])), int(flat[i + 1]), int(flat[i + 2])) for i in out]
 
     def ack(self, queue: str, entry_ids: Sequence[bytes], level: int = 0) -> None:
         """Ack and delete deliveries (idempotent)."""
@@ -241,7 +242,7 @@ class Consumer:
             self.conn.ttl_ms(ttl),
             etype,
             emsg[:1000],
-            "" if ack else "1",
+            "" if ack else KEEP_PENDING,
         ]
         if cache is not None:
             keys += [k.cache(queue, cache[0]), k.cache_lock(queue, cache[0])]
@@ -258,19 +259,19 @@ class Consumer:
                 k.flow_wait(queue, fid),
                 k.flow_ping(queue, fid),
             ]
-            args += ["flow", fid]
+            args += [FLOW_CHILD, fid]
         return FinishCall(tuple(keys), tuple(args))
 
     def finish(self, call: FinishCall) -> bool:
         """Send one ``finish`` call; False if fenced off (the attempt no longer holds the run)."""
-        return bool(self.conn.call(scripts.FINISH, call.keys, call.args))
+        return _recorded(self.conn.call(scripts.FINISH, call.keys, call.args))
 
     def finish_many(self, calls: Sequence[FinishCall]) -> list[bool | Exception]:
         """Send ``finish`` calls in one round trip; per call True (recorded), False (fenced
         off) or the error it raised (each call is its own script, so one failing does
         not undo another)."""
         replies = self.conn.call_mixed([(scripts.FINISH, c.keys, c.args) for c in calls])
-        return [r if isinstance(r, Exception) else bool(r) for r in replies]
+        return [r if isinstance(r, Exception) else _recorded(r) for r in replies]
 
     def finish_and_read(
         self,
@@ -292,7 +293,7 @@ class Consumer:
         calls.append((scripts.FETCH, names, [GROUP, consumer, count]))
         replies = self.conn.call_mixed(calls)
         *done, fetched = replies
-        results = [r if isinstance(r, Exception) else bool(r) for r in done]
+        results = [r if isinstance(r, Exception) else _recorded(r) for r in done]
         return results, self._fetched(lanes, self.conn.check(fetched))
 
     def retry(
@@ -306,14 +307,14 @@ class Consumer:
         error: tuple[str, str],
         deadline: float | None,
         level: int = 0,
-    ) -> int:
+    ) -> RetryReply:
         """Ack a failed attempt and schedule the next one ``delay`` seconds from now.
 
         The next attempt keeps the priority ``level`` the delivery came with.
 
         Returns:
-            1 scheduled; 0 fenced off (the attempt no longer holds the run);
-            2 refused because the retry would come due after ``deadline``.
+            SCHEDULED; FENCED (the attempt no longer holds the run); or PAST_DEADLINE,
+            refused because the retry would come due after ``deadline``.
         """
         k = self.keys
         keys = [k.stream(queue, level), k.events(queue), k.delayed(queue), k.run(queue, run_id)]
@@ -330,7 +331,7 @@ class Consumer:
             -1 if deadline is None else int(deadline * 1000),
             k.wake_channel(queue),
         ]
-        return int(self.conn.call(scripts.RETRY, keys, args))
+        return RetryReply(int(self.conn.call(scripts.RETRY, keys, args)))
 
     def dead_letter(
         self,
@@ -369,15 +370,15 @@ class Consumer:
         run_id: str,
         payload: bytes,
         level: int = 0,
-    ) -> tuple[int, int]:
+    ) -> tuple[ParkReply, int]:
         """Hand a delivery whose task this worker does not know back through the delay
         queue, due in 1 s (doubling per hand-back, at most 10 s), while the run has
         waited less than ``unknown_task_grace``.
 
         Returns:
-            ``(code, waited_ms)`` as ``park.lua`` says: 1 handed back; 0 not (grace
-            spent, or no record: waited -1), dead-letter it; 2 the run had ended (the
-            duplicate is acked); 3 no longer this consumer's.
+            ``(code, waited_ms)`` as ``park.lua`` says: PARKED handed back; EXPIRED
+            not (grace spent, or no record: waited -1), dead-letter it; ENDED the run
+            had ended (the duplicate is acked); LOST no longer this consumer's.
         """
         k = self.keys
         keys = [k.stream(queue, level), k.delayed(queue), k.run(queue, run_id)]
@@ -385,7 +386,7 @@ class Consumer:
         args = [GROUP, consumer, entry_id, delay_mark(level) + payload, grace_ms]
         args += [PARK_FIRST_MS, PARK_LONGEST_MS, k.wake_channel(queue)]
         code, waited = self.conn.call(scripts.PARK, keys, args)
-        return int(code), int(waited)
+        return ParkReply(int(code)), int(waited)
 
     def cache_get(self, queue: str, key: str) -> bytes | None:
         """The cached outcome under ``key``, if any."""
@@ -402,3 +403,8 @@ class Consumer:
             # Refused (a full Redis refuses SET): the lock was not taken; say who holds it.
             holder = self.conn.send([("GET", lock)])[0]
         return None if holder is None else text(holder)
+
+
+def _recorded(reply: Any) -> bool:
+    """Whether a ``finish`` reply says the outcome was recorded (else fenced off)."""
+    return int(reply) == FinishReply.RECORDED

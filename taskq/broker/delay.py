@@ -10,6 +10,7 @@ from typing import Any
 from taskq import scripts
 from taskq.broker.connection import Connection
 from taskq.message import peek_run_id
+from taskq.protocol import PRIORITY_MARK
 from taskq.signing import MAGIC, SIGNATURE_BYTES
 
 #: First and longest delay of a run handed back for a worker that knows its task (ms).
@@ -18,14 +19,16 @@ PARK_FIRST_MS, PARK_LONGEST_MS = 1_000, 10_000
 
 def delay_mark(level: int) -> bytes:
     """The prefix of a delay-queue member of priority ``level`` (see ``promote.lua``)."""
-    return b"" if level == 0 else b"\xc1P" + str(level).encode()
+    return b"" if level == 0 else PRIORITY_MARK + str(level).encode()
 
 
 def member_run_id(member: bytes) -> str | None:
     """The run id of a delay-queue member, read without decoding its payload: after
     the priority mark and the signature (unverified: the worker verifies), from the
     head of the message (None when there is none to read)."""
-    payload = member[3:] if member[:2] == b"\xc1P" else member
+    # The mark is followed by one digit: levels go up to PRIORITIES - 1 = 9.
+    mark = len(PRIORITY_MARK)
+    payload = member[mark + 1 :] if member[:mark] == PRIORITY_MARK else member
     if payload[:2] == MAGIC:
         payload = payload[SIGNATURE_BYTES:]
     return peek_run_id(payload)

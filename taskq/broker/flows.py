@@ -8,6 +8,7 @@ from typing import Any
 from taskq import scripts
 from taskq.broker.connection import Connection, text
 from taskq.keys import GROUP
+from taskq.protocol import NotifyReply, ResetReply, SuspendReply
 
 
 class Flows:
@@ -35,8 +36,8 @@ class Flows:
         child_queues: Sequence[str],
         ttl: float | None = None,
         level: int = 0,
-    ) -> int:
-        """Suspend a flow until its children end: 1 suspended, 2 already satisfied, 0 fenced.
+    ) -> SuspendReply:
+        """Suspend a flow until its children end: SUSPENDED, SATISFIED already, or FENCED.
 
         ``level`` is the flow delivery's priority level (its resume goes back there).
         """
@@ -50,7 +51,7 @@ class Flows:
         ]
         args: list[Any] = [GROUP, self.settings.events_maxlen, entry_id, flow_id, attempt]
         args += [payload, mode, self.conn.ttl_ms(ttl), seq, ",".join(child_queues), *waiting]
-        return int(self.conn.call(scripts.SUSPEND, keys, args))
+        return SuspendReply(int(self.conn.call(scripts.SUSPEND, keys, args)))
 
     def notify(
         self,
@@ -80,12 +81,12 @@ class Flows:
             outcome,
             self.conn.ttl_ms(ttl),
         ]
-        return bool(self.conn.call(scripts.NOTIFY, keys, args))
+        return int(self.conn.call(scripts.NOTIFY, keys, args)) == NotifyReply.RESUMED
 
     def reset_child(self, queue: str, run_id: str) -> bool:
         """Forget a Failed/Cancelled child so it can be enqueued again (flow retry)."""
         keys = [self.keys.run(queue, run_id), self.keys.result(queue, run_id)]
-        return bool(self.conn.call(scripts.RESET, keys, []))
+        return int(self.conn.call(scripts.RESET, keys, [])) == ResetReply.RESET
 
     def flow_outcomes(
         self, queue: str, flow_id: str, known: int

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from taskq.broker.connection import Connection, text
 from taskq.errors import TaskqError
 from taskq.keys import GROUP
+from taskq.protocol import EventField, RecordField
 
 
 class Inspection:
@@ -58,7 +59,7 @@ class Inspection:
         """Every event of ``run_id`` still in the queue's (capped) events stream."""
         out = []
         for eid, fields in self.conn.xrange(self.keys.events(queue)):
-            if fields.get(b"r") == run_id.encode():
+            if fields.get(EventField.RUN.encode()) == run_id.encode():
                 out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
         return out
 
@@ -111,7 +112,9 @@ class Inspection:
         stream of the queue. A consumer's idle time is, on Redis 7.2 and later, the
         time since it last tried to read; on 7.0, since it was last given an entry.
         """
-        cmds: list[tuple[str, ...]] = [("HGET", self.keys.run(queue, rid), "s") for rid in run_ids]
+        cmds: list[tuple[str, ...]] = [
+            ("HGET", self.keys.run(queue, rid), RecordField.STATE.value) for rid in run_ids
+        ]
         cmds += [("XINFO", "CONSUMERS", stream, GROUP) for stream in self.keys.streams(queue)]
         replies = self.conn.send(cmds)
         n = len(run_ids)

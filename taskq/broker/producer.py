@@ -10,13 +10,14 @@ from taskq import scripts
 from taskq.broker.connection import Connection, fields_of, now, text
 from taskq.broker.delay import delay_mark
 from taskq.errors import RedisFullError
+from taskq.protocol import FINAL, EventField, RecordField
 from taskq.signing import Signer
 
 #: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
 ENQUEUE_BATCH = 500
 
-#: States an event names once the run's result list has been written (same script).
-_FINAL = frozenset({"Completed", "Cached", "Failed", "Cancelled"})
+#: Event fields read by :meth:`Producer.wait_any`, as the stream entries spell them.
+_EVENT_RUN, _EVENT_STATE = EventField.RUN.encode(), EventField.STATE.encode()
 
 
 class Producer:
@@ -36,7 +37,8 @@ class Producer:
     def enqueue(
         self, queue: str, runs: Sequence[tuple[str, bytes, str]], level: int = 0
     ) -> list[int]:
-        """Enqueue ``(run_id, payload, due)`` triples; per run 1 if added, 0 if already known.
+        """Enqueue ``(run_id, payload, due)`` triples; per run an ``EnqueueReply`` code
+        (1 ADDED, 0 KNOWN: already known).
 
         ``due`` is ``''`` (now), ``'d<ms>'`` (after a delay, server clock) or
         ``'a<ms>'`` (absolute Unix ms). Batches of ``ENQUEUE_BATCH`` runs go in one
@@ -76,7 +78,7 @@ class Producer:
         """The run's state record as text (empty when unknown or expired)."""
         flat = self.conn.execute("HGETALL", self.keys.run(queue, run_id))
         record = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-        record.pop("p", None)  # a suspended flow's payload: binary, internal
+        record.pop(RecordField.PAYLOAD, None)  # a suspended flow's payload: binary, internal
         return {f: v.decode(errors="replace") for f, v in record.items()}
 
     def find_run(self, run_id: str) -> str | None:
@@ -160,8 +162,9 @@ class Producer:
                 for eid, flat in entries:
                     last = text(eid)
                     fields = fields_of(flat)
-                    rid = text(fields.get(b"r", b""))
-                    if rid in keys and text(fields.get(b"s", b"")) in _FINAL:
+                    rid = text(fields.get(_EVENT_RUN, b""))
+                    # A final state's event is written after the run's result list (same script).
+                    if rid in keys and text(fields.get(_EVENT_STATE, b"")) in FINAL:
                         ended.append(rid)
             if ended:
                 for rid, raw in zip(ended, self.peek_results(queue, ended), strict=True):
