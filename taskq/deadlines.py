@@ -33,6 +33,7 @@ from taskq.engine import Delivery, Engine
 from taskq.errors import MessageError, TaskqError, UnknownTaskError
 from taskq.keys import GROUP, LEVELS_SERVED
 from taskq.message import PAYLOAD_FIELD, decode_message
+from taskq.protocol import RecordField
 
 log = logging.getLogger("taskq.deadlines")
 
@@ -284,6 +285,7 @@ class Deadlines:
     def _attempt(app: App, d: Delivery, consumer: str) -> int:
         """The attempt the dead worker held (0 if it had not started the run)."""
         rec = app.broker.producer.run_record(d.queue, d.run_id)
-        if rec.get("w") == consumer and rec.get("e") == d.entry_id.decode():
-            return int(rec.get("a", 0))
+        held = rec.get(RecordField.WORKER) == consumer
+        if held and rec.get(RecordField.ENTRY) == d.entry_id.decode():
+            return int(rec.get(RecordField.ATTEMPT, 0))
         return 0

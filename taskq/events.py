@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from taskq.broker import Broker
+from taskq.protocol import EventField
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class Event:
 
 
 def _event(eid: str, f: dict[str, str]) -> Event:
-    state, attempt, et, em = f.get("s", ""), int(f.get("a", 0)), f.get("et", ""), f.get("em", "")
-    return Event(eid, f.get("r", ""), state, attempt, et, em)
+    state, attempt = f.get(EventField.STATE, ""), int(f.get(EventField.ATTEMPT, 0))
+    et, em = f.get(EventField.ERROR_TYPE, ""), f.get(EventField.ERROR_MESSAGE, "")
+    return Event(eid, f.get(EventField.RUN, ""), state, attempt, et, em)
 
 
 def read_events(

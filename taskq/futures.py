@@ -25,6 +25,7 @@ from taskq.errors import (
     TaskqError,
 )
 from taskq.message import Outcome, decode_outcome
+from taskq.protocol import ErrorType, RecordField, StateName
 from taskq.states import NAME_TO_TYPE, State, StateType
 
 if TYPE_CHECKING:
@@ -171,11 +172,12 @@ class Future(Generic[R]):
             raw = self._broker.producer.peek_results(self.queue, [self.run_id])[0]
             if self._set(raw) is not None:
                 return self.state
-            return State("Unknown")
+            return State(StateName.UNKNOWN.value)
         err = None
-        if "dead" in record:
-            err = ErrorInfo("DeadLettered", record["dead"])
-        return State(record.get("s", "Pending"), int(record.get("a", 0)), err, dict(record))
+        if RecordField.DEAD in record:
+            err = ErrorInfo(ErrorType.DEAD_LETTERED.value, record[RecordField.DEAD])
+        name = record.get(RecordField.STATE, StateName.PENDING.value)
+        return State(name, int(record.get(RecordField.ATTEMPT, 0)), err, dict(record))
 
 
 def _error_of(run_id: str, outcome: Outcome) -> TaskqError | None:

@@ -27,10 +27,11 @@ from typing import Any
 import msgpack
 
 from taskq.errors import ErrorInfo, MessageError
+from taskq.protocol import EntryField, OutcomeField
 
 VERSION = 1
-PAYLOAD_FIELD = b"m"
-RUN_FIELD = b"r"
+PAYLOAD_FIELD = EntryField.PAYLOAD.encode()
+RUN_FIELD = EntryField.RUN.encode()
 
 
 class _IdSource:
@@ -304,6 +305,10 @@ def decode_message(data: bytes, limits: Limits | None = None) -> Message:
 #: ``max_result_bytes``, checked by the engine).
 OUTCOME_LIMITS = Limits(max_bytes=1 << 31, max_depth=1 << 10, max_args=1 << 31)
 
+# An outcome map's keys as plain str (msgpack packs them as before; no enum lookups).
+_STATE, _ATTEMPT = OutcomeField.STATE.value, OutcomeField.ATTEMPT.value
+_ERROR, _VALUE, _CALL = OutcomeField.ERROR.value, OutcomeField.VALUE.value, OutcomeField.CALL.value
+
 
 def encode_outcome(
     state: str,
@@ -320,17 +325,17 @@ def encode_outcome(
     Raises:
         MessageError: ``value`` holds what a reader would refuse.
     """
-    body: dict[str, Any] = {"s": state, "a": attempt}
+    body: dict[str, Any] = {_STATE: state, _ATTEMPT: attempt}
     if error is not None:
-        body["e"] = [error.type, error.message, error.traceback]
+        body[_ERROR] = [error.type, error.message, error.traceback]
     else:
         if type(value) not in _SCALARS:
             # What decode_outcome would refuse (a non-string map key, ...) is refused
             # here, so a stored result can always be read back.
             check_tree(value, OUTCOME_LIMITS.max_depth)
-        body["v"] = value
+        body[_VALUE] = value
     if call is not None:
-        body["c"] = call
+        body[_CALL] = call
     return pack(body)
 
 
@@ -349,10 +354,10 @@ class Outcome:
 def decode_outcome(data: bytes) -> Outcome:
     """Parse what :func:`encode_outcome` wrote."""
     body = unpack(data, OUTCOME_LIMITS)
-    if not isinstance(body, dict) or "s" not in body:
+    if not isinstance(body, dict) or _STATE not in body:
         raise MessageError("malformed outcome record")
-    err = body.get("e")
+    err = body.get(_ERROR)
     error = ErrorInfo(str(err[0]), str(err[1]), str(err[2])) if err else None
-    c = body.get("c")
+    c = body.get(_CALL)
     call = (c[0], c[1]) if isinstance(c, list) and len(c) == 2 else None
-    return Outcome(str(body["s"]), int(body.get("a", 0)), body.get("v"), error, call)
+    return Outcome(str(body[_STATE]), int(body.get(_ATTEMPT, 0)), body.get(_VALUE), error, call)

@@ -29,6 +29,7 @@ from taskq.errors import (
     Retry,
     error_info,
 )
+from taskq.protocol import StateName
 from taskq.states import State, TaskRun
 
 log = logging.getLogger("taskq.retry")
@@ -191,7 +192,7 @@ def _ask(task: Any, policy: RetryPolicy, run: TaskRun, exc: BaseException) -> An
     assert policy.condition is not None
     if takes_one_argument(policy.condition):
         return policy.condition(exc)
-    state = State("Failed", run.attempt, error_info(exc), exception=exc)
+    state = State(StateName.FAILED.value, run.attempt, error_info(exc), exception=exc)
     return policy.condition(task, run, state)
 
 

@@ -14,6 +14,10 @@ import click
 from taskq.broker import Broker
 from taskq.events import follow, recent_events
 from taskq.message import decode_outcome
+from taskq.protocol import DELAYED, DeadField, EventField, RecordField, error_field, started_field
+
+# Dead-letter entry fields, as the stream spells them (bytes).
+_DEAD_REASON, _DEAD_RUN = DeadField.REASON.encode(), DeadField.RUN.encode()
 
 
 def print_events(
@@ -51,8 +55,8 @@ def print_dead(broker: Broker, queue: str, count: int) -> bool:
     """
     entries = broker.inspect.dead_entries(queue, count)
     for eid, fields in entries:
-        reason = fields.get(b"reason", b"").decode(errors="replace")
-        run = fields.get(b"run", b"").decode(errors="replace") or "-"
+        reason = fields.get(_DEAD_REASON, b"").decode(errors="replace")
+        run = fields.get(_DEAD_RUN, b"").decode(errors="replace") or "-"
         click.echo(f"{eid}  run={run}  {reason}")
     return bool(entries)
 
@@ -82,42 +86,48 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
     record = broker.producer.run_record(queue, run_id)
     if not record:
         return []
-    attempts = int(record.get("a", 0))
-    lines = [f"run {run_id}  queue={queue}  state={record.get('s', '?')}  attempts={attempts}"]
-    if "n" in record:
-        lines.append(f"  name: {record['n']}")
-    if "due" in record and record.get("s") in ("Scheduled", "AwaitingRetry"):
-        lines.append(f"  next attempt due {_when(record['due'])}")
+    attempts, state = int(record.get(RecordField.ATTEMPT, 0)), record.get(RecordField.STATE, "?")
+    lines = [f"run {run_id}  queue={queue}  state={state}  attempts={attempts}"]
+    if RecordField.NAME in record:
+        lines.append(f"  name: {record[RecordField.NAME]}")
+    if RecordField.DUE in record and record.get(RecordField.STATE) in DELAYED:
+        lines.append(f"  next attempt due {_when(record[RecordField.DUE])}")
     raw = broker.producer.peek_results(queue, [run_id])[0]
     final = decode_outcome(raw) if raw is not None else None
     for a in range(1, attempts + 1):
-        start = record.get(f"t{a}")
+        start = record.get(started_field(a))
         began = _when(start) if start else "?"
-        if f"x{a}" in record:
-            how = "failed: " + record[f"x{a}"]
+        if error_field(a) in record:
+            how = "failed: " + record[error_field(a)]
         elif a == attempts and final is not None:
             how = final.state
         else:
-            how = record.get("s", "?") if a == attempts else "?"
+            how = state if a == attempts else "?"
         lines.append(f"  attempt {a}: started {began}  {how}")
-    if "dead" in record:
-        lines.append(f"  dead-lettered: {record['dead']}")
+    if RecordField.DEAD in record:
+        lines.append(f"  dead-lettered: {record[RecordField.DEAD]}")
     lines += _children(broker, queue, run_id, record)
     events = broker.inspect.run_events(queue, run_id)
     if events:
         lines.append("  events:")
         for eid, f in events:
-            err = f"  {f['et']}: {f.get('em', '')}" if f.get("et") else ""
-            due = f"  due {_when(f['due'])}" if "due" in f else ""
-            lines.append(f"    {_when(eid.split('-')[0])}  {f.get('s', '?'):<13}{err}{due}")
+            lines.append(f"    {_when(eid.split('-')[0])}  {_event_line(f)}")
     return lines
+
+
+def _event_line(f: dict[str, str]) -> str:
+    """An event's state, error and due time, as ``taskq run`` lists them."""
+    et = f.get(EventField.ERROR_TYPE)
+    err = f"  {et}: {f.get(EventField.ERROR_MESSAGE, '')}" if et else ""
+    due = f"  due {_when(f[EventField.DUE])}" if EventField.DUE in f else ""
+    return f"{f.get(EventField.STATE, '?'):<13}{err}{due}"
 
 
 def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -> list[str]:
     """A flow's children ``<run_id>.1 ..`` with their states (empty for a task)."""
-    seq = int(record.get("seq", 0))
+    seq = int(record.get(RecordField.SEQ, 0))
     _, outcomes = broker.flows.flow_outcomes(queue, run_id, 0)
-    queues = [q for q in record.get("cq", "").split(",") if q] or [queue]
+    queues = [q for q in record.get(RecordField.CHILD_QUEUES, "").split(",") if q] or [queue]
     total = max(seq, len(outcomes))
     if not total:
         return []
@@ -128,7 +138,11 @@ def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -
             state = decode_outcome(outcomes[child]).state
         else:
             state = next(
-                (r.get("s", "?") for q in queues if (r := broker.producer.run_record(q, child))),
+                (
+                    r.get(RecordField.STATE, "?")
+                    for q in queues
+                    if (r := broker.producer.run_record(q, child))
+                ),
                 "unknown",
             )
         lines.append(f"    {child}  {state}")
