@@ -16,7 +16,7 @@ from taskq.cache import CachePolicy, CacheSettings, build_cache
 from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
 from taskq.keys import check_name
-from taskq.protocol import PRIORITIES, RETRY_OVERRIDES
+from taskq.protocol import PRIORITIES, RETRY_OVERRIDES, MetaKey
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
 
 Hook = Callable[..., object]
@@ -117,11 +117,11 @@ class TaskOptions:
         """
         out: dict[str, Any] = {}
         if self.result_ttl != base.result_ttl:
-            out["result_ttl"] = self.result_ttl
+            out[MetaKey.RESULT_TTL.value] = self.result_ttl
         if self.timeout_seconds != base.timeout_seconds:
-            out["timeout_seconds"] = self.timeout_seconds
+            out[MetaKey.TIMEOUT.value] = self.timeout_seconds
         if self.cache.refresh != base.cache.refresh:
-            out["refresh_cache"] = self.cache.refresh
+            out[MetaKey.REFRESH_CACHE.value] = self.cache.refresh
         mc, bc = self.cache, base.cache
         if (mc.key_fn, mc.policy, mc.expiration) != (bc.key_fn, bc.policy, bc.expiration):
             raise ConfigurationError(

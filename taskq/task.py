@@ -18,6 +18,7 @@ from taskq.errors import ConfigurationError, MessageError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
 from taskq.message import Message, encode_call, encode_message, new_run_id
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
+from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
 from taskq.states import TaskRun
 
@@ -76,7 +77,7 @@ class Task(Generic[P, R]):
         base = self.app.registry.get(self.name)
         meta = self.options.overrides(base.options) if base is not None and base is not self else {}
         if self.options.task_run_name is not None:
-            meta["name"] = self.run_name(args, kwargs)
+            meta[MetaKey.NAME.value] = self.run_name(args, kwargs)
         return Message(run_id or new_run_id(), self.name, list(args), kwargs, meta)
 
     def run_name(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
