@@ -18,7 +18,6 @@ from typing import Any
 from taskq.app import App
 from taskq.broker import Entry, FinishCall, delay_mark
 from taskq.cache import TaskRunContext, bind_arguments
-from taskq.context import current_flow, running_task
 from taskq.errors import (
     Cancel,
     ConfigurationError,
@@ -31,6 +30,7 @@ from taskq.errors import (
 )
 from taskq.failures import log_failure, log_retry
 from taskq.flow import Flow, FlowRun, Suspend, call_body
+from taskq.futures import running_task
 from taskq.keys import PRIORITIES
 from taskq.message import (
     PAYLOAD_FIELD,
@@ -45,7 +45,7 @@ from taskq.message import (
 from taskq.options import RETRY_OPTIONS
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State, TaskRun
-from taskq.task import Task
+from taskq.task import Task, current_flow
 
 log = logging.getLogger("taskq.engine")
 

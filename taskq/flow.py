@@ -26,17 +26,13 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
-from taskq.context import current_flow
 from taskq.errors import ChildFailedError, ErrorInfo, NonDeterministicFlowError
 from taskq.futures import Future
 from taskq.message import Message, Outcome, decode_outcome, encode_message, new_run_id, pack
 from taskq.states import NAME_TO_TYPE, State, StateType
-from taskq.task import Task
-
-if TYPE_CHECKING:
-    from taskq.app import App
+from taskq.task import Host, Task, current_flow
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,7 +140,7 @@ class FlowRun:
 
     def __init__(
         self,
-        app: App,
+        app: Host,
         flow: Task[Any, Any],
         run_id: str,
         queue: str,

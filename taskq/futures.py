@@ -9,12 +9,13 @@ is read-only: no waiter, killed or not, can take a result or change its TTL.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from taskq.context import current_task_run
 from taskq.errors import (
     ConfigurationError,
     ErrorInfo,
@@ -56,6 +57,22 @@ def check_run_id(run_id: object) -> str:
     ):
         raise ConfigurationError(f"invalid run id {run_id!r}")
     return run_id
+
+
+#: Set by the worker's engine around a plain task's call (never around a flow body,
+#: which suspends instead of blocking): the id of the run executing here.
+current_task_run: ContextVar[str | None] = ContextVar("taskq_current_task_run", default=None)
+
+
+@contextlib.contextmanager
+def running_task(run_id: str) -> Iterator[None]:
+    """Mark this thread (or asyncio task) as running the plain task run ``run_id``,
+    under which waits for results are refused."""
+    token = current_task_run.set(run_id)
+    try:
+        yield
+    finally:
+        current_task_run.reset(token)
 
 
 def _refuse_in_task(what: str) -> None:
