@@ -29,7 +29,8 @@ from taskq.errors import (
     error_info,
 )
 from taskq.failures import log_failure, log_retry
-from taskq.flow import Flow, FlowRun, Suspend, call_body
+from taskq.flows.flow import Flow
+from taskq.flows.run import FlowRun, Suspend, call_body
 from taskq.futures import running_task
 from taskq.keys import PRIORITIES
 from taskq.message import (

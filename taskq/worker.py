@@ -36,7 +36,7 @@ from taskq.backoff import Backoff
 from taskq.broker import Entry, FinishCall
 from taskq.engine import Delivery, Engine
 from taskq.errors import BrokerError, TaskqError
-from taskq.flow import Flow
+from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.scheduler import Mover
 from taskq.threads import TaskThreads

@@ -11,7 +11,7 @@ from taskq.keys import GROUP
 
 
 class Flows:
-    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flow`).
+    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flows`).
 
     Args:
         conn: The connection layer.
