@@ -31,10 +31,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from taskq.admission import Admission
 from taskq.app import App
 from taskq.backoff import Backoff
 from taskq.broker import Entry, FinishCall
-from taskq.engine import Delivery, Engine
+from taskq.delivery import Delivery
+from taskq.engine import Engine
 from taskq.errors import BrokerError, TaskqError
 from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
@@ -97,10 +99,11 @@ class Worker:
         self.grace = grace
         self.replace_on_timeout = replace_on_timeout
         self.id = make_worker_id()
-        self.engine = Engine(app, self.id, can_block=self._has_free_slot)
+        self.admission = Admission(app, self.id)
+        self.engine = Engine(app, can_block=self._has_free_slot)
         self.engine.defer = self._defer
         if burst:  # runs it hands back for another worker are not its to wait for
-            self.engine.parked = {}
+            self.admission.parked = {}
         # Finished runs whose finish call waits to go out with the next fetch.
         self._outbox: list[tuple[Delivery, FinishCall]] = []
         self._blocking = False  # the fetch loop is in (or entering) a blocking read
@@ -248,7 +251,7 @@ class Worker:
             # mover moved between the read above and the count is in the stream now:
             # one more read settles it. Runs due later are left scheduled.
             soon, later = broker.delay.delayed_within(
-                self.queues, self.burst_wait, self.engine.parked
+                self.queues, self.burst_wait, self.admission.parked
             )
             entries = self._read(free, self.app.settings.block_seconds if soon else None)
             if not entries and not soon:
@@ -268,7 +271,7 @@ class Worker:
         return None
 
     def _admit(self, entries: Sequence[Entry], fresh: bool) -> None:
-        admitted = self.engine.admit(entries, fresh)
+        admitted = self.admission.admit(entries, fresh)
         if self.stopping:  # read after a stop: give these straight back
             self._hand_back(admitted, "worker stopping")
             return

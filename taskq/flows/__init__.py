@@ -3,7 +3,9 @@
 The flow API is :class:`taskq.flows.flow.Flow` (made by ``@app.flow``); one execution
 of a body is a :class:`taskq.flows.run.FlowRun`, whose children are
 futures (:class:`taskq.flows.run.ChildFuture`) and whose waits may raise
-:class:`taskq.flows.run.Suspend`. Nothing here is imported by tasks: a task
+:class:`taskq.flows.run.Suspend`; :mod:`taskq.flows.resume` runs a delivered flow on a
+worker (replay, suspend, resume) and tells a flow of children that ended outside their
+own finish (duplicates, dead letters). Nothing here is imported by tasks: a task
 finds its running flow through ``taskq.task.current_flow``.
 
 A flow run's children get deterministic ids, ``<flow run id>.<sequence>``, so a
