@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from taskq.app import App
-from taskq.broker import FinishCall
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.delivery import Delivery
 from taskq.errors import (
@@ -36,6 +35,7 @@ from taskq.flows.resume import run_flow
 from taskq.futures import running_task
 from taskq.message import decode_outcome, encode_outcome
 from taskq.options import RETRY_OPTIONS
+from taskq.outbox import Outbox
 from taskq.protocol import MetaKey, RetryReply, StateName
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State
@@ -48,15 +48,20 @@ class Engine:
 
     Args:
         app: The app whose tasks run here.
+        outbox: The worker's outbox, which may take a finish call to send with its
+            next fetch (None: every call is sent at once).
         can_block: Whether a flow blocking inline could see its children run here.
     """
 
-    def __init__(self, app: App, can_block: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        app: App,
+        outbox: Outbox | None = None,
+        can_block: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.app = app
+        self.outbox = outbox
         self.can_block = can_block
-        #: Set by the worker: takes a ready ``finish`` call to send with its next fetch
-        #: (returns False when it cannot, and the engine sends the call itself).
-        self.defer: Callable[[Delivery, FinishCall], bool] | None = None
         self.broker = app.broker
 
     # -- execution ----------------------------------------------------------------------
@@ -229,7 +234,7 @@ class Engine:
         The order (outcome, notify, ack) means a crash at any point is repaired by
         redelivery: the duplicate is recognised as ended and re-notifies. When it is
         one script call and nobody needs to know whether it was fenced off (no hooks),
-        the call may be handed to the worker (:attr:`defer`), which sends it with its
+        the call may be left in the worker's :attr:`outbox`, which sends it with its
         next fetch; True is returned then.
         """
         parent = d.parent
@@ -255,7 +260,7 @@ class Engine:
             level=d.level,
         )
         one_call = parent is None or same_tag
-        if one_call and not need_result and self.defer is not None and self.defer(d, call):
+        if one_call and not need_result and self.outbox is not None and self.outbox.defer(d, call):
             return True
         recorded = self.broker.consumer.finish(call)
         if recorded and parent is not None and not same_tag:

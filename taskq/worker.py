@@ -34,12 +34,13 @@ from typing import Any
 from taskq.admission import Admission
 from taskq.app import App
 from taskq.backoff import Backoff
-from taskq.broker import Entry, FinishCall
+from taskq.broker import Entry
 from taskq.delivery import Delivery
 from taskq.engine import Engine
 from taskq.errors import BrokerError, TaskqError
 from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
+from taskq.outbox import Outbox
 from taskq.scheduler import Mover
 from taskq.threads import TaskThreads
 
@@ -99,17 +100,14 @@ class Worker:
         self.grace = grace
         self.replace_on_timeout = replace_on_timeout
         self.id = make_worker_id()
-        self.admission = Admission(app, self.id)
-        self.engine = Engine(app, can_block=self._has_free_slot)
-        self.engine.defer = self._defer
-        if burst:  # runs it hands back for another worker are not its to wait for
-            self.admission.parked = {}
-        # Finished runs whose finish call waits to go out with the next fetch.
-        self._outbox: list[tuple[Delivery, FinishCall]] = []
-        self._blocking = False  # the fetch loop is in (or entering) a blocking read
         self._inflight = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self.admission = Admission(app, self.id)
+        if burst:  # runs it hands back for another worker are not its to wait for
+            self.admission.parked = {}
+        self.outbox = Outbox(app.broker.consumer, self._stopping)
+        self.engine = Engine(app, self.outbox, can_block=self._has_free_slot)
         self._hurry = threading.Event()
         self._exited = threading.Event()
         self._threads = TaskThreads(concurrency)
@@ -147,7 +145,7 @@ class Worker:
         """
         self.stop()
         self._hurry.set()
-        self._flush_outbox()
+        self._flush()
         with self._cond:
             unfinished = [d for d in self._held.values() if not d.deferred]
         if unfinished:
@@ -279,84 +277,35 @@ class Worker:
             self._dispatch(d)
 
     def _read(self, free: int, block: float | None) -> list[Entry]:
-        """Read new deliveries; never block while finished runs wait in the outbox
-        (and, while blocked, let finishing runs record their outcomes themselves)."""
-        if block is not None:
-            with self._cond:
-                if self._outbox:
-                    block = None
-                else:
-                    self._blocking = True
+        """Read new deliveries; never block while finished runs wait in the outbox."""
+        if block is not None and not self.outbox.start_blocking():
+            block = None
         try:
             return self.app.broker.consumer.read(self.queues, self.id, free, block)
         finally:
             if block is not None:
-                with self._cond:
-                    self._blocking = False
+                self.outbox.end_blocking()
 
     # -- batched outcomes ---------------------------------------------------------------
 
-    def _defer(self, d: Delivery, call: FinishCall) -> bool:
-        """Engine hook: keep a finished run's ``finish`` call for the fetch loop, which
-        sends it with its next fetch (one round trip for many runs). Refused while
-        the loop blocks on an empty stream or the worker stops: the caller sends it."""
-        with self._cond:
-            if self._blocking or self.stopping:
-                return False
-            d.deferred = True
-            self._started.pop((d.queue, d.level, d.entry_id), None)
-            self._outbox.append((d, call))
-            self._cond.notify_all()
-            return True
-
-    def _take_outbox(self) -> list[tuple[Delivery, FinishCall]]:
-        with self._cond:
-            taken, self._outbox = self._outbox, []
-            return taken
-
     def _commit(self, free: int) -> list[Entry] | None:
-        """Send the outbox's finish calls and a fetch for ``free`` slots in one round
-        trip; None when the outbox was empty. On a Redis error the calls go back."""
-        taken = self._take_outbox()
-        if not taken:
+        """Send the outbox with a fetch for ``free`` slots (one round trip); None when
+        the outbox was empty."""
+        got = self.outbox.commit(self.queues, self.id, free)
+        if got is None:
             return None
-        try:
-            results, entries = self.app.broker.consumer.finish_and_read(
-                [call for _, call in taken], self.queues, self.id, free
-            )
-        except TaskqError:
-            with self._cond:
-                self._outbox[:0] = taken
-            raise
-        self._recorded(taken, results)
+        recorded, entries = got
+        self._release(recorded)
         return entries
 
-    def _flush_outbox(self) -> None:
-        """Record every waiting outcome now (before a hand-back or an exit)."""
-        taken = self._take_outbox()
-        if not taken:
-            return
-        try:
-            results = self.app.broker.consumer.finish_many([call for _, call in taken])
-        except TaskqError as exc:
-            log.warning(
-                "recording %d outcome(s) failed: %s (leases bring them back)", len(taken), exc
-            )
-            results = [exc] * len(taken)
-        self._recorded(taken, results)
+    def _flush(self) -> None:
+        """Record every outcome waiting in the outbox now (before a hand-back or an exit)."""
+        self._release(self.outbox.flush())
 
-    def _recorded(
-        self, taken: Sequence[tuple[Delivery, Any]], results: Sequence[bool | Exception]
-    ) -> None:
-        for (d, _), ok in zip(taken, results, strict=True):
-            if isinstance(ok, Exception):
-                log.error("recording the outcome of run %s failed: %s", d.run_id, ok)
-            elif not ok:
-                log.warning(
-                    "run %s attempt %d was fenced off; outcome dropped", d.run_id, d.attempt
-                )
+    def _release(self, recorded: Sequence[Delivery]) -> None:
+        """Stop holding (and leasing) deliveries whose outcomes were recorded."""
         with self._cond:
-            for d, _ in taken:
+            for d in recorded:
                 self._held.pop((d.queue, d.level, d.entry_id), None)
 
     def _has_free_slot(self) -> bool:
@@ -373,7 +322,7 @@ class Worker:
     def _busy(self) -> bool:
         """Runs in flight, or outcomes not recorded yet (one may resume a flow)."""
         with self._cond:
-            return self._inflight > 0 or bool(self._outbox)
+            return self._inflight > 0 or bool(self.outbox)
 
     # -- running ------------------------------------------------------------------------
 
@@ -442,6 +391,7 @@ class Worker:
                     (key, d)
                     for key, d in self._held.items()
                     if key not in self._abandoned
+                    and not d.deferred  # its outcome is in the outbox
                     and not (d.task.is_async and not isinstance(d.task, Flow))
                     and (limit := self.engine.timeout_of(d)) is not None
                     and now - self._started.get(key, now) > limit
@@ -474,7 +424,7 @@ class Worker:
         if self.replace_on_timeout:
             # The stuck thread cannot be killed: record the waiting outcomes, hand the
             # other runs back and let the supervisor start a fresh process.
-            self._flush_outbox()
+            self._flush()
             others = [o for o in others if not o.deferred]
             self._hand_back(others, "worker replaced after a task timed out")
             logging.shutdown()
@@ -503,7 +453,7 @@ class Worker:
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.1))
-        self._flush_outbox()
+        self._flush()
         with self._cond:
             unfinished = [d for d in self._held.values() if not d.deferred]
         if unfinished:
