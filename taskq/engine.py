@@ -36,7 +36,7 @@ from taskq.futures import running_task
 from taskq.message import decode_outcome, encode_outcome
 from taskq.options import RETRY_OPTIONS
 from taskq.outbox import Outbox
-from taskq.protocol import MetaKey, RetryReply, StateName
+from taskq.protocol import ErrorType, MetaKey, RetryReply, StateName
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State
 
@@ -140,9 +140,9 @@ class Engine:
             return False
         value = decode_outcome(raw).value
         hooks = d.task.options.on_completion
-        outcome = encode_outcome(StateName.CACHED, d.attempt, value, call=d.child_call)
-        if self._finish(d, StateName.CACHED, outcome, None, bool(hooks)):
-            self._hooks(d, d.task.options.on_completion, State(StateName.CACHED, d.attempt))
+        outcome = encode_outcome(StateName.CACHED.value, d.attempt, value, call=d.child_call)
+        if self._finish(d, StateName.CACHED.value, outcome, None, bool(hooks)):
+            self._hooks(d, d.task.options.on_completion, State(StateName.CACHED.value, d.attempt))
         return True
 
     def timeout_of(self, d: Delivery) -> float | None:
@@ -205,7 +205,7 @@ class Engine:
         """Record Completed with the return value (Failed, not retried, if it cannot be
         serialized or its encoding is larger than ``max_result_bytes``)."""
         try:
-            outcome = encode_outcome(StateName.COMPLETED, d.attempt, value, call=d.child_call)
+            outcome = encode_outcome(StateName.COMPLETED.value, d.attempt, value, call=d.child_call)
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
             return
@@ -216,8 +216,12 @@ class Engine:
             msg = f"task result of {size} bytes exceeds max_result_bytes={limit}"
             self.handle_failure(d, MessageError(msg))
             return
-        if self._finish(d, StateName.COMPLETED, outcome, None, bool(d.task.options.on_completion)):
-            self._hooks(d, d.task.options.on_completion, State(StateName.COMPLETED, d.attempt))
+        if self._finish(
+            d, StateName.COMPLETED.value, outcome, None, bool(d.task.options.on_completion)
+        ):
+            self._hooks(
+                d, d.task.options.on_completion, State(StateName.COMPLETED.value, d.attempt)
+            )
         else:
             log.warning("run %s attempt %d was fenced off; result dropped", d.run_id, d.attempt)
 
@@ -240,7 +244,7 @@ class Engine:
         parent = d.parent
         ttl = d.result_ttl
         cache = None
-        if d.cache_key is not None and state != StateName.CACHED:
+        if d.cache_key is not None and state != StateName.CACHED.value:
             cache = (d.cache_key, d.task.options.cache.expiration)
         # A child on its flow's queue (one hash tag) ends in one script: outcome, notify,
         # ack. On another queue it takes three calls in that order (two hash tags).
@@ -299,17 +303,23 @@ class Engine:
         err = error_info(exc)
         if log.isEnabledFor(logging.ERROR):  # the formatting costs nothing when filtered out
             log_failure(d.task.name, d.run_id, d.attempt, self._policy(d).retries + 1, err)
-        outcome = encode_outcome(StateName.FAILED, d.attempt, error=err, call=d.child_call)
+        outcome = encode_outcome(StateName.FAILED.value, d.attempt, error=err, call=d.child_call)
         if self._finish(
-            d, StateName.FAILED, outcome, (err.type, err.message), bool(d.task.options.on_failure)
+            d,
+            StateName.FAILED.value,
+            outcome,
+            (err.type, err.message),
+            bool(d.task.options.on_failure),
         ):
-            self._hooks(d, d.task.options.on_failure, State(StateName.FAILED, d.attempt, err))
+            self._hooks(d, d.task.options.on_failure, State(StateName.FAILED.value, d.attempt, err))
 
     def handle_cancel(self, d: Delivery, reason: str) -> None:
         """Record Cancelled; the run never retries."""
-        err = ErrorInfo(StateName.CANCELLED, reason)
-        outcome = encode_outcome(StateName.CANCELLED, d.attempt, error=err, call=d.child_call)
-        self._finish(d, StateName.CANCELLED, outcome, (StateName.CANCELLED, reason), False)
+        err = ErrorInfo(ErrorType.CANCELLED.value, reason)
+        outcome = encode_outcome(StateName.CANCELLED.value, d.attempt, error=err, call=d.child_call)
+        self._finish(
+            d, StateName.CANCELLED.value, outcome, (ErrorType.CANCELLED.value, reason), False
+        )
 
     def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:
         for hook in hooks:

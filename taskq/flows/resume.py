@@ -121,6 +121,6 @@ def notify_dead(broker: Broker, msg: Message, reason: str, attempts: int = 0) ->
     ``attempts``: those the run made, when known (0 otherwise)."""
     p = parent_of(msg)
     if p is not None:
-        error = ErrorInfo(ErrorType.DEAD_LETTERED, reason)
-        outcome = encode_outcome(StateName.FAILED, attempts, error=error)
+        error = ErrorInfo(ErrorType.DEAD_LETTERED.value, reason)
+        outcome = encode_outcome(StateName.FAILED.value, attempts, error=error)
         broker.flows.notify(p[0], p[1], msg.run_id, outcome, level=p[2])
