@@ -42,7 +42,8 @@ from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.outbox import Outbox
 from taskq.scheduler import Mover
-from taskq.threads import TaskThreads
+from taskq.slots import Slots
+from taskq.threads import LoopThread, TaskThreads
 
 log = logging.getLogger("taskq.worker")
 
@@ -100,31 +101,27 @@ class Worker:
         self.grace = grace
         self.replace_on_timeout = replace_on_timeout
         self.id = make_worker_id()
-        self._inflight = 0
-        self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self.slots = Slots(concurrency, self._stopping)
         self.admission = Admission(app, self.id)
         if burst:  # runs it hands back for another worker are not its to wait for
             self.admission.parked = {}
         self.outbox = Outbox(app.broker.consumer, self._stopping)
-        self.engine = Engine(app, self.outbox, can_block=self._has_free_slot)
+        # A flow blocking inline helps only while its children could run here.
+        self.engine = Engine(app, self.outbox, can_block=self.slots.has_free)
         self._hurry = threading.Event()
         self._exited = threading.Event()
         self._threads = TaskThreads(concurrency)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
-        # Deliveries are keyed (queue, priority level, entry id): ids are per stream.
-        self._held: dict[tuple[str, int, bytes], Delivery] = {}
-        self._started: dict[tuple[str, int, bytes], float] = {}
-        self._abandoned: set[tuple[str, int, bytes]] = set()
-        self.processed = 0
+        self._loop = LoopThread()
         self.timed_out = 0
         self.handed_back = 0
         #: Told each run with a time limit as it starts (its monotonic deadline) and
         #: ends (None): how ``taskq worker``'s supervisor enforces hard timeouts.
         self.report_deadline: Callable[[Delivery, float | None], None] | None = None
         self.mover = Mover(app.broker, self.queues)
-        self.leases = LeaseKeeper(app.broker, self.id, app.settings.lease_seconds, self._held_ids)
+        self.leases = LeaseKeeper(
+            app.broker, self.id, app.settings.lease_seconds, self.slots.held_ids
+        )
 
     # -- control ------------------------------------------------------------------------
 
@@ -133,8 +130,7 @@ class Worker:
         if self._stopping.is_set():
             self._hurry.set()
         self._stopping.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.slots.wake()
 
     def abort(self, reason: str) -> None:
         """Stop with no grace and hand every unfinished run back now, from any thread.
@@ -146,8 +142,7 @@ class Worker:
         self.stop()
         self._hurry.set()
         self._flush()
-        with self._cond:
-            unfinished = [d for d in self._held.values() if not d.deferred]
+        unfinished = self.slots.unfinished()
         if unfinished:
             log.warning("handing back %d unfinished run(s): %s", len(unfinished), reason)
             self._hand_back(unfinished, reason)
@@ -155,6 +150,11 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def processed(self) -> int:
+        """Runs that ended in this worker (recorded, deferred or timed out)."""
+        return self.slots.processed
 
     def run(self) -> None:
         """Consume until stopped (or drained, in burst mode), then shut down."""
@@ -222,7 +222,7 @@ class Worker:
     def _step(self) -> bool | None:
         """One fetch; False when a burst worker is drained."""
         broker = self.app.broker
-        free = self._wait_for_slot()
+        free = self.slots.wait_free()
         if free == 0:
             return None
         # Expired leases first (at most every half lease), whatever else is going on.
@@ -295,51 +295,25 @@ class Worker:
         if got is None:
             return None
         recorded, entries = got
-        self._release(recorded)
+        self.slots.release(recorded)
         return entries
 
     def _flush(self) -> None:
         """Record every outcome waiting in the outbox now (before a hand-back or an exit)."""
-        self._release(self.outbox.flush())
-
-    def _release(self, recorded: Sequence[Delivery]) -> None:
-        """Stop holding (and leasing) deliveries whose outcomes were recorded."""
-        with self._cond:
-            for d in recorded:
-                self._held.pop((d.queue, d.level, d.entry_id), None)
-
-    def _has_free_slot(self) -> bool:
-        """Whether a flow blocking inline could see its children run here."""
-        with self._cond:
-            return self._inflight < self.concurrency
-
-    def _wait_for_slot(self) -> int:
-        with self._cond:
-            while self._inflight >= self.concurrency and not self.stopping:
-                self._cond.wait()
-            return 0 if self.stopping else self.concurrency - self._inflight
+        self.slots.release(self.outbox.flush())
 
     def _busy(self) -> bool:
         """Runs in flight, or outcomes not recorded yet (one may resume a flow)."""
-        with self._cond:
-            return self._inflight > 0 or bool(self.outbox)
+        return self.slots.busy() or bool(self.outbox)
 
     # -- running ------------------------------------------------------------------------
 
-    def _held_ids(self) -> list[tuple[str, int, bytes]]:
-        with self._cond:
-            return list(self._held)
-
     def _dispatch(self, d: Delivery) -> None:
-        key = (d.queue, d.level, d.entry_id)
-        with self._cond:
-            self._inflight += 1
-            self._held[key] = d
-            self._started[key] = started = time.monotonic()
+        started = self.slots.take(d)
         if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
             self.report_deadline(d, started + limit)
         if d.task.is_async and not isinstance(d.task, Flow):
-            fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._event_loop())
+            fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._loop.loop())
             fut.add_done_callback(lambda f: self._done(d, f))
         else:
             self._threads.submit(lambda: self._run_sync(d))
@@ -355,27 +329,9 @@ class Worker:
     def _done(self, d: Delivery, fut: Any) -> None:
         if fut is not None and fut.exception() is not None:
             log.error("recording an async outcome failed: %r", fut.exception())
-        key = (d.queue, d.level, d.entry_id)
         if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
             self.report_deadline(d, None)
-        with self._cond:
-            self._started.pop(key, None)
-            if key in self._abandoned:  # its slot was freed when it timed out
-                self._abandoned.discard(key)
-                return
-            if not d.deferred:  # a deferred one stays held (leased) until recorded
-                self._held.pop(key, None)
-            self._inflight -= 1
-            self.processed += 1
-            self._cond.notify_all()
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            t = threading.Thread(target=loop.run_forever, name="taskq-async", daemon=True)
-            t.start()
-            self._loop, self._loop_thread = loop, t
-        return self._loop
+        self.slots.done(d)
 
     # -- timeouts -----------------------------------------------------------------------
 
@@ -385,21 +341,10 @@ class Worker:
         (Async tasks time out inside the engine, with ``asyncio.timeout``.)
         """
         while not self._exited.wait(0.1):
-            now = time.monotonic()
-            with self._cond:
-                overdue = [
-                    (key, d)
-                    for key, d in self._held.items()
-                    if key not in self._abandoned
-                    and not d.deferred  # its outcome is in the outbox
-                    and not (d.task.is_async and not isinstance(d.task, Flow))
-                    and (limit := self.engine.timeout_of(d)) is not None
-                    and now - self._started.get(key, now) > limit
-                ]
-            for key, d in overdue:
-                self._time_out(key, d)
+            for d in self.slots.overdue(_on_thread, self.engine.timeout_of):
+                self._time_out(d)
 
-    def _time_out(self, key: tuple[str, int, bytes], d: Delivery) -> None:
+    def _time_out(self, d: Delivery) -> None:
         self.timed_out += 1
         if self.report_deadline is not None:
             self.report_deadline(d, None)  # recorded here: the supervisor need not
@@ -412,13 +357,7 @@ class Worker:
                 d.run_id,
                 exc,
             )
-        with self._cond:
-            self._abandoned.add(key)
-            self._held.pop(key, None)
-            self._inflight -= 1
-            self.processed += 1
-            self._cond.notify_all()
-            others = list(self._held.values())
+        others = self.slots.abandon(d)
         if not self.replace_on_timeout:
             self._threads.add_thread()  # the stuck job keeps its thread; the freed slot needs one
         if self.replace_on_timeout:
@@ -446,23 +385,17 @@ class Worker:
                 log.warning("hand-back failed (%s); the lease will bring the runs back", exc)
 
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + self.grace
-        with self._cond:
-            while self._inflight > 0 and not self._hurry.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.1))
+        self.slots.wait_idle(time.monotonic() + self.grace, self._hurry)
         self._flush()
-        with self._cond:
-            unfinished = [d for d in self._held.values() if not d.deferred]
+        unfinished = self.slots.unfinished()
         if unfinished:
             log.warning("handing back %d unfinished run(s) for redelivery", len(unfinished))
             self._hand_back(unfinished, "worker shut down before it finished")
-        with self._cond:
-            stuck = bool(self._abandoned)  # threads held by timed-out runs: never joined
-        self._threads.shutdown(wait=not unfinished and not stuck)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._loop_thread is not None:
-                self._loop_thread.join(timeout=5)
+        # Threads held by timed-out runs are never joined.
+        self._threads.shutdown(wait=not unfinished and not self.slots.stuck())
+        self._loop.stop()
+
+
+def _on_thread(d: Delivery) -> bool:
+    """Whether ``d`` runs on a task thread (async tasks time out inside the engine)."""
+    return not (d.task.is_async and not isinstance(d.task, Flow))
