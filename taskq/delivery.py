@@ -36,6 +36,7 @@ class Delivery:
 
     @property
     def run_id(self) -> str:
+        """The run's id."""
         return self.message.run_id
 
     @property
@@ -47,6 +48,7 @@ class Delivery:
 
     @property
     def run(self) -> TaskRun:
+        """The run as task hooks and retry conditions see it."""
         return TaskRun(self.run_id, self.queue, self.task.name, self.attempt)
 
     @property

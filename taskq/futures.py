@@ -99,9 +99,13 @@ class WaitGroup(Protocol):
     the flow, and it yields children in their recorded order, so a replay agrees.
     """
 
-    def wait(self, ids: Sequence[str], mode: WaitMode) -> None: ...
+    def wait(self, ids: Sequence[str], mode: WaitMode) -> None:
+        """Return once all (or any) of the runs ``ids`` ended."""
+        ...
 
-    def as_completed(self, futures: Iterable[Future[R]]) -> Iterator[Future[R]]: ...
+    def as_completed(self, futures: Iterable[Future[R]]) -> Iterator[Future[R]]:
+        """Yield ``futures`` in the order their runs ended."""
+        ...
 
 
 class Future(Generic[R]):

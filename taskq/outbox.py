@@ -63,6 +63,7 @@ class Outbox:
             return True
 
     def end_blocking(self) -> None:
+        """Leave the blocking read: runs may defer their outcomes again."""
         with self._lock:
             self._blocking = False
 

@@ -21,6 +21,7 @@ Key = tuple[str, int, bytes]
 
 
 def key_of(d: Delivery) -> Key:
+    """The key the worker holds ``d`` under."""
     return (d.queue, d.level, d.entry_id)
 
 
@@ -49,6 +50,7 @@ class Slots:
             self.cond.notify_all()
 
     def held_ids(self) -> list[Key]:
+        """The keys of every delivery held (whose leases are renewed)."""
         with self.cond:
             return list(self._held)
 
@@ -58,6 +60,7 @@ class Slots:
             return self.inflight > 0
 
     def has_free(self) -> bool:
+        """Whether a slot is free now."""
         with self.cond:
             return self.inflight < self.concurrency
 

@@ -37,13 +37,19 @@ class Host(Protocol):
     """
 
     @property
-    def broker(self) -> Broker: ...
+    def broker(self) -> Broker:
+        """The broker the tasks' runs go through."""
+        ...
 
     @property
-    def settings(self) -> Settings: ...
+    def settings(self) -> Settings:
+        """The settings (default queue, limits, timings)."""
+        ...
 
     @property
-    def registry(self) -> Mapping[str, Task[Any, Any]]: ...
+    def registry(self) -> Mapping[str, Task[Any, Any]]:
+        """The registered tasks, by name."""
+        ...
 
 
 class ChildRunner(Protocol):
@@ -55,7 +61,9 @@ class ChildRunner(Protocol):
 
     def submit_child(
         self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], due: str
-    ) -> Future[Any]: ...
+    ) -> Future[Any]:
+        """Enqueue one child run of ``task``; its future."""
+        ...
 
     def map_children(
         self,
@@ -63,7 +71,9 @@ class ChildRunner(Protocol):
         rows: Sequence[Sequence[Any]],
         kwargs: dict[str, Any],
         due: str,
-    ) -> list[Future[Any]]: ...
+    ) -> list[Future[Any]]:
+        """Enqueue one child run per row; their futures, in order."""
+        ...
 
 
 #: The flow running in this thread or asyncio task, if any: a task called or

@@ -149,6 +149,7 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
+        """Whether a stop was requested."""
         return self._stopping.is_set()
 
     @property

@@ -28,11 +28,14 @@ log = logging.getLogger("taskq.engine")
 class Outcomes(Protocol):
     """Where a flow execution's end is recorded (the engine's named outcomes)."""
 
-    def handle_success(self, d: Delivery, value: Any) -> None: ...
+    def handle_success(self, d: Delivery, value: Any) -> None:
+        """Record the body's return value."""
 
-    def handle_failure(self, d: Delivery, exc: BaseException) -> None: ...
+    def handle_failure(self, d: Delivery, exc: BaseException) -> None:
+        """Record Failed, never retried (a non-deterministic replay)."""
 
-    def handle_exception(self, d: Delivery, exc: BaseException) -> None: ...
+    def handle_exception(self, d: Delivery, exc: BaseException) -> None:
+        """Record what the body raised, through the flow's retry policy."""
 
 
 def parent_of(msg: Message) -> tuple[str, str, int] | None:

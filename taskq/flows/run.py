@@ -60,6 +60,7 @@ class ChildFuture(Future[R]):
         return self._runner
 
     def done(self) -> bool:
+        """True once the child has an outcome its flow has learned (one read if not)."""
         return self._runner.outcome(self.run_id, refresh=True) is not None
 
     def wait(self, timeout: float | None = None) -> State:
@@ -84,6 +85,7 @@ class ChildFuture(Future[R]):
 
     @property
     def state(self) -> State:
+        """The child's state: its outcome once its flow has learned it, else from Redis."""
         o = self._runner.outcome(self.run_id)
         if o is not None:
             return State(o.state, o.attempt, o.error)
@@ -172,6 +174,7 @@ class FlowRun:
         raise self.violation
 
     def outcome(self, child_id: str, refresh: bool = False) -> Outcome | None:
+        """The outcome of child ``child_id`` if known (``refresh``: read new ones first)."""
         if child_id not in self._outcomes and refresh and self.durable:
             self._refresh()
         return self._outcomes.get(child_id)
@@ -235,6 +238,7 @@ class FlowRun:
     def submit_child(
         self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], due: str
     ) -> Future[Any]:
+        """Enqueue one child (see :meth:`map_children`)."""
         return self.map_children(task, [args], kwargs, due)[0]
 
     def _future(self, queue: str, rid: str, name: str) -> Future[Any]:
