@@ -260,7 +260,7 @@ class FlowRun:
         refreshed = False
         while True:
             missing = [i for i in ids if i not in self._outcomes]
-            if not missing or (mode is WaitMode.ANY and len(missing) < len(ids)):
+            if not missing or (mode == WaitMode.ANY and len(missing) < len(ids)):
                 return
             if not refreshed:
                 self._refresh()
@@ -268,7 +268,7 @@ class FlowRun:
                 continue
             left = deadline - time.monotonic()
             if left <= 0 or not self.can_block():
-                if mode is WaitMode.ALL:
+                if mode == WaitMode.ALL:
                     missing = [c for c in self.spawned if c not in self._outcomes]
                 raise Suspend(missing, mode)
             self.app.broker.flows.flow_ping_wait(self.queue, self.run_id, min(left, block))
