@@ -263,7 +263,7 @@ class FlowBench:
                 ("ack (XACK + XDEL)", "/taskq/broker", "ack"),
                 ("start script", "/taskq/broker", "start"),
                 ("XREADGROUP", "/taskq/broker", "read"),
-                ("the flow run (body, waits, suspend, replay)", "/taskq/engine", "_run_flow"),
+                ("the flow run (body, waits, suspend, replay)", "/taskq/engine", "run_flow"),
             ]
             lines.append(
                 f"- **flow fan-out, CPU** (same runs under cProfile with per-thread CPU time; "
@@ -465,7 +465,7 @@ def wire_count(b: BenchLike, kind: str, n: int) -> WireCount:
             prof.disable()
 
     in_flow_run = threading.local()
-    run_flow: Any = getattr(worker.engine, "_run_flow", None)
+    run_flow: Any = getattr(worker.engine, "run_flow", None)
 
     def marked_run_flow(d: Any) -> None:
         in_flow_run.on = True
@@ -496,8 +496,8 @@ def wire_count(b: BenchLike, kind: str, n: int) -> WireCount:
     # profile, or no split between the flow run and its children).
     if hasattr(worker, "_run_sync"):
         worker._run_sync = profiled  # type: ignore[method-assign]
-    if hasattr(worker.engine, "_run_flow"):
-        worker.engine._run_flow = marked_run_flow  # type: ignore[method-assign]
+    if hasattr(worker.engine, "run_flow"):
+        worker.engine.run_flow = marked_run_flow  # type: ignore[method-assign]
     thread = threading.Thread(target=fetch_loop, name="bench-worker", daemon=True)
     c0 = time.process_time()
     thread.start()

@@ -1302,7 +1302,7 @@ def where_summary(
                     cpu,
                     [
                         ("XREADGROUP", "taskq/broker/consumer.py", "read"),
-                        ("admit/start script", "taskq/engine.py", "admit"),
+                        ("admit/start script", "taskq/admission.py", "admit"),
                         ("hand-off to the pool", "concurrent/futures/thread.py", "submit"),
                     ],
                 )
@@ -1390,7 +1390,7 @@ def summary(rep: ProfileReport) -> list[str]:
         picks = [
             ("fetch loop (Worker._consume)", "taskq/worker.py", "_consume"),
             ("Consumer.read (XREADGROUP)", "taskq/broker/consumer.py", "read"),
-            ("Engine.admit (decode + start.lua)", "taskq/engine.py", "admit"),
+            ("Admission.admit (decode + start.lua)", "taskq/admission.py", "admit"),
             ("task threads (Engine.run)", "taskq/engine.py", "run"),
             ("the task body (bench.tasks.work)", "bench/tasks.py", "work"),
             ("Engine.handle_success (finish.lua)", "taskq/engine.py", "handle_success"),
@@ -1410,7 +1410,7 @@ def summary(rep: ProfileReport) -> list[str]:
             ("Worker._consume", "taskq/worker.py", "_consume"),
             ("waiting for a free slot (_wait_for_slot)", "taskq/worker.py", "_wait_for_slot"),
             ("Consumer.read (XREADGROUP)", "taskq/broker/consumer.py", "read"),
-            ("Engine.admit (decode + start.lua)", "taskq/engine.py", "admit"),
+            ("Admission.admit (decode + start.lua)", "taskq/admission.py", "admit"),
             ("Consumer.start", "taskq/broker/consumer.py", "start"),
             ("Worker._dispatch", "taskq/worker.py", "_dispatch"),
         ]

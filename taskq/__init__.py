@@ -42,7 +42,7 @@ from taskq.errors import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from taskq.flow import Flow
+from taskq.flows.flow import Flow
 from taskq.futures import DoneAndNotDone, Future, as_completed, wait
 from taskq.retry import exponential_backoff
 from taskq.states import State, StateType, TaskRun

@@ -20,7 +20,7 @@ from taskq.broker import Broker
 from taskq.broker.connection import redact_url
 from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
-from taskq.flow import Flow
+from taskq.flows.flow import Flow
 from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
 from taskq.options import FlowOptionsDict, TaskOptionsDict

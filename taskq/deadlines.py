@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq.app import App, load_app
-from taskq.engine import Delivery, Engine
+from taskq.delivery import Delivery
+from taskq.engine import Engine
 from taskq.errors import MessageError, TaskqError, UnknownTaskError
 from taskq.keys import GROUP, LEVELS_SERVED
 from taskq.message import PAYLOAD_FIELD, decode_message
@@ -220,7 +221,7 @@ class Deadlines:
         if self._engine is None:
             app = load_app(self.app_spec)
             app.configure(redis_url=self.redis_url)
-            self._engine = Engine(app, "taskq-supervisor")
+            self._engine = Engine(app)
         return self._engine
 
     def _record_timeout(self, engine: Engine, run: TimedRun) -> None:
@@ -243,7 +244,7 @@ class Deadlines:
         if payload is None:
             return None
         try:
-            msg = decode_message(broker.signer.verify(payload), engine.limits)
+            msg = decode_message(broker.signer.verify(payload), broker.limits)
             task = engine.app.get_task(msg.task)
         except (MessageError, UnknownTaskError) as exc:  # the child admitted it, so unlikely
             log.warning("entry %r cannot be decoded here: %s", entry_id, exc)

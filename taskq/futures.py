@@ -9,13 +9,15 @@ is read-only: no waiter, killed or not, can take a result or change its TTL.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
-from taskq.context import current_task_run
 from taskq.errors import (
+    ChildFailedError,
     ConfigurationError,
     ErrorInfo,
     ResultInTaskError,
@@ -25,7 +27,7 @@ from taskq.errors import (
     TaskqError,
 )
 from taskq.message import Outcome, decode_outcome
-from taskq.protocol import ErrorType, RecordField, StateName
+from taskq.protocol import ErrorType, RecordField, StateName, WaitMode
 from taskq.states import NAME_TO_TYPE, State, StateType
 
 if TYPE_CHECKING:
@@ -59,6 +61,22 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+#: Set by the worker's engine around a plain task's call (never around a flow body,
+#: which suspends instead of blocking): the id of the run executing here.
+current_task_run: ContextVar[str | None] = ContextVar("taskq_current_task_run", default=None)
+
+
+@contextlib.contextmanager
+def running_task(run_id: str) -> Iterator[None]:
+    """Mark this thread (or asyncio task) as running the plain task run ``run_id``,
+    under which waits for results are refused."""
+    token = current_task_run.set(run_id)
+    try:
+        yield
+    finally:
+        current_task_run.reset(token)
+
+
 def _refuse_in_task(what: str) -> None:
     """Raise if a worker is running a plain task here: a task that blocks on a result
     holds its slot meanwhile, and with every slot so held nothing runs the awaited
@@ -72,6 +90,22 @@ def _refuse_in_task(what: str) -> None:
             "instead of blocking, or submit the follow-up work from this task and return "
             "(a Future given as an argument is waited for too, so it is refused here)"
         )
+
+
+class WaitGroup(Protocol):
+    """Where waits on some futures go instead of straight to Redis.
+
+    A durable flow run is one (``taskq.flows.run.FlowRun``): its waits may suspend
+    the flow, and it yields children in their recorded order, so a replay agrees.
+    """
+
+    def wait(self, ids: Sequence[str], mode: WaitMode) -> None:
+        """Return once all (or any) of the runs ``ids`` ended."""
+        ...
+
+    def as_completed(self, futures: Iterable[Future[R]]) -> Iterator[Future[R]]:
+        """Yield ``futures`` in the order their runs ended."""
+        ...
 
 
 class Future(Generic[R]):
@@ -96,8 +130,8 @@ class Future(Generic[R]):
         return f"Future(task={self.task_name!r}, run_id={self.run_id!r}, queue={self.queue!r})"
 
     @property
-    def flow_runner(self) -> Any:
-        """The durable flow run waiting on this future (None outside flows)."""
+    def wait_group(self) -> WaitGroup | None:
+        """Where waits on this future go instead of Redis (None: straight to Redis)."""
         return None
 
     def _set(self, raw: bytes | None) -> Outcome | None:
@@ -154,7 +188,7 @@ class Future(Generic[R]):
         if outcome is None:
             head = f"run {self.run_id} has no result after {timeout} s"
             raise ResultTimeoutError(_explain(head, [self]))
-        error = _error_of(self.run_id, outcome)
+        error = outcome_error(self.run_id, outcome)
         if error is None:
             return outcome.value  # type: ignore[no-any-return]
         if raise_on_failure:
@@ -180,10 +214,25 @@ class Future(Generic[R]):
         return State(name, int(record.get(RecordField.ATTEMPT, 0)), err, dict(record))
 
 
-def _error_of(run_id: str, outcome: Outcome) -> TaskqError | None:
+def outcome_error(run_id: str, outcome: Outcome, *, child: bool = False) -> TaskqError | None:
+    """The error a result read raises for ``outcome`` (None when it completed).
+
+    Args:
+        run_id: The run the outcome is of.
+        outcome: Its final outcome.
+        child: Read inside its flow: every bad end is a :class:`ChildFailedError`
+            (a cancelled child too), as a flow body catches one type.
+
+    Returns:
+        :class:`TaskCancelledError` for a cancelled run, :class:`TaskFailedError`
+        for any other end but Completed (or Cached), else None.
+    """
     kind = NAME_TO_TYPE.get(outcome.state)
     if kind is StateType.COMPLETED:
         return None
+    if child:
+        error = outcome.error or ErrorInfo("UnknownError", f"child ended {outcome.state}")
+        return ChildFailedError(run_id, error, outcome.attempt)
     if kind is StateType.CANCELLED:
         reason = outcome.error.message if outcome.error else ""
         return TaskCancelledError(run_id, reason)
@@ -259,10 +308,11 @@ def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> 
 
 def _as_completed(futures: Iterable[Future[R]], timeout: float | None) -> Iterator[Future[R]]:
     pending = list(dict.fromkeys(futures))
-    runners = {id(f.flow_runner) for f in pending}
-    if pending and len(runners) == 1 and pending[0].flow_runner is not None:
+    groups = {id(f.wait_group) for f in pending}
+    group = pending[0].wait_group if pending else None
+    if group is not None and len(groups) == 1:
         # Inside a flow: completion order is the recorded one, so a replay agrees.
-        yield from pending[0].flow_runner.as_completed(pending)
+        yield from group.as_completed(pending)
         return
     deadline = None if timeout is None else time.monotonic() + timeout
     # After a wake-up only the watched futures are re-read (one of them finished);
@@ -307,9 +357,10 @@ def wait(futures: Iterable[Future[R]], timeout: float | None = None) -> DoneAndN
     """
     _refuse_in_task("wait()")
     items = list(futures)
-    if items and all(f.flow_runner is not None for f in items):
+    group = items[0].wait_group if items else None
+    if group is not None and all(f.wait_group is not None for f in items):
         # Inside a flow: one wait for all of them (the flow may suspend).
-        items[0].flow_runner.wait([f.run_id for f in items], "all")
+        group.wait([f.run_id for f in items], WaitMode.ALL)
         return DoneAndNotDone(set(items), set())
     try:
         for _ in as_completed(items, timeout):

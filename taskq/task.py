@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
-from taskq.context import current_flow
 from taskq.errors import ConfigurationError, MessageError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
 from taskq.message import Message, encode_call, encode_message, new_run_id
@@ -23,10 +23,63 @@ from taskq.retry import retry_decision, retry_decision_async
 from taskq.states import TaskRun
 
 if TYPE_CHECKING:
-    from taskq.app import App
+    from taskq.broker import Broker
+    from taskq.config import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class Host(Protocol):
+    """What a task (and a flow run) needs of the app that made it.
+
+    :class:`taskq.App` is one. Tasks name this rather than ``App`` so that the app,
+    which builds tasks and flows, stays above them: no import runs back up to it.
+    """
+
+    @property
+    def broker(self) -> Broker:
+        """The broker the tasks' runs go through."""
+        ...
+
+    @property
+    def settings(self) -> Settings:
+        """The settings (default queue, limits, timings)."""
+        ...
+
+    @property
+    def registry(self) -> Mapping[str, Task[Any, Any]]:
+        """The registered tasks, by name."""
+        ...
+
+
+class ChildRunner(Protocol):
+    """What a running flow offers the tasks its body calls (``taskq.flows.run.FlowRun``).
+
+    Defined here, beside its one user, so that tasks need not import the flows,
+    which are built on tasks.
+    """
+
+    def submit_child(
+        self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], due: str
+    ) -> Future[Any]:
+        """Enqueue one child run of ``task``; its future."""
+        ...
+
+    def map_children(
+        self,
+        task: Task[Any, Any],
+        rows: Sequence[Sequence[Any]],
+        kwargs: dict[str, Any],
+        due: str,
+    ) -> list[Future[Any]]:
+        """Enqueue one child run per row; their futures, in order."""
+        ...
+
+
+#: The flow running in this thread or asyncio task, if any: a task called or
+#: submitted under it becomes a child of that flow.
+current_flow: ContextVar[ChildRunner | None] = ContextVar("taskq_current_flow", default=None)
 
 
 class Task(Generic[P, R]):
@@ -38,7 +91,7 @@ class Task(Generic[P, R]):
         options: The validated options.
     """
 
-    def __init__(self, app: App, fn: Callable[P, Any], options: TaskOptions) -> None:
+    def __init__(self, app: Host, fn: Callable[P, Any], options: TaskOptions) -> None:
         self.app = app
         self.fn = fn
         self.options = options

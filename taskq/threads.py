@@ -1,6 +1,7 @@
-"""The worker's thread pool for sync tasks: fixed threads fed by one ``SimpleQueue``.
+"""The worker's threads: a pool for sync tasks, fixed threads fed by one ``SimpleQueue``
+(:class:`TaskThreads`), and one event loop thread for async ones (:class:`LoopThread`).
 
-Leaner than :class:`concurrent.futures.ThreadPoolExecutor` on the hot path (no
+The pool is leaner than :class:`concurrent.futures.ThreadPoolExecutor` on the hot path (no
 Future per call, no semaphore, one C-level queue put per run), and able to add a
 thread when one is abandoned: a sync task stuck past its timeout keeps its thread,
 and an in-process worker that frees the slot must also have a thread to run the
@@ -9,6 +10,7 @@ next run in it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -77,3 +79,29 @@ class TaskThreads:
         if wait:
             for t in threads:
                 t.join(timeout)
+
+
+class LoopThread:
+    """One event loop in a daemon thread of its own, for ``async def`` tasks; started
+    on first use, so a worker that runs none never starts it."""
+
+    def __init__(self, name: str = "taskq-async") -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop (started now if it was not)."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+            t.start()
+            self._loop, self._thread = loop, t
+        return self._loop
+
+    def stop(self) -> None:
+        """Stop the loop, if started, and wait up to 5 s for its thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=5)

@@ -31,15 +31,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from taskq.admission import Admission
 from taskq.app import App
 from taskq.backoff import Backoff
-from taskq.broker import Entry, FinishCall
-from taskq.engine import Delivery, Engine
+from taskq.broker import Entry
+from taskq.delivery import Delivery
+from taskq.engine import Engine
 from taskq.errors import BrokerError, TaskqError
-from taskq.flow import Flow
+from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
+from taskq.outbox import Outbox
 from taskq.scheduler import Mover
-from taskq.threads import TaskThreads
+from taskq.slots import Slots
+from taskq.threads import LoopThread, TaskThreads
 
 log = logging.getLogger("taskq.worker")
 
@@ -97,33 +101,27 @@ class Worker:
         self.grace = grace
         self.replace_on_timeout = replace_on_timeout
         self.id = make_worker_id()
-        self.engine = Engine(app, self.id, can_block=self._has_free_slot)
-        self.engine.defer = self._defer
-        if burst:  # runs it hands back for another worker are not its to wait for
-            self.engine.parked = {}
-        # Finished runs whose finish call waits to go out with the next fetch.
-        self._outbox: list[tuple[Delivery, FinishCall]] = []
-        self._blocking = False  # the fetch loop is in (or entering) a blocking read
-        self._inflight = 0
-        self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self.slots = Slots(concurrency, self._stopping)
+        self.admission = Admission(app, self.id)
+        if burst:  # runs it hands back for another worker are not its to wait for
+            self.admission.parked = {}
+        self.outbox = Outbox(app.broker.consumer, self._stopping)
+        # A flow blocking inline helps only while its children could run here.
+        self.engine = Engine(app, self.outbox, can_block=self.slots.has_free)
         self._hurry = threading.Event()
         self._exited = threading.Event()
         self._threads = TaskThreads(concurrency)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
-        # Deliveries are keyed (queue, priority level, entry id): ids are per stream.
-        self._held: dict[tuple[str, int, bytes], Delivery] = {}
-        self._started: dict[tuple[str, int, bytes], float] = {}
-        self._abandoned: set[tuple[str, int, bytes]] = set()
-        self.processed = 0
+        self._loop = LoopThread()
         self.timed_out = 0
         self.handed_back = 0
         #: Told each run with a time limit as it starts (its monotonic deadline) and
         #: ends (None): how ``taskq worker``'s supervisor enforces hard timeouts.
         self.report_deadline: Callable[[Delivery, float | None], None] | None = None
         self.mover = Mover(app.broker, self.queues)
-        self.leases = LeaseKeeper(app.broker, self.id, app.settings.lease_seconds, self._held_ids)
+        self.leases = LeaseKeeper(
+            app.broker, self.id, app.settings.lease_seconds, self.slots.held_ids
+        )
 
     # -- control ------------------------------------------------------------------------
 
@@ -132,8 +130,7 @@ class Worker:
         if self._stopping.is_set():
             self._hurry.set()
         self._stopping.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.slots.wake()
 
     def abort(self, reason: str) -> None:
         """Stop with no grace and hand every unfinished run back now, from any thread.
@@ -144,16 +141,21 @@ class Worker:
         """
         self.stop()
         self._hurry.set()
-        self._flush_outbox()
-        with self._cond:
-            unfinished = [d for d in self._held.values() if not d.deferred]
+        self._flush()
+        unfinished = self.slots.unfinished()
         if unfinished:
             log.warning("handing back %d unfinished run(s): %s", len(unfinished), reason)
             self._hand_back(unfinished, reason)
 
     @property
     def stopping(self) -> bool:
+        """Whether a stop was requested."""
         return self._stopping.is_set()
+
+    @property
+    def processed(self) -> int:
+        """Runs that ended in this worker (recorded, deferred or timed out)."""
+        return self.slots.processed
 
     def run(self) -> None:
         """Consume until stopped (or drained, in burst mode), then shut down."""
@@ -221,7 +223,7 @@ class Worker:
     def _step(self) -> bool | None:
         """One fetch; False when a burst worker is drained."""
         broker = self.app.broker
-        free = self._wait_for_slot()
+        free = self.slots.wait_free()
         if free == 0:
             return None
         # Expired leases first (at most every half lease), whatever else is going on.
@@ -248,7 +250,7 @@ class Worker:
             # mover moved between the read above and the count is in the stream now:
             # one more read settles it. Runs due later are left scheduled.
             soon, later = broker.delay.delayed_within(
-                self.queues, self.burst_wait, self.engine.parked
+                self.queues, self.burst_wait, self.admission.parked
             )
             entries = self._read(free, self.app.settings.block_seconds if soon else None)
             if not entries and not soon:
@@ -268,7 +270,7 @@ class Worker:
         return None
 
     def _admit(self, entries: Sequence[Entry], fresh: bool) -> None:
-        admitted = self.engine.admit(entries, fresh)
+        admitted = self.admission.admit(entries, fresh)
         if self.stopping:  # read after a stop: give these straight back
             self._hand_back(admitted, "worker stopping")
             return
@@ -276,118 +278,43 @@ class Worker:
             self._dispatch(d)
 
     def _read(self, free: int, block: float | None) -> list[Entry]:
-        """Read new deliveries; never block while finished runs wait in the outbox
-        (and, while blocked, let finishing runs record their outcomes themselves)."""
-        if block is not None:
-            with self._cond:
-                if self._outbox:
-                    block = None
-                else:
-                    self._blocking = True
+        """Read new deliveries; never block while finished runs wait in the outbox."""
+        if block is not None and not self.outbox.start_blocking():
+            block = None
         try:
             return self.app.broker.consumer.read(self.queues, self.id, free, block)
         finally:
             if block is not None:
-                with self._cond:
-                    self._blocking = False
+                self.outbox.end_blocking()
 
     # -- batched outcomes ---------------------------------------------------------------
 
-    def _defer(self, d: Delivery, call: FinishCall) -> bool:
-        """Engine hook: keep a finished run's ``finish`` call for the fetch loop, which
-        sends it with its next fetch (one round trip for many runs). Refused while
-        the loop blocks on an empty stream or the worker stops: the caller sends it."""
-        with self._cond:
-            if self._blocking or self.stopping:
-                return False
-            d.deferred = True
-            self._started.pop((d.queue, d.level, d.entry_id), None)
-            self._outbox.append((d, call))
-            self._cond.notify_all()
-            return True
-
-    def _take_outbox(self) -> list[tuple[Delivery, FinishCall]]:
-        with self._cond:
-            taken, self._outbox = self._outbox, []
-            return taken
-
     def _commit(self, free: int) -> list[Entry] | None:
-        """Send the outbox's finish calls and a fetch for ``free`` slots in one round
-        trip; None when the outbox was empty. On a Redis error the calls go back."""
-        taken = self._take_outbox()
-        if not taken:
+        """Send the outbox with a fetch for ``free`` slots (one round trip); None when
+        the outbox was empty."""
+        got = self.outbox.commit(self.queues, self.id, free)
+        if got is None:
             return None
-        try:
-            results, entries = self.app.broker.consumer.finish_and_read(
-                [call for _, call in taken], self.queues, self.id, free
-            )
-        except TaskqError:
-            with self._cond:
-                self._outbox[:0] = taken
-            raise
-        self._recorded(taken, results)
+        recorded, entries = got
+        self.slots.release(recorded)
         return entries
 
-    def _flush_outbox(self) -> None:
-        """Record every waiting outcome now (before a hand-back or an exit)."""
-        taken = self._take_outbox()
-        if not taken:
-            return
-        try:
-            results = self.app.broker.consumer.finish_many([call for _, call in taken])
-        except TaskqError as exc:
-            log.warning(
-                "recording %d outcome(s) failed: %s (leases bring them back)", len(taken), exc
-            )
-            results = [exc] * len(taken)
-        self._recorded(taken, results)
-
-    def _recorded(
-        self, taken: Sequence[tuple[Delivery, Any]], results: Sequence[bool | Exception]
-    ) -> None:
-        for (d, _), ok in zip(taken, results, strict=True):
-            if isinstance(ok, Exception):
-                log.error("recording the outcome of run %s failed: %s", d.run_id, ok)
-            elif not ok:
-                log.warning(
-                    "run %s attempt %d was fenced off; outcome dropped", d.run_id, d.attempt
-                )
-        with self._cond:
-            for d, _ in taken:
-                self._held.pop((d.queue, d.level, d.entry_id), None)
-
-    def _has_free_slot(self) -> bool:
-        """Whether a flow blocking inline could see its children run here."""
-        with self._cond:
-            return self._inflight < self.concurrency
-
-    def _wait_for_slot(self) -> int:
-        with self._cond:
-            while self._inflight >= self.concurrency and not self.stopping:
-                self._cond.wait()
-            return 0 if self.stopping else self.concurrency - self._inflight
+    def _flush(self) -> None:
+        """Record every outcome waiting in the outbox now (before a hand-back or an exit)."""
+        self.slots.release(self.outbox.flush())
 
     def _busy(self) -> bool:
         """Runs in flight, or outcomes not recorded yet (one may resume a flow)."""
-        with self._cond:
-            return self._inflight > 0 or bool(self._outbox)
+        return self.slots.busy() or bool(self.outbox)
 
     # -- running ------------------------------------------------------------------------
 
-    def _held_ids(self) -> list[tuple[str, int, bytes]]:
-        with self._cond:
-            return list(self._held)
-
     def _dispatch(self, d: Delivery) -> None:
-        key = (d.queue, d.level, d.entry_id)
-        with self._cond:
-            self._inflight += 1
-            self._held[key] = d
-            self._started[key] = started = time.monotonic()
+        started = self.slots.take(d)
         if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
             self.report_deadline(d, started + limit)
         if d.task.is_async and not isinstance(d.task, Flow):
-            fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._event_loop())
+            fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._loop.loop())
             fut.add_done_callback(lambda f: self._done(d, f))
         else:
             self._threads.submit(lambda: self._run_sync(d))
@@ -403,27 +330,9 @@ class Worker:
     def _done(self, d: Delivery, fut: Any) -> None:
         if fut is not None and fut.exception() is not None:
             log.error("recording an async outcome failed: %r", fut.exception())
-        key = (d.queue, d.level, d.entry_id)
         if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
             self.report_deadline(d, None)
-        with self._cond:
-            self._started.pop(key, None)
-            if key in self._abandoned:  # its slot was freed when it timed out
-                self._abandoned.discard(key)
-                return
-            if not d.deferred:  # a deferred one stays held (leased) until recorded
-                self._held.pop(key, None)
-            self._inflight -= 1
-            self.processed += 1
-            self._cond.notify_all()
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            t = threading.Thread(target=loop.run_forever, name="taskq-async", daemon=True)
-            t.start()
-            self._loop, self._loop_thread = loop, t
-        return self._loop
+        self.slots.done(d)
 
     # -- timeouts -----------------------------------------------------------------------
 
@@ -433,20 +342,10 @@ class Worker:
         (Async tasks time out inside the engine, with ``asyncio.timeout``.)
         """
         while not self._exited.wait(0.1):
-            now = time.monotonic()
-            with self._cond:
-                overdue = [
-                    (key, d)
-                    for key, d in self._held.items()
-                    if key not in self._abandoned
-                    and not (d.task.is_async and not isinstance(d.task, Flow))
-                    and (limit := self.engine.timeout_of(d)) is not None
-                    and now - self._started.get(key, now) > limit
-                ]
-            for key, d in overdue:
-                self._time_out(key, d)
+            for d in self.slots.overdue(_on_thread, self.engine.timeout_of):
+                self._time_out(d)
 
-    def _time_out(self, key: tuple[str, int, bytes], d: Delivery) -> None:
+    def _time_out(self, d: Delivery) -> None:
         self.timed_out += 1
         if self.report_deadline is not None:
             self.report_deadline(d, None)  # recorded here: the supervisor need not
@@ -459,19 +358,13 @@ class Worker:
                 d.run_id,
                 exc,
             )
-        with self._cond:
-            self._abandoned.add(key)
-            self._held.pop(key, None)
-            self._inflight -= 1
-            self.processed += 1
-            self._cond.notify_all()
-            others = list(self._held.values())
+        others = self.slots.abandon(d)
         if not self.replace_on_timeout:
             self._threads.add_thread()  # the stuck job keeps its thread; the freed slot needs one
         if self.replace_on_timeout:
             # The stuck thread cannot be killed: record the waiting outcomes, hand the
             # other runs back and let the supervisor start a fresh process.
-            self._flush_outbox()
+            self._flush()
             others = [o for o in others if not o.deferred]
             self._hand_back(others, "worker replaced after a task timed out")
             logging.shutdown()
@@ -493,23 +386,17 @@ class Worker:
                 log.warning("hand-back failed (%s); the lease will bring the runs back", exc)
 
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + self.grace
-        with self._cond:
-            while self._inflight > 0 and not self._hurry.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.1))
-        self._flush_outbox()
-        with self._cond:
-            unfinished = [d for d in self._held.values() if not d.deferred]
+        self.slots.wait_idle(time.monotonic() + self.grace, self._hurry)
+        self._flush()
+        unfinished = self.slots.unfinished()
         if unfinished:
             log.warning("handing back %d unfinished run(s) for redelivery", len(unfinished))
             self._hand_back(unfinished, "worker shut down before it finished")
-        with self._cond:
-            stuck = bool(self._abandoned)  # threads held by timed-out runs: never joined
-        self._threads.shutdown(wait=not unfinished and not stuck)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._loop_thread is not None:
-                self._loop_thread.join(timeout=5)
+        # Threads held by timed-out runs are never joined.
+        self._threads.shutdown(wait=not unfinished and not self.slots.stuck())
+        self._loop.stop()
+
+
+def _on_thread(d: Delivery) -> bool:
+    """Whether ``d`` runs on a task thread (async tasks time out inside the engine)."""
+    return not (d.task.is_async and not isinstance(d.task, Flow))

@@ -12,7 +12,7 @@ from taskq.protocol import NotifyReply, ResetReply, SuspendReply
 
 
 class Flows:
-    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flow`).
+    """Script calls and reads on a flow's hash tag (see :mod:`taskq.flows`).
 
     Args:
         conn: The connection layer.

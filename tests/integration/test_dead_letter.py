@@ -10,8 +10,8 @@ import msgpack
 import pytest
 
 import taskq
-from taskq import engine
-from taskq.engine import Engine
+from taskq import admission
+from taskq.admission import Admission
 from taskq.keys import GROUP
 from taskq.message import Message, decode_outcome, encode_message, new_run_id
 from taskq.testing import BurstWorker
@@ -210,11 +210,11 @@ def _start_then_take_over(app: taskq.App) -> None:
     delivery over (a second delivery, past max_deliveries=1) and finds it poison."""
     broker, stream = app.broker, app.keys.stream("default")
     broker.consumer.ensure_group("default")
-    assert Engine(app, "w1").admit(broker.consumer.read(["default"], "w1", 10, None))
+    assert Admission(app, "w1").admit(broker.consumer.read(["default"], "w1", 10, None))
     (pending,) = broker.client.xpending_range(stream, GROUP, "-", "+", 10)
     claimed = broker.client.xclaim(stream, GROUP, "w2", 0, [pending["message_id"]])
     entries = [("default", eid, fields, 0) for eid, fields in claimed]
-    assert Engine(app, "w2").admit(entries, fresh=False) == []
+    assert Admission(app, "w2").admit(entries, fresh=False) == []
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_a_run_of_a_task_this_worker_does_not_know_waits_for_one_that_does(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine, "_warned_unknown", set())  # as in a fresh worker process
+    monkeypatch.setattr(admission, "_warned_unknown", set())  # as in a fresh worker process
     futures = new_version.get_task("tasks.added").map([1, 2])
     broker = taskq_app.broker
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 import taskq
+from taskq.admission import Admission
 from taskq.deadlines import Deadlines, Reporter
 from taskq.engine import Engine
 from tests import pool_apps
@@ -97,8 +98,10 @@ def test_a_timeout_the_childs_watchdog_already_recorded_is_not_recorded_again(
     other = pool_apps.hold.submit("y")
     broker = app.broker
     broker.consumer.ensure_group("default")
-    engine = Engine(app, "child-1")
-    first, second = engine.admit(broker.consumer.read(["default"], "child-1", 2, None))
+    engine = Engine(app)
+    first, second = Admission(app, "child-1").admit(
+        broker.consumer.read(["default"], "child-1", 2, None)
+    )
     reader, writer = multiprocessing.Pipe(duplex=False)
     reporter = Reporter(writer)
     reporter.hello("child-1")

@@ -327,7 +327,7 @@ def test_a_replay_calling_another_child_fails_the_flow_naming_the_child(
 def test_a_child_still_running_at_replay_is_checked_when_it_ends(
     taskq_app: taskq.App,
 ) -> None:
-    from taskq.flow import FlowRun, call_digest
+    from taskq.flows.run import FlowRun, call_digest
     from taskq.message import encode_outcome
 
     @taskq_app.task

@@ -89,7 +89,7 @@ def test_already_finished_futures_are_refused_too_and_waits_elsewhere_work(
         refused.result(timeout=5)
     assert flowed.result(timeout=5) == 10
     with pytest.raises(taskq.ResultInTaskError):
-        from taskq.context import running_task
+        from taskq.futures import running_task
 
         with running_task("r"):
             taskq.as_completed([done])

@@ -15,7 +15,7 @@ import pytest
 import taskq
 from taskq import keys, message, options, protocol, scripts, states
 from taskq.broker import delay as broker_delay
-from taskq.engine import parent_of
+from taskq.flows.resume import parent_of
 from taskq.message import Message
 from taskq.protocol import FINAL, Meta, Parent, StateName
 

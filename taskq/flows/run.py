@@ -1,23 +1,7 @@
-"""Flows: tasks whose bodies call other tasks, durable through Redis.
+"""One execution of a flow body: its children, their futures, its waits.
 
-A flow run's children get deterministic ids, ``<flow run id>.<sequence>``, so a
-replayed body finds the same children: enqueue is idempotent, and a child that
-already ended hands back its stored outcome instead of running again.
-
-When the body waits for children that have not ended, it blocks for up to
-``inline_wait_seconds`` (only when its worker has a free slot for them), then
-*suspends*: :class:`Suspend` unwinds the body, the ``suspend`` script acks the
-delivery and records the wait set, and the slot is free. Each child, once ended,
-runs the ``notify`` script on the flow's hash tag; the one that empties the wait
-set re-enqueues the flow exactly once, and the body replays from the top.
-
-Flow bodies must therefore be deterministic in the calls they make (the same
-children in the same order, given the same results); side effects belong in
-tasks. This is the rule Temporal and DBOS workflows follow. Each child's message
-carries a digest of its call (meta ``c``), which the worker stores in the child's
-outcome; a replay that calls something else for a child that has one fails the
-flow with :class:`NonDeterministicFlowError` rather than hand it another call's
-result.
+:class:`FlowRun` submits children with deterministic ids and learns their outcomes;
+a wait that cannot be met inline raises :class:`Suspend` (see :mod:`taskq.flows`).
 """
 
 from __future__ import annotations
@@ -26,17 +10,14 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from taskq.context import current_flow
-from taskq.errors import ChildFailedError, ErrorInfo, NonDeterministicFlowError
-from taskq.futures import Future
-from taskq.message import Message, Outcome, decode_outcome, encode_message, new_run_id, pack
+from taskq.errors import NonDeterministicFlowError
+from taskq.futures import Future, WaitGroup, outcome_error
+from taskq.message import Message, Outcome, decode_outcome, encode_message, pack
+from taskq.protocol import MetaKey, WaitMode
 from taskq.states import NAME_TO_TYPE, State, StateType
-from taskq.task import Task
-
-if TYPE_CHECKING:
-    from taskq.app import App
+from taskq.task import Host, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,29 +27,10 @@ class Suspend(BaseException):
     """Unwinds a flow body that must wait for children (never seen by user code
     that catches ``Exception``)."""
 
-    def __init__(self, waiting: list[str], mode: Literal["all", "any"]) -> None:
+    def __init__(self, waiting: list[str], mode: WaitMode) -> None:
         super().__init__(f"waiting for {len(waiting)} child run(s)")
         self.waiting = waiting
         self.mode = mode
-
-
-class Flow(Task[P, R]):
-    """A registered flow: ``Flow[P, R]``. Made by ``@app.flow``.
-
-    ``submit`` runs it on a worker; a direct call runs the body here, in the
-    caller's process, with its children on the workers; inside another flow a
-    direct call is a subflow (a child run, waited for).
-    """
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        if current_flow.get() is not None:
-            return self.submit(*args, **kwargs).result()
-        runner = FlowRun(self.app, self, new_run_id(), self.queue, durable=False)
-        token = current_flow.set(runner)
-        try:
-            return call_body(self, args, kwargs)  # type: ignore[no-any-return]
-        finally:
-            current_flow.reset(token)
 
 
 def call_digest(task: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
@@ -93,15 +55,17 @@ class ChildFuture(Future[R]):
         self._runner = runner
 
     @property
-    def flow_runner(self) -> FlowRun:
+    def wait_group(self) -> WaitGroup:
+        """Its flow run: waits on children go through it (and may suspend the flow)."""
         return self._runner
 
     def done(self) -> bool:
+        """True once the child has an outcome its flow has learned (one read if not)."""
         return self._runner.outcome(self.run_id, refresh=True) is not None
 
     def wait(self, timeout: float | None = None) -> State:
         """Wait (suspending the flow if need be); ``timeout`` is ignored inside a flow."""
-        self._runner.wait([self.run_id], "all")
+        self._runner.wait([self.run_id], WaitMode.ALL)
         return self.state
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -109,19 +73,19 @@ class ChildFuture(Future[R]):
 
         Inside a flow the wait may suspend the flow; ``timeout`` is ignored.
         """
-        self._runner.wait([self.run_id], "all")
+        self._runner.wait([self.run_id], WaitMode.ALL)
         outcome = self._runner.outcome(self.run_id)
         assert outcome is not None
-        if NAME_TO_TYPE.get(outcome.state) is StateType.COMPLETED:
+        exc = outcome_error(self.run_id, outcome, child=True)
+        if exc is None:
             return outcome.value
-        error = outcome.error or ErrorInfo("UnknownError", f"child ended {outcome.state}")
-        exc = ChildFailedError(self.run_id, error, outcome.attempt)
         if raise_on_failure:
             raise exc
         return exc
 
     @property
     def state(self) -> State:
+        """The child's state: its outcome once its flow has learned it, else from Redis."""
         o = self._runner.outcome(self.run_id)
         if o is not None:
             return State(o.state, o.attempt, o.error)
@@ -144,7 +108,7 @@ class FlowRun:
 
     def __init__(
         self,
-        app: App,
+        app: Host,
         flow: Task[Any, Any],
         run_id: str,
         queue: str,
@@ -210,6 +174,7 @@ class FlowRun:
         raise self.violation
 
     def outcome(self, child_id: str, refresh: bool = False) -> Outcome | None:
+        """The outcome of child ``child_id`` if known (``refresh``: read new ones first)."""
         if child_id not in self._outcomes and refresh and self.durable:
             self._refresh()
         return self._outcomes.get(child_id)
@@ -231,9 +196,9 @@ class FlowRun:
         msg = task.make_message(args, kwargs, rid)
         if self.durable:
             # The flow's priority level travels too: its resume goes back to that stream.
-            msg.meta["parent"] = [self.queue, self.run_id, self.level]
+            msg.meta[MetaKey.PARENT.value] = [self.queue, self.run_id, self.level]
             if digest is not None:
-                msg.meta["c"] = digest
+                msg.meta[MetaKey.CALL.value] = digest
         return msg
 
     def map_children(
@@ -273,6 +238,7 @@ class FlowRun:
     def submit_child(
         self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], due: str
     ) -> Future[Any]:
+        """Enqueue one child (see :meth:`map_children`)."""
         return self.map_children(task, [args], kwargs, due)[0]
 
     def _future(self, queue: str, rid: str, name: str) -> Future[Any]:
@@ -282,7 +248,7 @@ class FlowRun:
 
     # -- waiting ------------------------------------------------------------------------
 
-    def wait(self, ids: Sequence[str], mode: Literal["all", "any"]) -> None:
+    def wait(self, ids: Sequence[str], mode: WaitMode) -> None:
         """Return once all (or any) of ``ids`` ended; otherwise block briefly, then suspend.
 
         A flow suspended by an "all" wait resumes when every child it has started
@@ -294,7 +260,7 @@ class FlowRun:
         refreshed = False
         while True:
             missing = [i for i in ids if i not in self._outcomes]
-            if not missing or (mode == "any" and len(missing) < len(ids)):
+            if not missing or (mode == WaitMode.ANY and len(missing) < len(ids)):
                 return
             if not refreshed:
                 self._refresh()
@@ -302,7 +268,7 @@ class FlowRun:
                 continue
             left = deadline - time.monotonic()
             if left <= 0 or not self.can_block():
-                if mode == "all":
+                if mode == WaitMode.ALL:
                     missing = [c for c in self.spawned if c not in self._outcomes]
                 raise Suspend(missing, mode)
             self.app.broker.flows.flow_ping_wait(self.queue, self.run_id, min(left, block))
@@ -316,7 +282,7 @@ class FlowRun:
             yield pending.pop(rid)
         while pending:
             before = set(self._outcomes)
-            self.wait(list(pending), "any")
+            self.wait(list(pending), WaitMode.ANY)
             for rid in [c for c in self._outcomes if c not in before and c in pending]:
                 yield pending.pop(rid)
 

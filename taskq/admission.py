@@ -1,0 +1,208 @@
+"""Admission: turning a worker's stream entries into started deliveries.
+
+Each entry is checked before anything of it runs: its payload verified (signature,
+size) and decoded within the message limits, its task looked up. What cannot run
+is dead-lettered with the reason; a run of a task this worker does not know is
+handed back for a worker that does (a rolling deploy), for a while. The rest is
+started in one ``start`` script call per stream, whose :class:`StartKind` per entry
+says what to do with it: run it, resume its flow, drop a duplicate of an ended run
+(telling its flow again), dead-letter a poison run, or drop one taken over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from taskq.app import App
+from taskq.broker import Entry, delay_mark
+from taskq.delivery import Delivery
+from taskq.errors import MessageError, UnknownTaskError
+from taskq.flows.resume import notify_dead, renotify
+from taskq.message import Message, decode_message, peek_run_id
+from taskq.protocol import EntryField, MetaKey, ParkReply, StartKind
+
+# The engine's logger: what a worker logs about a run stays under one name.
+log = logging.getLogger("taskq.engine")
+
+#: Task names this process has warned about (a rolling deploy): one warning each.
+_warned_unknown: set[str] = set()
+
+#: Kinds whose delivery now holds an attempt (or resumes a flow) and must run.
+_RUNS = frozenset({StartKind.STARTED, StartKind.RESUMED, StartKind.RETRYING})
+
+_PAYLOAD, _RUN = EntryField.PAYLOAD.encode(), EntryField.RUN.encode()
+
+
+class Admission:
+    """Decodes, checks and starts the entries a worker read.
+
+    Args:
+        app: The app whose registry names the runnable tasks.
+        worker_id: Recorded on every run this admits.
+    """
+
+    def __init__(self, app: App, worker_id: str) -> None:
+        self.app = app
+        self.broker = app.broker
+        self.worker_id = worker_id
+        #: Set by a burst worker: the delay-queue members it handed back for another
+        #: worker, per queue (it does not wait for those to come due).
+        self.parked: dict[str, set[bytes]] | None = None
+
+    def admit(self, entries: Sequence[Entry], fresh: bool = True) -> list[Delivery]:
+        """Decode a batch, dead-letter what cannot run, start the rest in one call per queue.
+
+        ``fresh`` entries come from ``XREADGROUP >`` (first deliveries, so their
+        delivery count is not looked up); reclaimed ones are checked against
+        ``max_deliveries``. Returns the deliveries that now hold an attempt (or
+        resume a flow) and must run.
+        """
+        by_lane: dict[tuple[str, int], list[Delivery]] = {}
+        for queue, eid, fields, level in entries:
+            d = self._decode(queue, eid, fields, level)
+            if d is not None:
+                by_lane.setdefault((queue, level), []).append(d)
+        admitted: list[Delivery] = []
+        for (queue, level), batch in by_lane.items():
+            admitted.extend(self._start(queue, level, batch, fresh))
+        return admitted
+
+    def _start(self, queue: str, level: int, batch: list[Delivery], fresh: bool) -> list[Delivery]:
+        """Start one stream's batch (``start.lua``); the deliveries that must run."""
+        started = self.broker.consumer.start(
+            queue,
+            self.worker_id,
+            [
+                (
+                    d.entry_id,
+                    d.run_id,
+                    0 if fresh else d.task.options.max_deliveries,
+                    str(d.message.meta.get(MetaKey.NAME, "")),
+                )
+                for d in batch
+            ],
+            level,
+        )
+        runs, duplicates = [], []
+        for d, (code, attempt, deliveries) in zip(batch, started, strict=True):
+            kind = StartKind(code)
+            d.attempt = attempt
+            d.resumed, d.retry_start = kind is StartKind.RESUMED, kind is StartKind.RETRYING
+            if kind in _RUNS:
+                runs.append(d)
+            elif kind is StartKind.LOST:
+                log.warning("run %s: delivery %s was taken over; dropped", d.run_id, d.entry_id)
+            elif kind is StartKind.POISON:
+                self._poison(d, attempt, deliveries)
+            else:
+                log.info("run %s already ended; duplicate delivery dropped", d.run_id)
+                renotify(self.broker, d)
+                duplicates.append(d.entry_id)
+        if duplicates:
+            self.broker.consumer.ack(queue, duplicates, level)
+        return runs
+
+    def _poison(self, d: Delivery, attempt: int, deliveries: int) -> None:
+        """Dead-letter a run delivered more than ``max_deliveries`` times."""
+        reason = (
+            f"delivered {deliveries} times, more than max_deliveries="
+            f"{d.task.options.max_deliveries} (the task may crash its worker)"
+        )
+        notify_dead(self.broker, d.message, reason, attempt)
+        fields = {_PAYLOAD: d.payload, _RUN: d.run_id.encode()}
+        self._dead(d.queue, d.entry_id, fields, reason, d.run_id, d.level)
+
+    def _decode(
+        self, queue: str, eid: bytes, fields: dict[bytes, bytes], level: int
+    ) -> Delivery | None:
+        payload = fields.get(_PAYLOAD)
+        if payload is None:
+            reason = f"entry has no '{EntryField.PAYLOAD}' payload field"
+            self._dead(queue, eid, fields, reason, self._entry_run_id(fields), level)
+            return None
+        limits = self.broker.limits
+        try:
+            if len(payload) > limits.max_bytes + 64:  # before the MAC is computed
+                size, limit = len(payload), limits.max_bytes
+                raise MessageError(f"payload of {size} bytes exceeds the {limit} byte limit")
+            body = self.broker.signer.verify(payload)
+        except MessageError as exc:
+            self._dead(queue, eid, fields, str(exc), self._entry_run_id(fields), level)
+            return None
+        try:
+            msg = decode_message(body, limits)
+        except MessageError as exc:
+            # A trusted payload that breaks a limit: its run fails, so nobody waits for it.
+            rid = peek_run_id(body) or self._entry_run_id(fields, trusted=True)
+            self._dead(queue, eid, fields, str(exc), rid, level)
+            return None
+        try:
+            task = self.app.get_task(msg.task)
+        except UnknownTaskError as exc:
+            self._unknown_task(queue, eid, fields, msg, str(exc), level)
+            return None
+        return Delivery(queue, eid, payload, msg, task, level=level)
+
+    def _unknown_task(
+        self,
+        queue: str,
+        eid: bytes,
+        fields: dict[bytes, bytes],
+        msg: Message,
+        reason: str,
+        level: int,
+    ) -> None:
+        """A run of a task this worker does not know: in a rolling deploy a newer worker
+        may know it, so hand it back (``park.lua``) until ``unknown_task_grace`` is
+        spent; then, or when the run has no record, dead-letter it with the reason."""
+        payload = fields[_PAYLOAD]
+        grace = self.app.settings.unknown_task_grace
+        if grace > 0:
+            code, waited = self.broker.consumer.park(
+                queue, self.worker_id, eid, msg.run_id, payload, level
+            )
+            if code == ParkReply.PARKED:
+                if msg.task not in _warned_unknown:
+                    _warned_unknown.add(msg.task)
+                    log.warning(
+                        "%s: handing its runs back for a worker that knows it "
+                        "(for up to unknown_task_grace=%g s each)",
+                        reason,
+                        grace,
+                    )
+                if self.parked is not None:
+                    self.parked.setdefault(queue, set()).add(delay_mark(level) + payload)
+                return
+            if code != ParkReply.EXPIRED:
+                return  # ended (its duplicate acked), or no longer ours
+            if waited >= 0:
+                reason += f" (waited {waited / 1000:.0f} s for a worker that knows it)"
+        notify_dead(self.broker, msg, reason)
+        self._dead(queue, eid, fields, reason, msg.run_id, level)
+
+    def _entry_run_id(self, fields: dict[bytes, bytes], trusted: bool = False) -> str | None:
+        """The entry's run id field: always when nothing is signed here, else only beside
+        a payload that verified (``trusted``). That field is outside the MAC: an unsigned,
+        tampered or foreign entry could name any run, so its run is left alone."""
+        raw = fields.get(_RUN)
+        if raw is None or not (trusted or not self.broker.signer.enabled):
+            return None
+        if not 0 < len(raw) <= 256:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _dead(
+        self,
+        queue: str,
+        eid: bytes,
+        fields: dict[bytes, bytes],
+        reason: str,
+        run_id: str | None = None,
+        level: int = 0,
+    ) -> None:
+        log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
+        self.broker.consumer.dead_letter(queue, eid, fields, reason, run_id, level)

@@ -1,0 +1,60 @@
+"""``Delivery``: one stream entry admitted to run, as :mod:`taskq.admission` hands it
+to :mod:`taskq.engine` (and the worker holds it until its outcome is recorded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskq.message import Message
+from taskq.protocol import MetaKey, Parent
+from taskq.states import TaskRun
+from taskq.task import Task
+
+
+@dataclass
+class Delivery:
+    """One admitted delivery: a decoded message that now holds attempt ``attempt``."""
+
+    queue: str
+    entry_id: bytes
+    payload: bytes
+    message: Message
+    task: Task[Any, Any]
+    attempt: int = 0
+    resumed: bool = False
+    retry_start: bool = False
+    cache_key: str | None = None
+    level: int = 0
+    #: Its outcome waits in the worker's outbox, to be recorded with the next fetch.
+    deferred: bool = False
+
+    @property
+    def parent(self) -> Parent | None:
+        """The flow this run is a child of (None for a top-level run)."""
+        return Parent.parse(self.message.meta.get(MetaKey.PARENT))
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.message.run_id
+
+    @property
+    def child_call(self) -> tuple[str, bytes] | None:
+        """A flow child's call (task, argument digest), recorded in its outcome so that
+        a replay of its flow can check it makes the same call."""
+        digest = self.message.meta.get(MetaKey.CALL)
+        return (self.message.task, digest) if isinstance(digest, bytes) else None
+
+    @property
+    def run(self) -> TaskRun:
+        """The run as task hooks and retry conditions see it."""
+        return TaskRun(self.run_id, self.queue, self.task.name, self.attempt)
+
+    @property
+    def result_ttl(self) -> float | None:
+        """How long its result is kept (per-submission override first; None: forever)."""
+        ttl = self.message.meta.get(MetaKey.RESULT_TTL)
+        return (
+            float(ttl) if isinstance(ttl, int | float) and ttl > 0 else self.task.options.result_ttl
+        )
