@@ -300,8 +300,9 @@ def test_duplicate_child_completions_do_not_resume_the_parent_twice_or_early(
     assert before["default"] == (0, 0) and before["side"] == (0, 0)
 
 
+@pytest.mark.parametrize("then", ["dies", "hands back"])
 def test_a_crash_between_child_outcome_and_notify_is_repaired_by_redelivery(
-    redis_url: str, taskq_prefix: str
+    redis_url: str, taskq_prefix: str, then: str
 ) -> None:
     app = taskq.App(redis_url, prefix=taskq_prefix, lease_seconds=1)
     try:
@@ -324,6 +325,14 @@ def test_a_crash_between_child_outcome_and_notify_is_repaired_by_redelivery(
         assert broker.producer.run_record("side", child1)["s"] == "Completed"
         assert broker.producer.run_record("default", fut.run_id)["s"] == "AwaitingChildren"
         assert broker.inspect.queue_sizes("side") == (3, 1)
+        if then == "hands back":
+            # A stopping worker hands back what it holds: a run that already ended is
+            # left pending (acking it would lose the flow's notification for good).
+            handed = broker.consumer.handback(
+                queue, "fake-consumer", [(eid, child1, 1, fields[b"m"])], "worker stopping"
+            )
+            assert handed == 0
+            assert broker.inspect.queue_sizes("side") == (3, 1)
 
         worker = taskq.Worker(app, ["default", "side"], concurrency=2)
         thread = threading.Thread(target=worker.run, name="repair-worker")
