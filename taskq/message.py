@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,6 +248,38 @@ def encode_call(
         MessageError: A worker with ``limits`` (default :class:`Limits`) would refuse it.
     """
     return _checked([VERSION, run_id, task, args, kwargs, meta or None], limits)
+
+
+def encode_calls(
+    task: str,
+    rows: Iterable[tuple[str, list[Any]]],
+    kwargs: dict[str, Any],
+    meta: dict[str, Any] | None,
+    limits: Limits | None = None,
+) -> Iterator[bytes]:
+    """The payloads of many calls of one task sharing ``kwargs`` and ``meta`` (``map``):
+    ``(run_id, args)`` rows in, payloads out, each as strict as :func:`encode_call`.
+
+    The shared part is checked once; a row of scalar arguments then costs only its
+    own loop, its count, its packing and its size.
+
+    Raises:
+        MessageError: A worker with ``limits`` would refuse a row's payload (raised
+            when that row is reached: the caller knows its index).
+    """
+    lim = limits or _DEFAULT_LIMITS
+    shared_flat = lim.max_depth >= 2 and _flat((), kwargs, meta)
+    head = lim.max_args - len(kwargs)
+    meta = meta or None
+    for run_id, args in rows:
+        if shared_flat and len(args) <= head and all(type(a) in _SCALARS for a in args):
+            data = pack([VERSION, run_id, task, args, kwargs, meta])
+            if len(data) > lim.max_bytes:
+                size, most = len(data), lim.max_bytes
+                raise MessageError(f"payload of {size} bytes exceeds the {most} byte limit")
+        else:
+            data = _checked([VERSION, run_id, task, args, kwargs, meta], lim)
+        yield data
 
 
 def peek_run_id(payload: bytes) -> str | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Un
 
 from taskq.errors import ConfigurationError, MessageError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
-from taskq.message import Message, encode_call, encode_message, new_run_id
+from taskq.message import Message, encode_call, encode_calls, encode_message, new_run_id
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
@@ -218,18 +218,25 @@ class Task(Generic[P, R]):
         if runner is not None:
             return runner.map_children(self, list(zip(*columns, strict=True)), kw, due)
         # Every payload is built before anything is sent: a bad item enqueues nothing.
-        named = self.options.task_run_name is not None
-        meta = {} if named else self.make_message((), {}).meta
         name, limits = self.name, self.app.broker.limits
         runs: list[tuple[str, bytes, str]] = []
-        for i, row in enumerate(zip(*columns, strict=True)):
-            rid = new_run_id()
-            if named:
+        if self.options.task_run_name is not None:  # each run's meta holds its own name
+            for i, row in enumerate(zip(*columns, strict=True)):
+                rid = new_run_id()
                 meta = self.make_message(row, kw).meta
+                try:
+                    runs.append((rid, encode_call(rid, name, list(row), kw, meta, limits), due))
+                except MessageError as exc:
+                    raise MessageError(f"map item {i}: {exc}") from exc
+        else:  # one meta for all: the shared part is checked once (encode_calls)
+            ids = [new_run_id() for _ in range(n)]
+            rows = zip(ids, map(list, zip(*columns, strict=True)), strict=True)
+            payloads = encode_calls(name, rows, kw, self.make_message((), {}).meta, limits)
             try:
-                runs.append((rid, encode_call(rid, name, list(row), kw, meta, limits), due))
+                for rid, payload in zip(ids, payloads, strict=False):
+                    runs.append((rid, payload, due))
             except MessageError as exc:
-                raise MessageError(f"map item {i}: {exc}") from exc
+                raise MessageError(f"map item {len(runs)}: {exc}") from exc
         broker, queue = self.app.broker, self.queue
         broker.producer.enqueue_stream(queue, runs, self.options.priority)
         return [Future(broker, queue, rid, name) for rid, _, _ in runs]
