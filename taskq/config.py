@@ -13,6 +13,7 @@ from taskq.errors import ConfigurationError
 from taskq.keys import check_name
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_PREFIX = "taskq"
 """The Redis used when neither an argument nor ``TASKQ_REDIS_URL`` names one."""
 
 
@@ -54,7 +55,7 @@ class Settings:
     """
 
     redis_url: str = DEFAULT_REDIS_URL
-    prefix: str = "taskq"
+    prefix: str = DEFAULT_PREFIX
     default_queue: str = "default"
     result_ttl: float = 86_400.0
     events_maxlen: int = 10_000
@@ -90,7 +91,7 @@ class Settings:
         """Settings from the environment, then ``overrides`` (``None`` values ignored)."""
         base = cls(
             redis_url=os.environ.get("TASKQ_REDIS_URL") or DEFAULT_REDIS_URL,
-            prefix=os.environ.get("TASKQ_PREFIX") or "taskq",
+            prefix=os.environ.get("TASKQ_PREFIX") or DEFAULT_PREFIX,
             result_ttl=_env_float("TASKQ_RESULT_TTL", 86_400.0),
             lease_seconds=_env_float("TASKQ_LEASE_SECONDS", 15.0),
             unknown_task_grace=_env_float("TASKQ_UNKNOWN_TASK_GRACE", 300.0),

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from taskq.config import DEFAULT_REDIS_URL
+from taskq.config import DEFAULT_PREFIX, DEFAULT_REDIS_URL
 from taskq.cpus import available_cpus
 from taskq.errors import ConfigurationError, TaskqError
 
@@ -159,7 +159,7 @@ def health(heartbeat_file: str | None, max_age: float) -> None:
 @cli.command()
 @click.option("--queue", "-q", default="default", show_default=True)
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
-@click.option("--prefix", envvar="TASKQ_PREFIX", default="taskq", show_default=True)
+@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=50, show_default=True)
 def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: int) -> None:
@@ -175,7 +175,7 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
 @cli.command()
 @click.option("--queue", "-q", default="default", show_default=True)
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
-@click.option("--prefix", envvar="TASKQ_PREFIX", default="taskq", show_default=True)
+@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--count", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
     """List a queue's dead-lettered entries with their reasons."""
@@ -191,7 +191,7 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
 @click.argument("run_id")
 @click.option("--queue", "-q", help="The run's queue [default: found by scanning].")
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
-@click.option("--prefix", envvar="TASKQ_PREFIX", default="taskq", show_default=True)
+@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) -> None:
     """Show a run: its state, every attempt (start, error) and its events."""
     from taskq.app import App
