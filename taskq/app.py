@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
 from urllib.parse import urlsplit
 
 from taskq import options as opts
-from taskq.broker import Broker
+from taskq.broker import Broker, topology
 from taskq.broker.connection import redact_url
 from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
@@ -255,8 +255,9 @@ _SCHEMES = ("redis", "rediss", "unix")
 def check_redis_url(url: str) -> str:
     """Return ``url`` if it is a Redis URL taskq can use, before anything connects.
 
-    Accepted: ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs. Sentinel and
-    Cluster URLs (``redis+sentinel://``, ``redis+cluster://``) are not supported.
+    Accepted: ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs, and the Cluster
+    and Sentinel forms ``redis+cluster://`` and ``redis+sentinel://``
+    (:mod:`taskq.broker.topology`).
 
     Raises:
         ConfigurationError: The URL is malformed or of another scheme (the message
@@ -267,14 +268,20 @@ def check_redis_url(url: str) -> str:
     def bad(why: str) -> ConfigurationError:
         return ConfigurationError(f"invalid Redis URL {shown!r}: {why}")
 
+    if isinstance(url, str) and topology.scheme_of(url).startswith(("redis+", "rediss+")):
+        if topology.scheme_of(url) not in (*topology.SCHEMES, "rediss+cluster", "rediss+sentinel"):
+            raise bad(
+                f"{topology.scheme_of(url)}:// URLs are not supported; use redis+cluster:// "
+                "or redis+sentinel://"
+            )
+        topology.parse(url, shown)
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port
     except (ValueError, TypeError, AttributeError) as exc:
         raise bad(str(exc)) from None
     scheme = parts.scheme.lower()
-    if scheme.startswith("redis+"):
-        raise bad(f"{scheme}:// URLs are not supported; give the master's redis:// URL")
     if scheme not in _SCHEMES:
         what = f"scheme {scheme!r} is not supported; use" if scheme else "not a URL; use"
         raise bad(f"{what} redis://host[:port][/db], rediss://... (TLS) or unix:///path")

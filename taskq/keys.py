@@ -69,6 +69,12 @@ class Keyspace:
             return f"{self._tag(queue)}:stream"
         return f"{self._tag(queue)}:stream:p{level}"
 
+    def lane_of_stream(self, key: str) -> tuple[str, int]:
+        """The ``(queue, priority level)`` of a task stream's key (:meth:`stream`)."""
+        end = key.rindex("}:stream")
+        tail = key[end + len("}:stream") :]
+        return key[len(self.prefix) + 2 : end], int(tail[2:]) if tail else 0
+
     def streams(self, queue: str) -> list[str]:
         """Every priority stream of ``queue``, indexed by level (0 first)."""
         return [self.stream(queue, level) for level in range(PRIORITIES)]

@@ -23,6 +23,7 @@ Redis outages: every loop reconnects forever with capped, jittered backoff. A
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -386,6 +387,10 @@ class Worker:
                 log.warning("hand-back failed (%s); the lease will bring the runs back", exc)
 
     def _shutdown(self) -> None:
+        # On a Cluster, blocking reads of other slots may still be in flight: what they
+        # take is given back at once rather than left to the lease.
+        with contextlib.suppress(TaskqError):
+            self.app.broker.consumer.stop_reading(self.id, self.app.settings.block_seconds)
         self.slots.wait_idle(time.monotonic() + self.grace, self._hurry)
         self._flush()
         unfinished = self.slots.unfinished()

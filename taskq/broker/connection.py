@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from taskq import scripts
-from taskq.broker import wire
+from taskq.broker import cluster, sentinel, topology, wire
 from taskq.config import Settings
 from taskq.errors import BrokerError, RedisFullError, RedisUnavailableError
 from taskq.keys import Keyspace
@@ -34,7 +35,7 @@ _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)[^/?#]*
 Entry = tuple[str, bytes, dict[bytes, bytes], int]
 
 #: Error replies that mean "not now" rather than "wrong": retried like a lost connection.
-_UNAVAILABLE = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_UNAVAILABLE: tuple[str, ...] = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def redact_url(url: str) -> str:
@@ -83,10 +84,12 @@ class Connection:
     :meth:`send_all`, :meth:`execute`, :meth:`call` and :meth:`check`, so no caller
     handles a redis-py exception.
 
-    Redis Cluster routing and Sentinel discovery belong here when they come: choose
-    the node (by a command's first key's hash tag, every key of a queue shares it) in
-    :meth:`send` and :meth:`_wire`, and the master in :meth:`_connect`; the roles above
-    never see a node.
+    Redis Cluster and Sentinel are chosen by the URL (:mod:`taskq.broker.topology`):
+    on a Cluster every round trip goes through :class:`taskq.broker.cluster.Router`
+    (each command to its slot's master, redirections followed) and redis-py's
+    ``RedisCluster`` serves the parsed paths; with Sentinel the lean path connects to
+    the master :class:`taskq.broker.sentinel.Resolver` names and asks again after a
+    failure or a ``READONLY`` reply. The roles above never see a node.
 
     Args:
         settings: Connection and limit settings.
@@ -99,8 +102,29 @@ class Connection:
         self.url = redact_url(settings.redis_url)
         self._client: redis.Redis | None = None
         self._lock = threading.Lock()
-        self._address = wire.Address.from_url(settings.redis_url)
+        self.topology = topology.parse(settings.redis_url, self.url)
         self._local = threading.local()
+        self._router: cluster.Router | None = None
+        self._sentinel: sentinel.Resolver | None = None
+        self._transient = _UNAVAILABLE
+        t = self.topology
+        if t.kind == topology.SINGLE:
+            self._address = wire.Address.from_url(settings.redis_url)
+            return
+        # A failover demotes the master these connections knew: wait for the new one.
+        self._transient = (*_UNAVAILABLE, "READONLY")
+        self._address = None
+        timeouts = (settings.socket_timeout, settings.connect_timeout)
+        if t.kind == topology.CLUSTER:
+            auth = wire.Address(username=t.username, password=t.password)
+            self._router = cluster.Router(t.nodes, auth, *timeouts)
+        else:
+            self._sentinel = sentinel.Resolver(t, *timeouts)
+
+    @property
+    def is_cluster(self) -> bool:
+        """True on a Redis Cluster: a script call or multi-key command must stay in one slot."""
+        return self._router is not None
 
     @property
     def client(self) -> Any:
@@ -115,17 +139,23 @@ class Connection:
                     self._client = self._connect()
         return self._client
 
-    def _connect(self) -> redis.Redis:
-        s = self.settings
+    def _connect(self) -> Any:
+        s, t = self.settings, self.topology
+        options: dict[str, Any] = {
+            "socket_timeout": s.socket_timeout,
+            "socket_connect_timeout": s.connect_timeout,
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
+            "protocol": 2,  # RESP2, as taskq.broker.wire speaks: one reply shape on both paths
+        }
         try:
-            return redis.Redis.from_url(
-                s.redis_url,
-                socket_timeout=s.socket_timeout,
-                socket_connect_timeout=s.connect_timeout,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
-                health_check_interval=30,
-                protocol=2,  # RESP2, as taskq.broker.wire speaks: one reply shape on both paths
-            )
+            if self._sentinel is not None:
+                return self._sentinel.client(health_check_interval=30, **options)
+            if t.kind == topology.CLUSTER:
+                nodes = [ClusterNode(h, p) for h, p in t.nodes]  # type: ignore[no-untyped-call]
+                return RedisCluster(
+                    startup_nodes=nodes, username=t.username, password=t.password, **options
+                )
+            return redis.Redis.from_url(s.redis_url, health_check_interval=30, **options)
         except ValueError as exc:
             raise RedisUnavailableError(f"invalid Redis URL {self.url}: {exc}") from None
 
@@ -137,7 +167,7 @@ class Connection:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise RedisUnavailableError(f"cannot reach Redis at {self.url}: {exc}") from exc
         except (redis.RedisError, wire.ReplyError) as exc:
-            if str(exc).startswith(_UNAVAILABLE) or isinstance(exc, redis.BusyLoadingError):
+            if str(exc).startswith(self._transient) or isinstance(exc, redis.BusyLoadingError):
                 # Redis is up but cannot serve yet (loading its data, no master): transient.
                 raise RedisUnavailableError(f"Redis at {self.url} is not ready: {exc}") from exc
             # hiredis keeps the OOM code in the text; redis-py strips it into the type.
@@ -168,6 +198,8 @@ class Connection:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._router is not None:
+            self._router.close()
         if self._client is not None:
             self._client.close()
             self._client.connection_pool.disconnect()
@@ -176,15 +208,35 @@ class Connection:
     # -- raw commands -------------------------------------------------------------------
 
     def _wire(self) -> wire.Connection | None:
-        """This thread's lean connection (None for URLs it does not handle, e.g. TLS)."""
-        if self._address is None:
+        """This thread's lean connection (None for URLs it does not handle, e.g. TLS, and
+        on a Cluster, whose connections are the router's)."""
+        address = self._sentinel.master() if self._sentinel is not None else self._address
+        if address is None:
             return None
         conn: wire.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or conn.address != address:
+            if conn is not None:
+                conn.close()  # the master changed (a failover)
             s = self.settings
-            conn = wire.Connection(self._address, s.socket_timeout, s.connect_timeout)
+            conn = wire.Connection(address, s.socket_timeout, s.connect_timeout)
             self._local.conn = conn
         return conn
+
+    @contextlib.contextmanager
+    def _master_watch(self) -> Iterator[None]:
+        """With Sentinel, forget the master when a connection to it fails."""
+        try:
+            yield
+        except (OSError, redis.ConnectionError):
+            if self._sentinel is not None:
+                self._sentinel.forget()
+            raise
+
+    def _judge(self, replies: list[Any]) -> list[Any]:
+        """With Sentinel, forget the master when it answered READONLY (it was demoted)."""
+        if self._sentinel is not None and any(_is_readonly(r) for r in replies):
+            self._sentinel.forget()
+        return replies
 
     def send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send raw commands in one round trip; replies unparsed, errors as exception values.
@@ -195,10 +247,12 @@ class Connection:
         connection raises (translated); an error reply is returned for the caller to
         judge (NOGROUP, say, may mean "nothing yet").
         """
-        with self.translate():
+        with self.translate(), self._master_watch():
+            if self._router is not None:
+                return self._router.send(commands)
             conn = self._wire()
             if conn is not None:
-                return conn.pipeline(commands)
+                return self._judge(conn.pipeline(commands))
             pool = self.client.connection_pool
             rconn = pool.get_connection()
             try:
@@ -260,7 +314,14 @@ class Connection:
         if not redo:
             return
         for name in dict.fromkeys(names[i] for i in redo):
-            self.execute("SCRIPT", "LOAD", scripts.load(name).source)
+            load = ("SCRIPT", "LOAD", scripts.load(name).source)
+            if self._router is None:
+                self.execute(*load)
+                continue
+            with self.translate():
+                replies_of_all = self._router.broadcast(load)  # every master runs scripts
+            for reply in replies_of_all:
+                self.check(reply)
         for i, reply in zip(redo, self.send([commands[i] for i in redo]), strict=True):
             replies[i] = reply
 
@@ -296,7 +357,8 @@ class Connection:
         the end (one wait instead of one per call). On the redis-py path the calls
         are gathered and sent as one round trip.
         """
-        conn = self._wire()
+        with self.translate(), self._master_watch():
+            conn = self._wire()
         if conn is None:
             return self.call_many(name, list(calls))
         commands: list[tuple[Any, ...]] = []
@@ -305,10 +367,10 @@ class Connection:
         for keys, args in calls:
             cmd = self._evalsha(name, keys, args)
             commands.append(cmd)
-            with self.translate():
+            with self.translate(), self._master_watch():
                 conn.send([cmd])
-        with self.translate():
-            replies = conn.receive(len(commands))
+        with self.translate(), self._master_watch():
+            replies = self._judge(conn.receive(len(commands)))
         self._heal([name] * len(commands), commands, replies)
         return [self.check(r) for r in replies]
 
@@ -363,6 +425,10 @@ class Subscription:
             with contextlib.suppress(Exception):
                 self._pubsub.close()
             self._pubsub = None
+
+
+def _is_readonly(reply: Any) -> bool:
+    return isinstance(reply, Exception) and str(reply).startswith("READONLY")
 
 
 def _is_noscript(reply: Any) -> bool:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq import scripts
+from taskq.broker.blocking import BlockingReads
 from taskq.broker.connection import Connection, Entry, fields_of, text
 from taskq.broker.delay import PARK_FIRST_MS, PARK_LONGEST_MS, delay_mark
 from taskq.keys import GROUP, LEVELS_SERVED
+from taskq.partitions import slot_of
 from taskq.protocol import FLOW_CHILD, KEEP_PENDING, FinishReply, ParkReply, RetryReply, StartKind
 
 
@@ -41,7 +43,9 @@ class Consumer:
         self.conn = conn
         self.keys = conn.keys
         self.settings = conn.settings
-        self._groups: set[str] = set()
+        self._made: set[str] = set()
+        self._turn = 0
+        self._blocking = BlockingReads(conn.execute)
 
     def ensure_group(self, queue: str, again: bool = False) -> None:
         """Create the consumer group (and stream) of each of the queue's priority levels.
@@ -50,12 +54,12 @@ class Consumer:
         ``again``: forget that they were made (Redis lost them) and make them anew.
         """
         if again:
-            self._groups.discard(queue)
-        if queue in self._groups:
+            self._made.discard(queue)
+        if queue in self._made:
             return
         # One script (groups.lua), which may run on a full Redis: XGROUP CREATE alone may not.
         self.conn.call(scripts.GROUPS, list(self.keys.streams(queue)), [GROUP])
-        self._groups.add(queue)
+        self._made.add(queue)
 
     def read(
         self, queues: Sequence[str], consumer: str, count: int, block: float | None
@@ -70,19 +74,71 @@ class Consumer:
         received some; the caller gives back what it has no slot for
         (:meth:`release`).
 
+        On a Redis Cluster a script or a read can only name one slot's keys, so the
+        queues are grouped by slot (queues whose names share a slot share a group):
+        one ``fetch`` call per group, from a group that turns round robin, until
+        ``count`` are taken (strict priority holds within a group), and one blocking
+        read per group, each on a thread (:mod:`taskq.broker.blocking`).
+
         Args:
             block: Seconds to block when nothing is ready; None returns at once.
         """
-        lanes, names = self._lanes(queues)
-        out = self._fetched(lanes, self.conn.call(scripts.FETCH, names, [GROUP, consumer, count]))
+        groups = self._groups(queues)
+        out = self._collect()
+        out += self._fetch(groups, consumer, count - len(out))
         if out or block is None:
             return out
-        by_name = dict(zip(names, lanes, strict=True))
-        cmd: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
-        cmd += ["BLOCK", max(1, int(block * 1000)), "STREAMS", *names, *([">"] * len(names))]
-        for stream, entries in self.conn.execute(*cmd) or ():
-            q, level = by_name[text(stream)]
-            out += [(q, eid, fields_of(fields), level) for eid, fields in entries]
+        if len(groups) == 1:
+            return self._entries([self.conn.execute(*_block(consumer, count, block, groups[0][1]))])
+        cmds = {tuple(names): _block(consumer, count, block, names) for _, names in groups}
+        return self._entries(self._blocking.wait(cmds, block))
+
+    def stop_reading(self, consumer: str, timeout: float) -> int:
+        """Give back what blocking reads still in flight take (Cluster only), waiting up
+        to ``timeout`` seconds for them; how many entries were given back."""
+        if not self._blocking:
+            return 0
+        entries = self._entries(self._blocking.drain(timeout))
+        return self.release(consumer, entries) if entries else 0
+
+    def _groups(self, queues: Sequence[str]) -> list[tuple[list[tuple[str, int]], list[str]]]:
+        """The lanes (and stream keys) of ``queues`` per slot, the next group first."""
+        if not self.conn.is_cluster:
+            return [self._lanes(queues)]
+        by_slot: dict[int, list[str]] = {}
+        for q in queues:
+            by_slot.setdefault(slot_of(q), []).append(q)
+        groups = [self._lanes(qs) for qs in by_slot.values()]
+        turn = self._turn % len(groups)
+        self._turn += 1
+        return groups[turn:] + groups[:turn]
+
+    def _fetch(
+        self,
+        groups: Sequence[tuple[list[tuple[str, int]], list[str]]],
+        consumer: str,
+        count: int,
+    ) -> list[Entry]:
+        """``fetch`` calls, one group after another, until ``count`` entries are taken."""
+        out: list[Entry] = []
+        for lanes, names in groups:
+            if len(out) >= count:
+                break
+            flat = self.conn.call(scripts.FETCH, names, [GROUP, consumer, count - len(out)])
+            out += self._fetched(lanes, flat)
+        return out
+
+    def _collect(self) -> list[Entry]:
+        """Entries blocking reads of earlier calls took since (Cluster only)."""
+        return self._entries(self._blocking.ready()) if self._blocking else []
+
+    def _entries(self, replies: Sequence[Any]) -> list[Entry]:
+        """Entries of XREADGROUP replies, highest level first."""
+        out: list[Entry] = []
+        for reply in replies:
+            for stream, entries in reply or ():
+                q, level = self.keys.lane_of_stream(text(stream))
+                out += [(q, eid, fields_of(fields), level) for eid, fields in entries]
         out.sort(key=lambda e: -e[3])
         return out
 
@@ -287,14 +343,17 @@ class Consumer:
             Per finish True (recorded), False (fenced off) or the error it raised; and
             the deliveries read, as :meth:`read` returns them.
         """
-        lanes, names = self._lanes(queues)
+        (lanes, names), *others = self._groups(queues)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]]
         calls = [(scripts.FINISH, c.keys, c.args) for c in finishes]
         calls.append((scripts.FETCH, names, [GROUP, consumer, count]))
         replies = self.conn.call_mixed(calls)
         *done, fetched = replies
         results = [r if isinstance(r, Exception) else _recorded(r) for r in done]
-        return results, self._fetched(lanes, self.conn.check(fetched))
+        out = self._fetched(lanes, self.conn.check(fetched))
+        if others and len(out) < count:  # a Cluster: the other slots' queues, one by one
+            out += self._fetch(others, consumer, count - len(out))
+        return results, out
 
     def retry(
         self,
@@ -408,3 +467,9 @@ class Consumer:
 def _recorded(reply: Any) -> bool:
     """Whether a ``finish`` reply says the outcome was recorded (else fenced off)."""
     return int(reply) == FinishReply.RECORDED
+
+
+def _block(consumer: str, count: int, block: float, names: Sequence[str]) -> tuple[Any, ...]:
+    """A blocking XREADGROUP of new entries on the streams ``names``."""
+    head = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK")
+    return (*head, max(1, int(block * 1000)), "STREAMS", *names, *([">"] * len(names)))

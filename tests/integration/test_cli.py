@@ -86,7 +86,10 @@ def test_missing_attribute_is_named() -> None:
     [
         ("notaurl", "not a URL; use redis://"),
         ("http://127.0.0.1:6379/0", "scheme 'http' is not supported"),
-        ("redis+sentinel://127.0.0.1:26379", "redis+sentinel:// URLs are not supported"),
+        ("redis+sentinel://127.0.0.1:26379", "give the service name the sentinels monitor"),
+        ("redis+cluster://127.0.0.1:7001/3", "a Redis Cluster has only database 0"),
+        ("redis+cluster://127.0.0.1:x/", "bad port 'x'"),
+        ("redis+socket://127.0.0.1:6379", "redis+socket:// URLs are not supported"),
         ("redis://127.0.0.1:port/0", "Port could not be cast"),
         ("redis://127.0.0.1:6379/zero", "the database must be a number"),
     ],
