@@ -52,6 +52,12 @@ class Settings:
         unknown_task_grace: Seconds a run of a task this worker does not know is handed
             back for a worker that knows it (a rolling deploy), before it is
             dead-lettered (``TASKQ_UNKNOWN_TASK_GRACE``, default 300; 0: at once).
+        failover_timeout: On Redis Cluster or Sentinel, seconds a submit keeps retrying
+            while Redis is unreachable (a failover elects a new master in about the
+            sentinels' or nodes' down-after time plus a second), before it raises
+            :class:`~taskq.RedisUnavailableError` (``TASKQ_FAILOVER_TIMEOUT``, default 15;
+            0: at once). Safe because an enqueue is idempotent by run id. A single
+            node has no failover: a submit fails at once.
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -69,6 +75,7 @@ class Settings:
     connect_timeout: float = 5.0
     signing_keys: tuple[str, ...] = ()
     unknown_task_grace: float = 300.0
+    failover_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         check_name("key prefix", self.prefix)
@@ -81,6 +88,10 @@ class Settings:
             raise ConfigurationError(f"lease_seconds must be >= 1, got {self.lease_seconds}")
         if self.block_seconds >= self.socket_timeout:
             raise ConfigurationError("block_seconds must be below socket_timeout")
+        if not self.failover_timeout >= 0:
+            raise ConfigurationError(
+                f"failover_timeout must be >= 0 seconds, got {self.failover_timeout}"
+            )
         if not self.unknown_task_grace >= 0:
             raise ConfigurationError(
                 f"unknown_task_grace must be >= 0 seconds, got {self.unknown_task_grace}"
@@ -95,6 +106,7 @@ class Settings:
             result_ttl=_env_float("TASKQ_RESULT_TTL", 86_400.0),
             lease_seconds=_env_float("TASKQ_LEASE_SECONDS", 15.0),
             unknown_task_grace=_env_float("TASKQ_UNKNOWN_TASK_GRACE", 300.0),
+            failover_timeout=_env_float("TASKQ_FAILOVER_TIMEOUT", 15.0),
             signing_keys=tuple(
                 k for k in os.environ.get("TASKQ_SIGNING_KEYS", "").split(",") if k.strip()
             ),

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from taskq import scripts
+from taskq.backoff import Backoff
+from taskq.broker import topology
 from taskq.broker.connection import Connection, fields_of, now, text
 from taskq.broker.delay import delay_mark
-from taskq.errors import RedisFullError
+from taskq.errors import RedisFullError, RedisUnavailableError
 from taskq.protocol import FINAL, EventField, RecordField
 from taskq.signing import Signer
+
+log = logging.getLogger("taskq.producer")
 
 #: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
 ENQUEUE_BATCH = 500
@@ -46,7 +52,8 @@ class Producer:
         priority (0-9).
         """
         calls = list(self._enqueue_calls(queue, runs, level))
-        return [n for reply in self.conn.call_many(scripts.ENQUEUE, calls) for n in reply]
+        replies = self._through_failover(lambda: self.conn.call_many(scripts.ENQUEUE, calls))
+        return [n for reply in replies for n in reply]
 
     def enqueue_stream(
         self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int = 0
@@ -56,8 +63,29 @@ class Producer:
         Redis runs batch *k* while the caller builds batch *k+1*; every reply is
         read at the end (one wait instead of one per batch).
         """
+        if self.conn.topology.kind != topology.SINGLE:
+            return self.enqueue(queue, list(runs), level)  # retried whole through a failover
         calls = self._enqueue_calls(queue, runs, level)
         return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
+
+    def _through_failover(self, send: Callable[[], list[Any]]) -> list[Any]:
+        """``send()``, retried on Cluster or Sentinel while Redis is unavailable, for up
+        to ``failover_timeout`` seconds (an enqueue is idempotent: each run's record is
+        created once, so a repeated call adds nothing twice)."""
+        limit = self.settings.failover_timeout
+        if self.conn.topology.kind == topology.SINGLE or limit <= 0:
+            return send()
+        deadline = now() + limit
+        backoff = Backoff(0.05, 1.0)
+        while True:
+            try:
+                return send()
+            except RedisUnavailableError as exc:
+                delay = backoff.next()
+                if now() + delay > deadline:
+                    raise
+                log.warning("submit: %s; retrying in %.2f s (a failover?)", exc, delay)
+                time.sleep(delay)
 
     def _enqueue_calls(
         self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int
