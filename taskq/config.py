@@ -58,6 +58,13 @@ class Settings:
             :class:`~taskq.RedisUnavailableError` (``TASKQ_FAILOVER_TIMEOUT``, default 15;
             0: at once). Safe because an enqueue is idempotent by run id. A single
             node has no failover: a submit fails at once.
+        wait_replicas: Replicas that must hold a submitted run before ``submit`` or ``map``
+            returns (Redis ``WAIT`` on the connection that wrote it;
+            ``TASKQ_WAIT_REPLICAS``, default 0: return at once). With 1 or more, a
+            failover to a replica cannot lose a run whose submit returned.
+        wait_replicas_timeout: Seconds ``WAIT`` may take; fewer replicas by then raise
+            :class:`~taskq.RedisUnavailableError` (retried on Cluster and Sentinel within
+            ``failover_timeout``: the enqueue is idempotent).
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -76,6 +83,8 @@ class Settings:
     signing_keys: tuple[str, ...] = ()
     unknown_task_grace: float = 300.0
     failover_timeout: float = 15.0
+    wait_replicas: int = 0
+    wait_replicas_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         check_name("key prefix", self.prefix)
@@ -88,6 +97,11 @@ class Settings:
             raise ConfigurationError(f"lease_seconds must be >= 1, got {self.lease_seconds}")
         if self.block_seconds >= self.socket_timeout:
             raise ConfigurationError("block_seconds must be below socket_timeout")
+        if self.wait_replicas < 0 or not self.wait_replicas_timeout > 0:
+            raise ConfigurationError(
+                "wait_replicas must be >= 0 and wait_replicas_timeout > 0 seconds, got "
+                f"{self.wait_replicas} and {self.wait_replicas_timeout}"
+            )
         if not self.failover_timeout >= 0:
             raise ConfigurationError(
                 f"failover_timeout must be >= 0 seconds, got {self.failover_timeout}"
@@ -107,6 +121,7 @@ class Settings:
             lease_seconds=_env_float("TASKQ_LEASE_SECONDS", 15.0),
             unknown_task_grace=_env_float("TASKQ_UNKNOWN_TASK_GRACE", 300.0),
             failover_timeout=_env_float("TASKQ_FAILOVER_TIMEOUT", 15.0),
+            wait_replicas=int(_env_float("TASKQ_WAIT_REPLICAS", 0)),
             signing_keys=tuple(
                 k for k in os.environ.get("TASKQ_SIGNING_KEYS", "").split(",") if k.strip()
             ),

@@ -36,8 +36,10 @@ Node = tuple[str, int]
 #: Redirections followed for one command before its last error reply is returned.
 MAX_REDIRECTS = 16
 
-#: Pause before re-sending a TRYAGAIN (a migration's keys in flight), doubled each time.
+#: Pause before re-sending a TRYAGAIN (a migration's keys in flight), doubled each time
+#: up to the cap; after MAX_REDIRECTS the TRYAGAIN is returned (the caller backs off).
 TRYAGAIN_PAUSE = 0.005
+TRYAGAIN_CAP = 0.1
 
 #: Commands whose keys follow a ``STREAMS`` argument.
 _STREAMS_COMMANDS = (b"XREAD", b"XREADGROUP")
@@ -236,7 +238,7 @@ class Router:
             todo.sort()  # re-sent in their original order
             if wait:
                 time.sleep(pause)  # a migration moves these keys now; they did not run
-                pause *= 2
+                pause = min(pause * 2, TRYAGAIN_CAP)
         return replies
 
     def _exchange(
@@ -266,6 +268,11 @@ class Router:
                 self.conn(node).close()  # unread replies would poison the next command
             self._stale()
             raise
+
+    def send_to(self, node: Node, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` to ``node`` as they are (no redirection followed)."""
+        raw = self._exchange(commands, {node: list(range(len(commands)))}, set())
+        return [raw[i] for i in range(len(commands))]
 
     def broadcast(self, command: Sequence[Any]) -> list[Any]:
         """Send ``command`` to every master; their replies (errors as values)."""

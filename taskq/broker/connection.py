@@ -34,6 +34,10 @@ _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)[^/?#]*
 #: A delivery as read: ``(queue, entry id, fields, priority level)``.
 Entry = tuple[str, bytes, dict[bytes, bytes], int]
 
+#: Error replies of a master that was demoted to a replica (a failover): with Sentinel or
+#: Cluster, the new master is looked up and the call retried like a lost connection.
+_DEMOTED = ("READONLY", "ERR WAIT cannot be used with replica")
+
 #: Error replies that mean "not now" rather than "wrong": retried like a lost connection.
 _UNAVAILABLE: tuple[str, ...] = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
@@ -112,7 +116,7 @@ class Connection:
             self._address = wire.Address.from_url(settings.redis_url)
             return
         # A failover demotes the master these connections knew: wait for the new one.
-        self._transient = (*_UNAVAILABLE, "READONLY")
+        self._transient = (*_UNAVAILABLE, *_DEMOTED)
         self._address = None
         timeouts = (settings.socket_timeout, settings.connect_timeout)
         if t.kind == topology.CLUSTER:
@@ -275,6 +279,16 @@ class Connection:
         """One raw command; an error reply raises :class:`BrokerError`."""
         return self.check(self.send([args])[0])
 
+    def wait_replicas(self, key: str, replicas: int, timeout: float) -> int:
+        """Redis ``WAIT`` on this thread's connection to the server holding ``key``: how
+        many replicas acknowledged every write it sent, within ``timeout`` seconds."""
+        command = ("WAIT", replicas, max(1, int(timeout * 1000)))
+        if self._router is None:
+            return int(self.execute(*command))
+        with self.translate():
+            reply = self._router.send_to(self._router.node_of(key), [command])[0]
+        return int(self.check(reply))
+
     # -- redis-py parsed replies (inspection, not the hot path) -------------------------
 
     def scan(self, match: str, type_: str | None = None) -> Iterator[str]:
@@ -428,7 +442,7 @@ class Subscription:
 
 
 def _is_readonly(reply: Any) -> bool:
-    return isinstance(reply, Exception) and str(reply).startswith("READONLY")
+    return isinstance(reply, Exception) and str(reply).startswith(_DEMOTED)
 
 
 def _is_noscript(reply: Any) -> bool:

@@ -52,8 +52,26 @@ class Producer:
         priority (0-9).
         """
         calls = list(self._enqueue_calls(queue, runs, level))
-        replies = self._through_failover(lambda: self.conn.call_many(scripts.ENQUEUE, calls))
-        return [n for reply in replies for n in reply]
+
+        def send() -> list[Any]:
+            replies = self.conn.call_many(scripts.ENQUEUE, calls)
+            if self.settings.wait_replicas and calls:
+                self._wait_replicas(calls[0][0][0])
+            return replies
+
+        return [n for reply in self._through_failover(send) for n in reply]
+
+    def _wait_replicas(self, key: str) -> None:
+        """Block until ``wait_replicas`` replicas hold what this connection wrote to
+        ``key``'s server (Redis ``WAIT``), or raise."""
+        s = self.settings
+        wanted, limit = s.wait_replicas, s.wait_replicas_timeout
+        got = int(self.conn.wait_replicas(key, wanted, limit))
+        if got < wanted:
+            raise RedisUnavailableError(
+                f"only {got} of {wanted} replica(s) of Redis at {self.conn.url} acknowledged "
+                f"the submit within {limit:g} s (wait_replicas)"
+            )
 
     def enqueue_stream(
         self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int = 0
@@ -63,7 +81,7 @@ class Producer:
         Redis runs batch *k* while the caller builds batch *k+1*; every reply is
         read at the end (one wait instead of one per batch).
         """
-        if self.conn.topology.kind != topology.SINGLE:
+        if self.conn.topology.kind != topology.SINGLE or self.settings.wait_replicas:
             return self.enqueue(queue, list(runs), level)  # retried whole through a failover
         calls = self._enqueue_calls(queue, runs, level)
         return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
