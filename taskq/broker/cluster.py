@@ -147,16 +147,15 @@ class Router:
         """Forget the slot map; the next command loads it afresh."""
         self._slots = None
 
-    def _moved(self, reply: Exception) -> Node:
-        """Take a MOVED reply's news into the map; return the slot's new owner."""
-        _, slot, address = str(reply).split(" ")[:3]
-        node = _node(address)
+    def _moved(self, replies: Sequence[Exception]) -> None:
+        """Take MOVED replies' news into the map, then reload it once: whole slot ranges
+        move together (a resharding, a failover)."""
         slots = self._map()
-        slots[int(slot)] = node
-        # Whole ranges move together (resharding, failover): reload the map once.
+        for reply in replies:
+            _, slot, address = str(reply).split(" ")[:3]
+            slots[int(slot)] = _node(address)
         with self._lock, contextlib.suppress(ConnectionError):
             self.refresh()
-        return node
 
     # -- sockets ------------------------------------------------------------------------
 
@@ -215,12 +214,12 @@ class Router:
             for i in todo:
                 groups.setdefault(nodes[i], []).append(i)
             raw = self._exchange(commands, groups, asking)
-            todo, wait = [], False
+            todo, wait, moved = [], False, []
             for i, reply in raw.items():
                 if isinstance(reply, wire.ReplyError):
                     head = str(reply).split(" ", 1)[0]
                     if head == "MOVED":
-                        nodes[i] = self._moved(reply)
+                        moved.append(i)
                         asking.discard(i)
                         todo.append(i)
                         continue
@@ -233,6 +232,12 @@ class Router:
                         todo.append(i)
                         wait = True
                 replies[i] = reply
+            if moved:
+                self._moved([raw[i] for i in moved])
+                slots = self._map()
+                for i in moved:
+                    key = command_key(commands[i])
+                    nodes[i] = slots[key_slot(key)] if key is not None else nodes[i]
             if not todo:
                 return replies
             todo.sort()  # re-sent in their original order
