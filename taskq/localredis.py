@@ -33,7 +33,15 @@ from redis.retry import Retry
 from taskq.broker.connection import redact_url
 from taskq.config import DEFAULT_REDIS_URL
 
-__all__ = ["DEFAULT_REDIS_URL", "LocalRedis", "ensure_redis", "ping", "redact_url"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "LocalRedis",
+    "ensure_redis",
+    "free_port",
+    "ping",
+    "quick_client",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +52,16 @@ _PORT_ATTEMPTS = 5
 _BIND_ERRORS = ("Address already in use", "Failed listening on port")
 
 
-def _client(url: str, timeout: float) -> redis.Redis:
-    """Build a client with short timeouts and no retries."""
+def quick_client(url: str, timeout: float) -> redis.Redis:
+    """Build a client with short timeouts and no retries, for checking on a local server.
+
+    Args:
+        url: A ``redis://`` URL.
+        timeout: Connect and read timeout in seconds.
+
+    Returns:
+        A :class:`redis.Redis` that fails fast instead of retrying.
+    """
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,
@@ -65,7 +81,7 @@ def ping(url: str, timeout: float = 0.5) -> bool:
         True if the server answered, False on any error. Never raises.
     """
     try:
-        client = _client(url, timeout)
+        client = quick_client(url, timeout)
     except Exception:
         return False
     try:
@@ -77,8 +93,12 @@ def ping(url: str, timeout: float = 0.5) -> bool:
             client.close()
 
 
-def _free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    Returns:
+        A port number; another process may take it before the caller binds it.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         port: int = sock.getsockname()[1]
@@ -218,7 +238,7 @@ class LocalRedis:
         attempts = 1 if self._port is not None else _PORT_ATTEMPTS
         error = ""
         for _ in range(attempts):
-            port = self._port if self._port is not None else _free_port()
+            port = self._port if self._port is not None else free_port()
             error, port_taken = self._spawn(binary, port)
             if not error:
                 self._port = port
@@ -296,7 +316,7 @@ class LocalRedis:
         checking ``loading`` makes a restart with AOF return only once Redis serves.
         """
         try:
-            client = _client(url, 0.5)
+            client = quick_client(url, 0.5)
         except Exception:
             return False
         try:
