@@ -36,6 +36,7 @@ from taskq.config import DEFAULT_REDIS_URL
 __all__ = [
     "DEFAULT_REDIS_URL",
     "LocalRedis",
+    "PortInUseError",
     "ensure_redis",
     "free_port",
     "ping",
@@ -50,6 +51,10 @@ _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5
 _BIND_ERRORS = ("Address already in use", "Failed listening on port")
+
+
+class PortInUseError(RuntimeError):
+    """A ``redis-server`` given a fixed port could not bind it (or its cluster bus port)."""
 
 
 def quick_client(url: str, timeout: float) -> redis.Redis:
@@ -137,6 +142,8 @@ class LocalRedis:
             another one if binding fails.
         extra_args: More ``redis-server`` arguments, appended last so they
             override the defaults (e.g. ``["--appendfsync", "always"]``).
+        config_file: A config file passed as the first argument (the only place
+            ``redis-server`` reads one); ``--sentinel`` needs one it can rewrite.
 
     Example:
         >>> server = LocalRedis(appendonly=True)  # doctest: +SKIP
@@ -151,8 +158,10 @@ class LocalRedis:
         appendonly: bool = False,
         port: int | None = None,
         extra_args: Sequence[str] = (),
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._appendonly = appendonly
+        self._config_file = None if config_file is None else os.fspath(config_file)
         self._fixed_port = port
         self._extra_args = tuple(extra_args)
         self._port: int | None = port
@@ -220,6 +229,8 @@ class LocalRedis:
             The server URL, ``redis://127.0.0.1:PORT/0``.
 
         Raises:
+            PortInUseError: If the port (fixed, kept from an earlier start, or each
+                free one tried) is taken; a subclass of RuntimeError.
             RuntimeError: If ``redis-server`` is not on PATH, cannot bind its
                 port, exits, or does not answer within 10 seconds.
         """
@@ -236,7 +247,7 @@ class LocalRedis:
             self._dir_finalizer = weakref.finalize(self, shutil.rmtree, str(self._dir), True)
 
         attempts = 1 if self._port is not None else _PORT_ATTEMPTS
-        error = ""
+        error, port_taken = "", False
         for _ in range(attempts):
             port = self._port if self._port is not None else free_port()
             error, port_taken = self._spawn(binary, port)
@@ -246,6 +257,8 @@ class LocalRedis:
                 return self.url
             if not port_taken:
                 break
+        if port_taken:
+            raise PortInUseError(error)
         raise RuntimeError(error)
 
     def _spawn(self, binary: str, port: int) -> tuple[str, bool]:
@@ -257,6 +270,7 @@ class LocalRedis:
         workdir = self.dir
         args = [
             binary,
+            *([self._config_file] if self._config_file is not None else []),
             "--bind",
             _HOST,
             "--port",
