@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ MAX_REDIRECTS = 16
 #: up to the cap; after MAX_REDIRECTS the TRYAGAIN is returned (the caller backs off).
 TRYAGAIN_PAUSE = 0.005
 TRYAGAIN_CAP = 0.1
+
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")
 
 #: Commands whose keys follow a ``STREAMS`` argument.
 _STREAMS_COMMANDS = (b"XREAD", b"XREADGROUP")
@@ -96,6 +99,8 @@ class Router:
         self._slots: list[Node] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        #: Redirections followed so far, by kind (MOVED, ASK, TRYAGAIN).
+        self.redirects: Counter[str] = Counter()
 
     # -- the slot map -------------------------------------------------------------------
 
@@ -218,6 +223,8 @@ class Router:
             for i, reply in raw.items():
                 if isinstance(reply, wire.ReplyError):
                     head = str(reply).split(" ", 1)[0]
+                    if head in _REDIRECTS:
+                        self.redirects[head] += 1
                     if head == "MOVED":
                         moved.append(i)
                         asking.discard(i)

@@ -14,24 +14,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 import taskq
+from taskq.localcluster import LocalCluster
 from taskq.partitions import slot_of
 from taskq.testing import run_burst
-
-LocalCluster = pytest.importorskip("taskq.localcluster").LocalCluster  # TEMP until merged
-raw_client = pytest.importorskip("taskq.testing").__dict__.get("raw_client")
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
-def cluster3() -> Iterator[Any]:
+def cluster3() -> Iterator[LocalCluster]:
     with LocalCluster(masters=3) as cluster:
         yield cluster
 
 
-def _queue_on(cluster: Any, port: int, stem: str) -> str:
+def _queue_on(cluster: LocalCluster, port: int, stem: str) -> str:
     """A queue name whose slot belongs to the master on ``port``."""
     for i in range(10_000):
         name = f"{stem}{i}"
@@ -44,7 +43,7 @@ def _app(url: str, **settings: Any) -> taskq.App:
     return taskq.App(url, prefix=f"taskq-test-{uuid.uuid4().hex[:8]}", **settings)
 
 
-def test_one_worker_drains_queues_on_every_master(cluster3: Any) -> None:
+def test_one_worker_drains_queues_on_every_master(cluster3: LocalCluster) -> None:
     app = _app(cluster3.url)
     queues = [_queue_on(cluster3, port, "q") for port in cluster3.masters]
     tasks = []
@@ -58,19 +57,18 @@ def test_one_worker_drains_queues_on_every_master(cluster3: Any) -> None:
     futures = [t.submit(i) for t in tasks for i in range(30)]
     futures += [f for t in tasks for f in t.map(range(30, 60))]
     worker = run_burst(app, queues)
-    assert [f.result(timeout=5) for f in futures] == [
-        2 * i for _ in tasks for i in [*range(30), *range(30, 60)]
-    ]
+    expected = [2 * i for _ in tasks for i in range(30)]
+    expected += [2 * i for _ in tasks for i in range(30, 60)]
+    assert [f.result(timeout=5) for f in futures] == expected
     assert worker.processed == len(futures)
     # Each queue's keys sit on its own master, and only there.
     for q, port in zip(queues, cluster3.masters, strict=True):
-        node = raw_client(f"redis://127.0.0.1:{port}/0")
-        assert node.exists(app.keys.events(q)) == 1
-        node.close()
+        with redis.Redis(port=port) as node:
+            assert node.exists(app.keys.events(q)) == 1
     app.close()
 
 
-def test_a_queue_drains_while_its_slot_moves_to_another_master(cluster3: Any) -> None:
+def test_a_queue_drains_while_its_slot_moves_to_another_master(cluster3: LocalCluster) -> None:
     app = _app(cluster3.url)
     source = cluster3.masters[0]
     target = cluster3.masters[1]
@@ -91,6 +89,8 @@ def test_a_queue_drains_while_its_slot_moves_to_another_master(cluster3: Any) ->
     run_burst(app, [queue], concurrency=4)
     assert moved.is_set()
     assert cluster3.node_for_slot(slot) == target
+    redirects = app.broker.connection.redirects
+    assert redirects.get("MOVED", 0) > 0, redirects  # the worker followed the slot
     assert sorted(f.result(timeout=5) for f in futures) == list(range(600))
     assert {f.state.name for f in futures} == {"Completed"}
     app.close()
