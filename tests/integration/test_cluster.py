@@ -116,3 +116,31 @@ def test_a_failover_inside_the_cluster_loses_no_run(tmp_path: Any) -> None:
         assert cluster.node_for_slot(slot_of(queue)) != master
         assert sorted(f.result(timeout=10) for f in futures) == list(range(300))
         app.close()
+
+
+def test_a_master_killed_mid_drain_is_replaced_and_every_acknowledged_run_completes() -> None:
+    # wait_replicas=1: a submit returns once the replica has the run, so the replica
+    # promoted after the kill holds every run submitted; outcomes recorded on the dead
+    # master but not yet replicated are redone (at-least-once).
+    with LocalCluster(masters=3, replicas_per_master=1) as cluster:
+        app = _app(cluster.url, wait_replicas=1)
+        master = cluster.masters[0]
+        replica = cluster.replicas_of(master)[0]
+        queue = _queue_on(cluster, master, "kill")
+        killed = threading.Event()
+
+        @app.task(queue=queue, name="work")
+        def work(x: int) -> int:
+            if x == 40 and not killed.is_set():
+                cluster.node(master).kill()  # SIGKILL: the replica takes over on its own
+                killed.set()
+            return x
+
+        futures = work.map(range(300))
+        run_burst(app, [queue], concurrency=4)
+        assert killed.is_set()
+        with redis.Redis(port=replica) as promoted:
+            assert promoted.info("replication")["role"] == "master"
+        assert sorted(f.result(timeout=10) for f in futures) == list(range(300))
+        assert {f.state.name for f in futures} == {"Completed"}
+        app.close()
