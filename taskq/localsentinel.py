@@ -25,7 +25,7 @@ from typing import Any, Self
 
 import redis
 
-from taskq.localredis import LocalRedis, quick_client
+from taskq.localredis import LocalRedis, quick_client, raw_command
 
 __all__ = ["LocalSentinel"]
 
@@ -35,11 +35,6 @@ _POLL = 0.02
 _CLIENT_TIMEOUT = 2.0
 #: Both data nodes: a full sync starts at once (Redis 7 waits 5 s for more replicas).
 _DATA_ARGS = ("--repl-diskless-sync-delay", "0")
-
-
-def _cmd(client: redis.Redis, *args: object) -> Any:
-    """Send one raw command (the sentinel's replies stay lists of bytes)."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _text(value: object) -> str:
@@ -181,7 +176,7 @@ class LocalSentinel:
 
     def sentinel_master(self) -> tuple[str, int]:
         """``(host, port)`` of the master according to the sentinel."""
-        host, port = _cmd(
+        host, port = raw_command(
             self._client(self.port), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
         )
         return _text(host), int(port)
@@ -195,7 +190,7 @@ class LocalSentinel:
         if self.sentinel_master() != (_HOST, self.master_port):
             return False
         sentinel = self._client(self.port)
-        flags = _fields(_cmd(sentinel, "SENTINEL", "MASTER", self.service)).get("flags")
+        flags = _fields(raw_command(sentinel, "SENTINEL", "MASTER", self.service)).get("flags")
         return flags == "master" and self._role(self.master_port).get("role") == "master"
 
     def _settled(self) -> bool:
@@ -213,7 +208,7 @@ class LocalSentinel:
             return False
         if role.get("master_port") != self.master_port:
             return False
-        for raw in _cmd(self._client(self.port), "SENTINEL", "REPLICAS", self.service):
+        for raw in raw_command(self._client(self.port), "SENTINEL", "REPLICAS", self.service):
             replica = _fields(raw)
             if int(replica.get("port", -1)) == self.replica_port:
                 return _promotable(replica)
@@ -256,11 +251,11 @@ class LocalSentinel:
         and fail over a second time.
         """
         client = self._client(port)
-        _cmd(client, "REPLICAOF", _HOST, str(self.master_port))
+        raw_command(client, "REPLICAOF", _HOST, str(self.master_port))
         entries: list[dict[str, Any]] = client.client_list(_type="normal")
         for entry in entries:
             if not str(entry.get("name", "")).startswith("sentinel-"):
-                _cmd(client, "CLIENT", "KILL", "ID", entry["id"], "SKIPME", "yes")
+                raw_command(client, "CLIENT", "KILL", "ID", entry["id"], "SKIPME", "yes")
 
     def failover(self, *, convert_old_master: bool = True) -> int:
         """``SENTINEL FAILOVER``: promote the replica; return the new master's port.
@@ -276,7 +271,7 @@ class LocalSentinel:
         Returns:
             The port of the new master (:attr:`master_port`).
         """
-        _cmd(self._client(self.port), "SENTINEL", "FAILOVER", self.service)
+        raw_command(self._client(self.port), "SENTINEL", "FAILOVER", self.service)
         self._promoted(convert=convert_old_master)
         return self.master_port
 
