@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 #: A process at or above this share of one core is saturated (its core is the limit).
 SATURATED = 0.85
+#: Other processes using this many cores during a drain skew it (marked in the table).
+SKEWED = 0.25
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def verdict(d: Drain) -> str:
     if reds[hot] >= SATURATED:
         where = f"master {hot}" if len(reds) > 1 else "the redis-server"
         return f"**Redis**: {where} at {reds[hot]:.0%} of one core"
-    if w + r + o >= SATURATED * cores():
+    if total_cores(d) >= SATURATED * cores():
         share = w / (w + r)
         kind = "**taskq**" if share >= 0.6 else "**CPU**"
         return (
@@ -291,7 +293,8 @@ def ceiling(results: list[SetupResult], p: Params) -> list[str]:
             lines.append(
                 f"| {res.layout.name} | {procs} | {w:.2f} | {w / procs:.0%} | "
                 + " / ".join(f"{x:.0%}" for x in reds)
-                + f" | {o:.2f} | {w + sum(reds) + o:.2f} | {verdict(d)} |"
+                + f" | {o:.2f}{' (skewed)' if o >= SKEWED else ''} | {total_cores(d):.2f} "
+                f"| {verdict(d)} |"
             )
     return [*lines, "", *conclusion(results, p), ""]
 
@@ -333,7 +336,57 @@ def conclusion(results: list[SetupResult], p: Params) -> list[str]:
             f"{p.queues} separate queues and {spreads['partitions']:,} with one "
             f"{p.partitions}-partition queue, of {p.runs:,}."
         )
-    return out
+    single = next((r for r in results if not r.setup.is_cluster), None)
+    for r in results:
+        if single is not None and r.setup.is_cluster:
+            a, b = best(single.drains, p.processes[0]), best(r.drains, p.processes[0])
+            out.append(
+                f"- Cluster ({r.layout.name}) vs one node at {p.processes[0]} process(es): "
+                f"worker CPU {worker_us(b):.0f} vs {worker_us(a):.0f} us per run, Redis CPU "
+                f"{redis_us(b):.0f} vs {redis_us(a):.0f} us per run, "
+                f"{window_rate(b) / window_rate(a):.2f}x the rate."
+            )
+    return [*out, overall(results)]
+
+
+def overall(results: list[SetupResult]) -> str:
+    """Where this machine's ceiling is, over every drain of the run."""
+    drains = [d for r in results for d in r.drains]
+    if not drains:
+        return ""
+    peak = max(max(redis_cores(d)) for d in drains)
+    full = [d for d in drains if total_cores(d) >= SATURATED * cores()]
+    text = (
+        f"- **The ceiling on this {cores()}-core machine**: no redis-server went above "
+        f"{peak:.0%} of one core in any drain"
+    )
+    if peak >= SATURATED:
+        return text + ", so one Redis core is the limit: spread the queue over more masters."
+    text += ", so Redis is not the limit. "
+    if not full:
+        return text + (
+            "No drain saturated the cores either: runs wait on round trips, so more "
+            "processes or concurrency per process is what helps here."
+        )
+    shares = [worker_cores(d) / (worker_cores(d) + sum(redis_cores(d))) for d in full]
+    text += (
+        f"{len(full)} of {len(drains)} drains saturated the cores (the largest pools), and "
+        f"in them taskq's workers used {min(shares):.0%}-{max(shares):.0%} of the bench's "
+        f"CPU (worker CPU per run {min(map(worker_us, full)):.0f}-"
+        f"{max(map(worker_us, full)):.0f} us against Redis "
+        f"{min(map(redis_us, full)):.0f}-{max(map(redis_us, full)):.0f} us): "
+    )
+    if min(shares) >= 0.5:
+        return text + (
+            "the ceiling is CPU, most of it taskq's own per-run work in the workers. More "
+            "cores (or less worker CPU per run) raise it; more masters alone do not."
+        )
+    return text + "the ceiling is CPU, shared by the workers and Redis."
+
+
+def total_cores(d: Drain) -> float:
+    """Workers + every redis-server + other processes, in cores over the drain window."""
+    return worker_cores(d) + sum(redis_cores(d)) + other_cores(d)
 
 
 def notes(results: list[SetupResult]) -> list[str]:
