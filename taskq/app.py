@@ -10,7 +10,7 @@ import importlib
 import inspect
 import sys
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from taskq.flows.flow import Flow
 from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
 from taskq.options import FlowOptionsDict, TaskOptionsDict
+from taskq.partitions import Spread, is_partition_name, logical_queue
 from taskq.task import AsyncTask, Task
 
 P = ParamSpec("P")
@@ -53,7 +54,8 @@ class App:
         redis_url: Redis to use; default ``TASKQ_REDIS_URL`` or ``redis://localhost:6379/0``.
         prefix: Key prefix; default ``TASKQ_PREFIX`` or ``taskq``.
         default_queue: Queue of tasks that name none.
-        **settings: Any other :class:`~taskq.config.Settings` field.
+        **settings: Any other :class:`~taskq.config.Settings` field, e.g.
+            ``partitions={"hot": 8}`` (see :mod:`taskq.partitions`).
 
     Raises:
         ConfigurationError: A setting is invalid.
@@ -75,6 +77,7 @@ class App:
             raise ConfigurationError(f"unknown App setting: {exc}") from None
         check_redis_url(self.settings.redis_url)
         self.keys = Keyspace(self.settings.prefix)
+        self.spread = Spread(self.settings.partitions)
         self.registry: dict[str, Task[Any, Any]] = {}
         self._broker: Broker | None = None
 
@@ -103,6 +106,7 @@ class App:
         except TypeError as exc:
             raise ConfigurationError(f"unknown App setting: {exc}") from None
         self.keys = Keyspace(self.settings.prefix)
+        self.spread = Spread(self.settings.partitions)
         self.close()
         self._broker = None
 
@@ -199,7 +203,8 @@ class App:
 
         Args:
             run_id: The run's id (``Future.run_id``).
-            queue: The run's queue. None: the default queue if the run's record is
+            queue: The run's queue (a partitioned queue's partition is found: see
+                :meth:`find_run`). None: the default queue if the run's record is
                 there, else the queue whose record it is (found by SCAN), else the
                 default queue.
 
@@ -213,11 +218,44 @@ class App:
             ConfigurationError: ``run_id`` or ``queue`` is not a valid name.
         """
         check_run_id(run_id)
-        if queue is None:
-            queue = self.settings.default_queue
-            if not self.broker.producer.run_record(queue, run_id):
-                queue = self.broker.producer.find_run(run_id) or queue
-        return Future(self.broker, check_name("queue name", queue), run_id, "")
+        if queue is not None:
+            check_queue(queue)
+        return Future(self.broker, self.locate(run_id, queue, scan=queue is None), run_id, "")
+
+    def locate(self, run_id: str, queue: str | None = None, *, scan: bool = True) -> str:
+        """The physical queue holding ``run_id``'s record, or where it would be.
+
+        Of ``queue`` (default: the default queue) split N ways, the partitions' run
+        records are asked in one round trip (``EXISTS``; none for an unpartitioned queue
+        named explicitly). When none has it and ``scan``, the queue whose record it is
+        is found by SCAN (of the logical ``queue`` only, if one was named).
+
+        Returns:
+            That queue; for a run found nowhere, the first of ``queue``'s names.
+        """
+        names = self.settings.queue_names(queue or self.settings.default_queue)
+        if len(names) > 1 or queue is None:
+            found = self.broker.producer.holder(names, run_id)
+            if found is not None:
+                return found
+        if scan:
+            found = self.broker.producer.find_run(run_id, queue)
+            if found is not None:
+                return found
+        return names[0]
+
+    def physical_queues(self, queues: Sequence[str] | None = None) -> list[str]:
+        """The physical queues a worker of ``queues`` consumes: each logical queue's
+        partitions, in order (default: every queue of the app, :meth:`queues`).
+
+        A name that is already a partition's is kept as it is.
+        """
+        out: list[str] = []
+        for q in queues or self.queues():
+            for name in self.settings.queue_names(q):
+                if name not in out:
+                    out.append(name)
+        return out
 
     def queues(self) -> list[str]:
         """Every queue a registered task uses (the default queue first)."""
@@ -226,6 +264,18 @@ class App:
             if t.queue not in found:
                 found.append(t.queue)
         return found
+
+
+def check_queue(queue: str) -> str:
+    """Return ``queue`` if it is a valid queue name or a partition's name, else raise.
+
+    Raises:
+        ConfigurationError: Neither.
+    """
+    if isinstance(queue, str) and is_partition_name(queue):
+        check_name("queue name", logical_queue(queue))
+        return queue
+    return check_name("queue name", queue)
 
 
 def _default_name(f: Callable[..., Any], named: bool, depth: int) -> str:

@@ -13,6 +13,14 @@ runs with the same key that start together both execute (READ_COMMITTED, as in
 Prefect); ``policy.configure(isolation_level="SERIALIZABLE")`` makes the second
 wait for the first, holding a per-key lock while it runs, and then complete as
 ``Cached`` — so they execute once.
+
+On a partitioned queue (:mod:`taskq.partitions`) a key's entry and lock live on one home
+partition, ``crc32(key) % N``, so runs on every partition find them. When that is not
+the run's own partition, the entry is stored and the lock released by a call of its own
+(``cache_store.lua``) just before the outcome is recorded; a worker that dies in between
+leaves the run to be redelivered, and its next attempt completes ``Cached`` from the
+stored entry. (After the outcome instead, a run waiting on the lock would wake on the
+outcome and could miss the entry, and run the task a second time.)
 """
 
 from __future__ import annotations

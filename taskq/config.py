@@ -6,11 +6,13 @@ Durations are seconds here; they become milliseconds only at the Redis boundary.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from taskq.errors import ConfigurationError
 from taskq.keys import check_name
+from taskq.partitions import MAX_PARTITIONS, partition_names
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "taskq"
@@ -25,6 +27,58 @@ def _env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+
+
+def check_partitions(value: Any, source: str = "partitions") -> dict[str, int]:
+    """A queue -> partition count mapping, checked: valid queue names, counts 1..MAX_PARTITIONS.
+
+    Args:
+        value: The mapping given.
+        source: What to name in an error (the setting, or the environment variable).
+
+    Raises:
+        ConfigurationError: Not a mapping, a bad queue name or a bad count.
+    """
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{source} must map queue names to counts, got {value!r}")
+    out: dict[str, int] = {}
+    for queue, count in value.items():
+        try:
+            check_name("queue name", queue)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{source}: {exc}") from None
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ConfigurationError(
+                f"{source}: the partitions of queue {queue!r} must be a whole number, got {count!r}"
+            )
+        if not 1 <= count <= MAX_PARTITIONS:
+            raise ConfigurationError(
+                f"{source}: queue {queue!r} must have 1 to {MAX_PARTITIONS} partitions, got {count}"
+            )
+        out[queue] = count
+    return out
+
+
+def parse_partitions(raw: str, source: str = "TASKQ_PARTITIONS") -> dict[str, int]:
+    """``"hot=8,bulk=4"`` as ``{"hot": 8, "bulk": 4}`` (blanks ignored; empty: none).
+
+    Raises:
+        ConfigurationError: A malformed item, a queue named twice, a bad name or count;
+            the message names ``source`` and the value.
+    """
+    counts: dict[str, Any] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        queue, eq, count = (part.strip() for part in item.partition("="))
+        if not eq or not queue:
+            raise ConfigurationError(
+                f"{source}={raw!r}: {item.strip()!r} is not QUEUE=COUNT (e.g. hot=8,bulk=4)"
+            )
+        if queue in counts:
+            raise ConfigurationError(f"{source}={raw!r}: queue {queue!r} is named twice")
+        counts[queue] = int(count) if count.isdigit() else count
+    return check_partitions(counts, f"{source}={raw!r}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +119,10 @@ class Settings:
         wait_replicas_timeout: Seconds ``WAIT`` may take; fewer replicas by then raise
             :class:`~taskq.RedisUnavailableError` (retried on Cluster and Sentinel within
             ``failover_timeout``: the enqueue is idempotent).
+        partitions: Queues split over several hash tags, and into how many
+            (``TASKQ_PARTITIONS="hot=8,bulk=4"``); see :mod:`taskq.partitions`. Producers
+            and workers must agree on it: the names of the partitions depend on the count.
+            An App argument replaces the environment's value as a whole.
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -85,8 +143,11 @@ class Settings:
     failover_timeout: float = 15.0
     wait_replicas: int = 0
     wait_replicas_timeout: float = 1.0
+    partitions: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # A copy of its own, checked: the caller's dict may change later.
+        object.__setattr__(self, "partitions", check_partitions(self.partitions))
         check_name("key prefix", self.prefix)
         check_name("queue name", self.default_queue)
         if self.result_ttl <= 0:
@@ -111,6 +172,14 @@ class Settings:
                 f"unknown_task_grace must be >= 0 seconds, got {self.unknown_task_grace}"
             )
 
+    def queue_names(self, queue: str) -> list[str]:
+        """The physical queues of logical ``queue``: its partitions' names, by index, or
+        ``[queue]`` when it is not partitioned (its keys are then those it always had).
+
+        This is the one map from a queue to the names its keys are built from.
+        """
+        return partition_names(queue, self.partitions.get(queue, 1))
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Settings from the environment, then ``overrides`` (``None`` values ignored)."""
@@ -125,6 +194,7 @@ class Settings:
             signing_keys=tuple(
                 k for k in os.environ.get("TASKQ_SIGNING_KEYS", "").split(",") if k.strip()
             ),
+            partitions=parse_partitions(os.environ.get("TASKQ_PARTITIONS", "")),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "signing_keys" in given:

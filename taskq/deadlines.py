@@ -256,7 +256,7 @@ class Deadlines:
         (``handback.lua`` checks ownership by consumer name)."""
         engine = self._engine_now()
         broker = app.broker
-        for queue in self.queues or app.queues():
+        for queue in app.physical_queues(self.queues):
             for level in LEVELS_SERVED:
                 stream = broker.keys.stream(queue, level)
                 try:

@@ -36,6 +36,7 @@ from taskq.futures import running_task
 from taskq.message import decode_outcome, encode_outcome
 from taskq.options import RETRY_OPTIONS
 from taskq.outbox import Outbox
+from taskq.partitions import logical_queue
 from taskq.protocol import ErrorType, MetaKey, RetryReply, StateName
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State
@@ -128,14 +129,16 @@ class Engine:
             return False
         if d.cache_key is None:
             return False
+        home = self.cache_queue(d)
+        consumer = self.broker.consumer
         refresh = d.message.meta.get(MetaKey.REFRESH_CACHE, cache.refresh)
-        raw = None if refresh else self.broker.consumer.cache_get(d.queue, d.cache_key)
+        raw = None if refresh else consumer.cache_get(home, d.cache_key)
         if raw is None and cache.serializable and not refresh:
             ttl = self.app.settings.lease_seconds * 4
-            holder = self.broker.consumer.cache_lock(d.queue, d.cache_key, d.run_id, ttl)
+            holder = consumer.cache_lock(home, d.cache_key, d.run_id, ttl)
             if holder is not None and holder != d.run_id:
-                self.broker.producer.wait_result(d.queue, holder, ttl)
-                raw = self.broker.consumer.cache_get(d.queue, d.cache_key)
+                self.broker.producer.wait_result(self._queue_of(d, holder), holder, ttl)
+                raw = consumer.cache_get(home, d.cache_key)
         if raw is None:
             return False
         value = decode_outcome(raw).value
@@ -144,6 +147,26 @@ class Engine:
         if self._finish(d, StateName.CACHED.value, outcome, None, bool(hooks)):
             self._hooks(d, d.task.options.on_completion, State(StateName.CACHED.value, d.attempt))
         return True
+
+    def cache_queue(self, d: Delivery) -> str:
+        """The queue whose hash tag holds ``d``'s cache entry and lock.
+
+        The run's own queue, unless that is a partition: a cache entry must be found by
+        runs on every partition, so each key has one home partition, ``crc32(key) % N``
+        (:meth:`taskq.partitions.Spread.pick` with the key).
+        """
+        logical = logical_queue(d.queue)
+        if d.cache_key is None or not self.app.spread.partitioned(logical):
+            return d.queue
+        return self.app.spread.pick(logical, d.cache_key)
+
+    def _queue_of(self, d: Delivery, run_id: str) -> str:
+        """The partition of ``d``'s queue holding run ``run_id`` (``d``'s queue if none)."""
+        logical = logical_queue(d.queue)
+        if not self.app.spread.partitioned(logical):
+            return d.queue
+        names = self.app.spread.names(logical)
+        return self.broker.producer.holder(names, run_id) or d.queue
 
     def timeout_of(self, d: Delivery) -> float | None:
         """The attempt's time limit in seconds (per-submission override first)."""
@@ -239,13 +262,22 @@ class Engine:
         redelivery: the duplicate is recognised as ended and re-notifies. When it is
         one script call and nobody needs to know whether it was fenced off (no hooks),
         the call may be left in the worker's :attr:`outbox`, which sends it with its
-        next fetch; True is returned then.
+        next fetch; True is returned then. A cache entry whose home is another partition
+        is stored (and its lock released) by a call of its own before the outcome, not
+        fenced: a stale attempt may store a value too (a value computed for the same key).
         """
         parent = d.parent
         ttl = d.result_ttl
         cache = None
         if d.cache_key is not None and state != StateName.CACHED.value:
             cache = (d.cache_key, d.task.options.cache.expiration)
+            home = self.cache_queue(d)
+            if home != d.queue:
+                # The key's home is another partition (hash tag): its own call, before the
+                # outcome, so a SERIALIZABLE run woken by the outcome finds the entry. A
+                # crash in between costs nothing: the redelivered run finds it (Cached).
+                self.broker.consumer.cache_store(home, cache[0], d.run_id, state, outcome, cache[1])
+                cache = None
         # A child on its flow's queue (one hash tag) ends in one script: outcome, notify,
         # ack. On another queue it takes three calls in that order (two hash tags).
         same_tag = parent is not None and parent.queue == d.queue

@@ -113,7 +113,8 @@ class Future(Generic[R]):
 
     Attributes:
         run_id: The run's id.
-        queue: The queue it was sent to.
+        queue: The physical queue it was sent to: of a partitioned queue, the
+            partition's name (``hot#3.0``), where its keys are.
         task_name: The registered name of its task.
     """
 

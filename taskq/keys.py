@@ -14,6 +14,9 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
     taskq:{default}:flow:<id>:...   a flow's fan-in keys (results, order, wait, ping), on
                                     the flow's queue tag
+
+A partition of a partitioned queue is a queue here: its name (``hot#3.1``, see
+:mod:`taskq.partitions`) is its keys' hash tag.
 """
 
 from __future__ import annotations

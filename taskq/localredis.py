@@ -33,7 +33,16 @@ from redis.retry import Retry
 from taskq.broker.connection import redact_url
 from taskq.config import DEFAULT_REDIS_URL
 
-__all__ = ["DEFAULT_REDIS_URL", "LocalRedis", "ensure_redis", "ping", "redact_url"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "LocalRedis",
+    "PortInUseError",
+    "ensure_redis",
+    "free_port",
+    "ping",
+    "quick_client",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +53,20 @@ _PORT_ATTEMPTS = 5
 _BIND_ERRORS = ("Address already in use", "Failed listening on port")
 
 
-def _client(url: str, timeout: float) -> redis.Redis:
-    """Build a client with short timeouts and no retries."""
+class PortInUseError(RuntimeError):
+    """A ``redis-server`` given a fixed port could not bind it (or its cluster bus port)."""
+
+
+def quick_client(url: str, timeout: float) -> redis.Redis:
+    """Build a client with short timeouts and no retries, for checking on a local server.
+
+    Args:
+        url: A ``redis://`` URL.
+        timeout: Connect and read timeout in seconds.
+
+    Returns:
+        A :class:`redis.Redis` that fails fast instead of retrying.
+    """
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,
@@ -65,7 +86,7 @@ def ping(url: str, timeout: float = 0.5) -> bool:
         True if the server answered, False on any error. Never raises.
     """
     try:
-        client = _client(url, timeout)
+        client = quick_client(url, timeout)
     except Exception:
         return False
     try:
@@ -77,8 +98,12 @@ def ping(url: str, timeout: float = 0.5) -> bool:
             client.close()
 
 
-def _free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    Returns:
+        A port number; another process may take it before the caller binds it.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         port: int = sock.getsockname()[1]
@@ -117,6 +142,8 @@ class LocalRedis:
             another one if binding fails.
         extra_args: More ``redis-server`` arguments, appended last so they
             override the defaults (e.g. ``["--appendfsync", "always"]``).
+        config_file: A config file passed as the first argument (the only place
+            ``redis-server`` reads one); ``--sentinel`` needs one it can rewrite.
 
     Example:
         >>> server = LocalRedis(appendonly=True)  # doctest: +SKIP
@@ -131,8 +158,10 @@ class LocalRedis:
         appendonly: bool = False,
         port: int | None = None,
         extra_args: Sequence[str] = (),
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._appendonly = appendonly
+        self._config_file = None if config_file is None else os.fspath(config_file)
         self._fixed_port = port
         self._extra_args = tuple(extra_args)
         self._port: int | None = port
@@ -200,6 +229,8 @@ class LocalRedis:
             The server URL, ``redis://127.0.0.1:PORT/0``.
 
         Raises:
+            PortInUseError: If the port (fixed, kept from an earlier start, or each
+                free one tried) is taken; a subclass of RuntimeError.
             RuntimeError: If ``redis-server`` is not on PATH, cannot bind its
                 port, exits, or does not answer within 10 seconds.
         """
@@ -216,9 +247,9 @@ class LocalRedis:
             self._dir_finalizer = weakref.finalize(self, shutil.rmtree, str(self._dir), True)
 
         attempts = 1 if self._port is not None else _PORT_ATTEMPTS
-        error = ""
+        error, port_taken = "", False
         for _ in range(attempts):
-            port = self._port if self._port is not None else _free_port()
+            port = self._port if self._port is not None else free_port()
             error, port_taken = self._spawn(binary, port)
             if not error:
                 self._port = port
@@ -226,6 +257,8 @@ class LocalRedis:
                 return self.url
             if not port_taken:
                 break
+        if port_taken:
+            raise PortInUseError(error)
         raise RuntimeError(error)
 
     def _spawn(self, binary: str, port: int) -> tuple[str, bool]:
@@ -237,6 +270,7 @@ class LocalRedis:
         workdir = self.dir
         args = [
             binary,
+            *([self._config_file] if self._config_file is not None else []),
             "--bind",
             _HOST,
             "--port",
@@ -296,7 +330,7 @@ class LocalRedis:
         checking ``loading`` makes a restart with AOF return only once Redis serves.
         """
         try:
-            client = _client(url, 0.5)
+            client = quick_client(url, 0.5)
         except Exception:
             return False
         try:

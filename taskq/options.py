@@ -48,6 +48,7 @@ class TaskOptionsDict(TypedDict, total=False):
     refresh_cache: bool
     delay: float | timedelta | None
     scheduled_at: datetime | None
+    partition_key: str | None
 
 
 class FlowOptionsDict(TaskOptionsDict, total=False):
@@ -64,7 +65,8 @@ RETRY_OPTIONS = RETRY_OVERRIDES
 #: Options only flows take.
 FLOW_ONLY = ("inline_wait_seconds",)
 #: Per-submission options: only ``with_options`` (or ``submit``) takes them.
-SUBMIT_ONLY = ("delay", "scheduled_at")
+#: (``partition_key`` at decoration would send every run to one partition.)
+SUBMIT_ONLY = ("delay", "scheduled_at", "partition_key")
 #: Options that travel in the message when ``with_options`` changes them: plain data only.
 OVERRIDABLE = (
     "result_ttl",
@@ -95,6 +97,7 @@ class TaskOptions:
     inline_wait_seconds: float = 0.5
     delay: float | None = None
     scheduled_at: datetime | None = None
+    partition_key: str | None = None
 
     def merged(self, changes: dict[str, Any]) -> TaskOptions:
         """A copy with ``changes`` (validated) applied."""
@@ -201,6 +204,8 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
             out[key] = None if value is None else check_delay(value)
         elif key == "inline_wait_seconds":
             out[key] = check_delay(value)
+        elif key == "partition_key":
+            out[key] = check_partition_key(value)
         elif key == "scheduled_at":
             if value is not None and not isinstance(value, datetime):
                 raise ConfigurationError(f"scheduled_at must be a datetime, got {value!r}")
@@ -214,6 +219,21 @@ def check_priority(value: Any) -> int:
         raise ConfigurationError(
             f"priority must be a whole number from 0 to {PRIORITIES - 1} "
             f"(higher runs first), got {value!r}"
+        )
+    return value
+
+
+def check_partition_key(value: Any) -> str | None:
+    """A ``partition_key``: None, or a string of 1 to 1024 characters.
+
+    Not turned into a string here: ``1`` and ``"1"`` would pick one partition, and
+    a key that is not a string is more likely a mistake than an id.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 1024:
+        raise ConfigurationError(
+            f"partition_key must be a string of 1 to 1024 characters (or None), got {value!r}"
         )
     return value
 

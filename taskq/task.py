@@ -25,6 +25,7 @@ from taskq.states import TaskRun
 if TYPE_CHECKING:
     from taskq.broker import Broker
     from taskq.config import Settings
+    from taskq.partitions import Spread
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +51,11 @@ class Host(Protocol):
     @property
     def registry(self) -> Mapping[str, Task[Any, Any]]:
         """The registered tasks, by name."""
+        ...
+
+    @property
+    def spread(self) -> Spread:
+        """Picks the partition of each new run of a partitioned queue."""
         ...
 
 
@@ -109,7 +115,8 @@ class Task(Generic[P, R]):
 
     @property
     def queue(self) -> str:
-        """The queue this task's runs go to."""
+        """The (logical) queue this task's runs go to; of a partitioned queue, each run
+        goes to one of its partitions (``Future.queue`` names it)."""
         return self.options.queue or self.app.settings.default_queue
 
     def with_options(self, **options: Unpack[TaskOptionsDict]) -> Task[P, R]:
@@ -170,7 +177,9 @@ class Task(Generic[P, R]):
         ``delay=`` (seconds or timedelta) or ``scheduled_at=`` (a datetime) may be
         given here too, unless the function has a parameter of that name; the
         typed way is ``task.with_options(delay=...).submit(...)``. The run is
-        Scheduled until due, then Pending.
+        Scheduled until due, then Pending. On a partitioned queue the run goes to the
+        next partition in this process's round robin, or, with
+        ``with_options(partition_key=...)``, to that key's partition.
 
         Raises:
             MessageError: An argument cannot be serialized with msgpack, or the
@@ -185,25 +194,34 @@ class Task(Generic[P, R]):
             return runner.submit_child(self, args, kw, due)
         msg = self.make_message(args, kw)
         runs = [(msg.run_id, encode_message(msg, self.app.broker.limits), due)]
-        self.app.broker.producer.enqueue(self.queue, runs, self.options.priority)
-        return Future(self.app.broker, self.queue, msg.run_id, self.name)
+        queue = self.app.spread.pick(self.queue, self.options.partition_key)
+        self.app.broker.producer.enqueue(queue, runs, self.options.priority)
+        return Future(self.app.broker, queue, msg.run_id, self.name)
 
     delay = submit  # Prefect's name for a background run
 
     def future(self, run_id: str) -> Future[R]:
         """The future of a run of this task submitted earlier, from its id (on the
-        task's queue); see :meth:`taskq.App.future`.
+        task's queue; of a partitioned queue, the partition holding the run's record,
+        asked in one round trip); see :meth:`taskq.App.future`.
 
         Raises:
             ConfigurationError: ``run_id`` is not a valid run id.
         """
-        return Future(self.app.broker, self.queue, check_run_id(run_id), self.name)
+        check_run_id(run_id)
+        queue, broker = self.queue, self.app.broker
+        if self.app.spread.partitioned(queue):
+            names = self.app.spread.names(queue)
+            queue = broker.producer.holder(names, run_id) or names[0]
+        return Future(broker, queue, run_id, self.name)
 
     def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[R]]:
         """Enqueue one run per element, in one bulk call; futures come back in input order.
 
         Positional iterables are zipped (all must have the same length); keyword
-        arguments are passed unchanged to every run.
+        arguments are passed unchanged to every run. On a partitioned queue the runs
+        are dealt over the partitions in turn (all to one with a ``partition_key``),
+        one bulk call per partition, all pipelined.
         """
         columns = [resolve_futures(list(it)) for it in iterables]
         if not columns:
@@ -237,9 +255,16 @@ class Task(Generic[P, R]):
                     runs.append((rid, payload, due))
             except MessageError as exc:
                 raise MessageError(f"map item {len(runs)}: {exc}") from exc
-        broker, queue = self.app.broker, self.queue
-        broker.producer.enqueue_stream(queue, runs, self.options.priority)
-        return [Future(broker, queue, rid, name) for rid, _, _ in runs]
+        broker, queue, spread = self.app.broker, self.queue, self.app.spread
+        if not spread.partitioned(queue):
+            broker.producer.enqueue_stream(queue, runs, self.options.priority)
+            return [Future(broker, queue, rid, name) for rid, _, _ in runs]
+        where = spread.deal(queue, len(runs), self.options.partition_key)
+        parts: dict[str, list[tuple[str, bytes, str]]] = {}
+        for q, run in zip(where, runs, strict=True):
+            parts.setdefault(q, []).append(run)
+        broker.producer.enqueue_parts(parts.items(), self.options.priority)
+        return [Future(broker, q, run[0], name) for q, run in zip(where, runs, strict=True)]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here, in this process, with the task's retry policy.

@@ -67,7 +67,8 @@ class Worker:
     Args:
         app: The app whose tasks run here.
         queues: Queues to consume; within a priority level, earlier ones are served
-            first. Default: every queue of the app.
+            first. Default: every queue of the app. A partitioned queue stands for all
+            its partitions (:meth:`taskq.App.physical_queues`).
         concurrency: Most tasks running at once in this process.
         burst: Exit once the queues are drained.
         burst_wait: In burst mode, wait for delay-queue runs (retries, delayed runs)
@@ -95,7 +96,8 @@ class Worker:
         if burst_wait < 0:
             raise ValueError("burst_wait must be at least 0")
         self.app = app
-        self.queues = list(queues or app.queues())
+        #: The physical queues consumed: a partitioned queue's partitions, in order.
+        self.queues = app.physical_queues(queues)
         self.concurrency = concurrency
         self.burst = burst
         self.burst_wait = burst_wait

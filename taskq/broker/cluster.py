@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ MAX_REDIRECTS = 16
 #: up to the cap; after MAX_REDIRECTS the TRYAGAIN is returned (the caller backs off).
 TRYAGAIN_PAUSE = 0.005
 TRYAGAIN_CAP = 0.1
+
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")
 
 #: Commands whose keys follow a ``STREAMS`` argument.
 _STREAMS_COMMANDS = (b"XREAD", b"XREADGROUP")
@@ -96,6 +99,8 @@ class Router:
         self._slots: list[Node] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        #: Redirections followed so far, by kind (MOVED, ASK, TRYAGAIN).
+        self.redirects: Counter[str] = Counter()
 
     # -- the slot map -------------------------------------------------------------------
 
@@ -147,16 +152,15 @@ class Router:
         """Forget the slot map; the next command loads it afresh."""
         self._slots = None
 
-    def _moved(self, reply: Exception) -> Node:
-        """Take a MOVED reply's news into the map; return the slot's new owner."""
-        _, slot, address = str(reply).split(" ")[:3]
-        node = _node(address)
+    def _moved(self, replies: Sequence[Exception]) -> None:
+        """Take MOVED replies' news into the map, then reload it once: whole slot ranges
+        move together (a resharding, a failover)."""
         slots = self._map()
-        slots[int(slot)] = node
-        # Whole ranges move together (resharding, failover): reload the map once.
+        for reply in replies:
+            _, slot, address = str(reply).split(" ")[:3]
+            slots[int(slot)] = _node(address)
         with self._lock, contextlib.suppress(ConnectionError):
             self.refresh()
-        return node
 
     # -- sockets ------------------------------------------------------------------------
 
@@ -215,12 +219,14 @@ class Router:
             for i in todo:
                 groups.setdefault(nodes[i], []).append(i)
             raw = self._exchange(commands, groups, asking)
-            todo, wait = [], False
+            todo, wait, moved = [], False, []
             for i, reply in raw.items():
                 if isinstance(reply, wire.ReplyError):
                     head = str(reply).split(" ", 1)[0]
+                    if head in _REDIRECTS:
+                        self.redirects[head] += 1
                     if head == "MOVED":
-                        nodes[i] = self._moved(reply)
+                        moved.append(i)
                         asking.discard(i)
                         todo.append(i)
                         continue
@@ -233,6 +239,12 @@ class Router:
                         todo.append(i)
                         wait = True
                 replies[i] = reply
+            if moved:
+                self._moved([raw[i] for i in moved])
+                slots = self._map()
+                for i in moved:
+                    key = command_key(commands[i])
+                    nodes[i] = slots[key_slot(key)] if key is not None else nodes[i]
             if not todo:
                 return replies
             todo.sort()  # re-sent in their original order

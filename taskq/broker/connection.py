@@ -126,6 +126,12 @@ class Connection:
             self._sentinel = sentinel.Resolver(t, *timeouts)
 
     @property
+    def redirects(self) -> dict[str, int]:
+        """Cluster redirections followed so far, by kind (MOVED, ASK, TRYAGAIN); empty
+        off a Cluster."""
+        return dict(self._router.redirects) if self._router is not None else {}
+
+    @property
     def is_cluster(self) -> bool:
         """True on a Redis Cluster: a script call or multi-key command must stay in one slot."""
         return self._router is not None
@@ -206,7 +212,9 @@ class Connection:
             self._router.close()
         if self._client is not None:
             self._client.close()
-            self._client.connection_pool.disconnect()
+            pool = getattr(self._client, "connection_pool", None)  # RedisCluster has none
+            if pool is not None:
+                pool.disconnect()
             self._client = None
 
     # -- raw commands -------------------------------------------------------------------

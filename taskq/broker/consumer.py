@@ -452,6 +452,22 @@ class Consumer:
         value: bytes | None = self.conn.execute("GET", self.keys.cache(queue, key))
         return value
 
+    def cache_store(
+        self,
+        queue: str,
+        key: str,
+        run_id: str,
+        state: str,
+        outcome: bytes,
+        expiration: float | None,
+    ) -> None:
+        """Store a Completed ``outcome`` under ``key`` on ``queue`` and release the key's
+        lock if ``run_id`` holds it (``cache_store.lua``; idempotent): for a run whose
+        cache key's home is another partition than its own, before its finish."""
+        keys = [self.keys.cache(queue, key), self.keys.cache_lock(queue, key)]
+        exp = -1 if expiration is None else int(expiration * 1000)
+        self.conn.call(scripts.CACHE_STORE, keys, [run_id, state, outcome, exp])
+
     def cache_lock(self, queue: str, key: str, run_id: str, ttl: float) -> str | None:
         """Take the key's lock for ``run_id``; None if taken, else the holder's run id."""
         lock = self.keys.cache_lock(queue, key)

@@ -83,6 +83,27 @@ class Inspection:
                 pending += int(summary[0])
         return length, pending
 
+    def queue_counts(self, queues: Sequence[str]) -> list[QueueCounts]:
+        """Per queue its :class:`QueueCounts`, all read in one round trip."""
+        cmds: list[tuple[str, ...]] = []
+        for q in queues:
+            for stream in self.keys.streams(q):
+                cmds += [("XLEN", stream), ("XPENDING", stream, GROUP)]
+            cmds += [("ZCARD", self.keys.delayed(q)), ("XLEN", self.keys.dead(q))]
+        replies = self.conn.send(cmds)
+        per = len(cmds) // len(queues) if queues else 0
+        out = []
+        for i in range(len(queues)):
+            chunk = replies[i * per : (i + 1) * per]
+            length = pending = 0
+            for j in range(0, per - 2, 2):
+                length += int(self.conn.check(chunk[j]))
+                if not isinstance(chunk[j + 1], Exception):  # NOGROUP: no worker made it yet
+                    pending += int(chunk[j + 1][0])
+            delayed, dead = (int(self.conn.check(r)) for r in chunk[-2:])
+            out.append(QueueCounts(length - pending, pending, delayed, dead))
+        return out
+
     def server_warnings(self) -> list[str]:
         """Settings of the Redis server that put queued work at risk (empty if fine or unknown)."""
         out = []
@@ -130,6 +151,31 @@ class Inspection:
                 if idle >= 0 and (idle_ms is None or idle < idle_ms):
                     idle_ms = idle
         return WaitFacts(states, has_group, None if idle_ms is None else idle_ms / 1000)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """What a queue holds (summed over its priority levels), as ``taskq queues`` shows it.
+
+    Attributes:
+        waiting: Entries in its streams no worker has read yet (or that were handed back).
+        pending: Entries read by a worker and not yet acked (running, or about to be).
+        delayed: Runs in its delay queue (retries, ``delay=``, hand-backs).
+        dead: Entries in its dead-letter stream.
+    """
+
+    waiting: int
+    pending: int
+    delayed: int
+    dead: int
+
+    def __add__(self, other: QueueCounts) -> QueueCounts:
+        return QueueCounts(
+            self.waiting + other.waiting,
+            self.pending + other.pending,
+            self.delayed + other.delayed,
+            self.dead + other.dead,
+        )
 
 
 @dataclass(frozen=True)

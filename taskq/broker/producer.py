@@ -14,6 +14,7 @@ from taskq.broker import topology
 from taskq.broker.connection import Connection, fields_of, now, text
 from taskq.broker.delay import delay_mark
 from taskq.errors import RedisFullError, RedisUnavailableError
+from taskq.partitions import logical_queue
 from taskq.protocol import FINAL, EventField, RecordField
 from taskq.signing import Signer
 
@@ -51,12 +52,17 @@ class Producer:
         script call each, and all the calls in one round trip. ``level`` is the runs'
         priority (0-9).
         """
-        calls = list(self._enqueue_calls(queue, runs, level))
+        return self._send(list(self._enqueue_calls(queue, runs, level)))
+
+    def _send(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[int]:
+        """The enqueue calls in one round trip, then ``WAIT`` for the replicas (once per
+        queue written) when ``wait_replicas`` asks, retried through a failover."""
 
         def send() -> list[Any]:
             replies = self.conn.call_many(scripts.ENQUEUE, calls)
-            if self.settings.wait_replicas and calls:
-                self._wait_replicas(calls[0][0][0])
+            if self.settings.wait_replicas:
+                for stream in dict.fromkeys(keys[0] for keys, _ in calls):
+                    self._wait_replicas(stream)
             return replies
 
         return [n for reply in self._through_failover(send) for n in reply]
@@ -105,6 +111,23 @@ class Producer:
                 log.warning("submit: %s; retrying in %.2f s (a failover?)", exc, delay)
                 time.sleep(delay)
 
+    def enqueue_parts(
+        self, parts: Iterable[tuple[str, Sequence[tuple[str, bytes, str]]]], level: int = 0
+    ) -> list[int]:
+        """:meth:`enqueue_stream` of runs split over several queues (a partitioned queue's
+        partitions): ``(queue, runs)`` pairs, one bulk call per ``ENQUEUE_BATCH`` runs of
+        each queue (each call's keys are of one queue), all sent as one stream of calls.
+
+        Returns:
+            Per run an ``EnqueueReply`` code, in the order of ``parts``.
+        """
+        calls = itertools.chain.from_iterable(
+            self._enqueue_calls(queue, runs, level) for queue, runs in parts
+        )
+        if self.conn.topology.kind != topology.SINGLE or self.settings.wait_replicas:
+            return self._send(list(calls))  # retried whole through a failover
+        return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
+
     def _enqueue_calls(
         self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int
     ) -> Iterator[tuple[list[str], list[Any]]]:
@@ -127,10 +150,24 @@ class Producer:
         record.pop(RecordField.PAYLOAD, None)  # a suspended flow's payload: binary, internal
         return {f: v.decode(errors="replace") for f, v in record.items()}
 
-    def find_run(self, run_id: str) -> str | None:
-        """The queue holding ``run_id``'s record, found by SCAN (None if none does)."""
+    def find_run(self, run_id: str, queue: str | None = None) -> str | None:
+        """The queue holding ``run_id``'s record, found by SCAN (None if none does).
+
+        ``queue``: only a record of that logical queue (itself or one of its partitions).
+        """
         for key in self.conn.scan(self.keys.run_pattern(run_id)):
-            return self.keys.queue_of_run_key(key)
+            found = self.keys.queue_of_run_key(key)
+            if queue is None or logical_queue(found) == queue:
+                return found
+        return None
+
+    def holder(self, queues: Sequence[str], run_id: str) -> str | None:
+        """Which of ``queues`` holds ``run_id``'s record: one ``EXISTS`` per queue, all in
+        one round trip (None: none does)."""
+        replies = self.conn.send([("EXISTS", self.keys.run(q, run_id)) for q in queues])
+        for queue, exists in zip(queues, replies, strict=True):
+            if int(self.conn.check(exists)):
+                return queue
         return None
 
     def wait_result(self, queue: str, run_id: str, timeout: float | None) -> bytes | None:

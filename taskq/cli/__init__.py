@@ -163,13 +163,15 @@ def health(heartbeat_file: str | None, max_age: float) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=50, show_default=True)
 def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: int) -> None:
-    """Print a queue's state transitions (its capped events stream)."""
+    """Print a queue's state transitions (its capped events stream; a partitioned
+    queue's partitions' streams, merged)."""
     from taskq.app import App
-    from taskq.cli.show import nothing_on, print_events
+    from taskq.cli.show import nothing_on, physical, print_events
 
     broker = App(redis_url, prefix=prefix).broker
     empty = f"no events on queue {queue!r}" + (" yet; following" if follow else "")
-    print_events(broker, queue, count, follow, lambda: nothing_on(broker, empty))
+    queues = physical(broker, queue)
+    print_events(broker, queues, count, follow, lambda: nothing_on(broker, empty))
 
 
 @cli.command()
@@ -178,31 +180,60 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
 @click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--count", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
-    """List a queue's dead-lettered entries with their reasons."""
+    """List a queue's dead-lettered entries with their reasons (of every partition)."""
     from taskq.app import App
-    from taskq.cli.show import nothing_on, print_dead
+    from taskq.cli.show import nothing_on, physical, print_dead
 
     broker = App(redis_url, prefix=prefix).broker
-    if not print_dead(broker, queue, count):
+    if not print_dead(broker, physical(broker, queue), count):
         nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
 
 
 @cli.command(name="run")
 @click.argument("run_id")
-@click.option("--queue", "-q", help="The run's queue [default: found by scanning].")
+@click.option(
+    "--queue",
+    "-q",
+    help="The run's queue (of a partitioned queue, its partition is found) "
+    "[default: found by scanning].",
+)
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
 @click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) -> None:
     """Show a run: its state, every attempt (start, error) and its events."""
-    from taskq.app import App
+    from taskq.app import App, check_queue
     from taskq.cli.show import describe
 
-    broker = App(redis_url, prefix=prefix).broker
-    queue = queue or broker.producer.find_run(run_id)
-    lines = describe(broker, queue, run_id) if queue else []
+    app = App(redis_url, prefix=prefix)
+    broker = app.broker
+    if queue is not None:
+        check_queue(queue)
+        where = app.locate(run_id, queue, scan=False)
+        lines = describe(broker, where, run_id)
+        if not lines:  # a partition of it this process was not told of (TASKQ_PARTITIONS)
+            found = broker.producer.find_run(run_id, queue)
+            lines = describe(broker, found, run_id) if found else []
+    else:
+        found = broker.producer.find_run(run_id)
+        lines = describe(broker, found, run_id) if found else []
     if not lines:
         raise click.ClickException(f"no run {run_id!r} (unknown, or its record expired)")
     click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
+@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
+def queues(redis_url: str | None, prefix: str) -> None:
+    """List the queues under the prefix: runs waiting, pending (read by a worker, not
+    acked), delayed and dead-lettered. A partitioned queue's line sums its
+    partitions', which are listed under it."""
+    from taskq.app import App
+    from taskq.cli.show import print_queues
+
+    broker = App(redis_url, prefix=prefix).broker
+    if not print_queues(broker):
+        click.echo(f"no queues under prefix {prefix!r}")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -1,4 +1,8 @@
-"""The CLI's printers: what ``taskq events``, ``taskq run`` and ``taskq dead`` show.
+"""The CLI's printers: what ``taskq events``, ``taskq run``, ``taskq dead`` and
+``taskq queues`` show.
+
+A partitioned queue (:mod:`taskq.partitions`) is shown as one queue: its partitions are
+listed under it and their counts summed, its events merged in time order.
 
 The library reads (``taskq.events``, the broker's inspection calls) return data; only this
 module turns it into lines and echoes them, so click stays inside ``taskq.cli``.
@@ -6,23 +10,60 @@ module turns it into lines and echoes them, so click stays inside ``taskq.cli``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import click
 
 from taskq.broker import Broker
-from taskq.events import follow, recent_events
+from taskq.broker.inspection import QueueCounts
+from taskq.events import Event, follow, read_events, recent_events
 from taskq.message import decode_outcome
+from taskq.partitions import is_partition_name, logical_queue
 from taskq.protocol import DELAYED, DeadField, EventField, RecordField, error_field, started_field
 
 # Dead-letter entry fields, as the stream spells them (bytes).
 _DEAD_REASON, _DEAD_RUN = DeadField.REASON.encode(), DeadField.RUN.encode()
 
 
+def physical(broker: Broker, queue: str) -> list[str]:
+    """The physical queues a CLI command given ``queue`` reads.
+
+    Its partitions when the settings declare it partitioned (``TASKQ_PARTITIONS``);
+    else, when ``queue`` itself has no stream, the partitions of it found under the
+    prefix (so the CLI needs no ``TASKQ_PARTITIONS`` to show one); else ``[queue]``.
+    """
+    names = broker.settings.queue_names(queue)
+    if len(names) > 1 or is_partition_name(queue):
+        return names
+    k = broker.keys
+    if int(broker.execute("EXISTS", k.events(queue), k.stream(queue))):  # one hash tag
+        return names
+    found = [n for n in broker.inspect.queue_names() if logical_queue(n) == queue]
+    return _by_index(found) or names
+
+
+def _by_index(names: Sequence[str]) -> list[str]:
+    """Partition names in the order of their index (``q#<i>.<salt>``); others first."""
+
+    def index(name: str) -> int:
+        return int(name.partition("#")[2].split(".")[0]) if is_partition_name(name) else -1
+
+    return sorted(names, key=index)
+
+
+def grouped(names: Sequence[str]) -> dict[str, list[str]]:
+    """Physical queue names grouped by their logical queue, sorted; each group's
+    partitions by index (an unpartitioned queue's group is itself)."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(logical_queue(name), []).append(name)
+    return {q: _by_index(ns) for q, ns in sorted(groups.items())}
+
+
 def print_events(
     broker: Broker,
-    queue: str,
+    queues: Sequence[str],
     count: int,
     keep_following: bool,
     on_empty: Callable[[], None] | None = None,
@@ -31,45 +72,99 @@ def print_events(
 
     Args:
         broker: The broker to read from.
-        queue: The queue whose events stream is read.
+        queues: The queues whose events streams are read (a partitioned queue's
+            partitions: their events are merged in time order).
         count: How many of the latest events to print first.
         keep_following: Then block and print new events forever.
         on_empty: Called when there is no event yet (before following).
     """
-    last = "0-0"
-    for ev in recent_events(broker, queue, count):
-        click.echo(str(ev))
-        last = ev.id
-    if last == "0-0" and on_empty is not None:
+    many = len(queues) > 1
+    latest: list[tuple[str, Event]] = []
+    lasts = dict.fromkeys(queues, "0-0")
+    for q in queues:
+        for ev in recent_events(broker, q, count):
+            latest.append((q, ev))
+            lasts[q] = ev.id
+    latest.sort(key=lambda qe: _stream_id(qe[1].id))
+    for q, ev in latest[-count:]:
+        click.echo(f"{q}  {ev}" if many else str(ev))
+    if not latest and on_empty is not None:
         on_empty()
-    if keep_following:
-        for ev in follow(broker, queue, last):
+    if keep_following and not many:
+        for ev in follow(broker, queues[0], lasts[queues[0]]):
             click.echo(str(ev))
+    elif keep_following:
+        block = broker.settings.block_seconds / len(queues)
+        while True:  # one blocking read per partition in turn: each is its own hash tag
+            for q in queues:
+                for ev in read_events(broker, q, lasts[q], 1000, block):
+                    lasts[q] = ev.id
+                    click.echo(f"{q}  {ev}")
 
 
-def print_dead(broker: Broker, queue: str, count: int) -> bool:
-    """Print up to ``count`` dead-lettered entries of ``queue``, one line each with its reason.
+def _stream_id(eid: str) -> tuple[int, int]:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def print_dead(broker: Broker, queues: Sequence[str], count: int) -> bool:
+    """Print up to ``count`` dead-lettered entries of each of ``queues``, one line each
+    with its reason (and its partition, when there are several).
 
     Returns:
         Whether there was any entry.
     """
-    entries = broker.inspect.dead_entries(queue, count)
-    for eid, fields in entries:
-        reason = fields.get(_DEAD_REASON, b"").decode(errors="replace")
-        run = fields.get(_DEAD_RUN, b"").decode(errors="replace") or "-"
-        click.echo(f"{eid}  run={run}  {reason}")
-    return bool(entries)
+    many, any_entry = len(queues) > 1, False
+    for q in queues:
+        entries = broker.inspect.dead_entries(q, count)
+        for eid, fields in entries:
+            reason = fields.get(_DEAD_REASON, b"").decode(errors="replace")
+            run = fields.get(_DEAD_RUN, b"").decode(errors="replace") or "-"
+            line = f"{eid}  run={run}  {reason}"
+            click.echo(f"{q}  {line}" if many else line)
+        any_entry = any_entry or bool(entries)
+    return any_entry
 
 
 def nothing_on(broker: Broker, message: str) -> None:
     """Say that a queue had nothing to show, and which queues exist under the prefix."""
     click.echo(message)
-    names = broker.inspect.queue_names()
+    groups = grouped(broker.inspect.queue_names())
     prefix = broker.keys.prefix
-    if names:
-        click.echo(f"queues under prefix {prefix!r}: {', '.join(names)}")
+    if groups:
+        shown = [q if ns == [q] else f"{q} ({len(ns)} partitions)" for q, ns in groups.items()]
+        click.echo(f"queues under prefix {prefix!r}: {', '.join(shown)}")
     else:
         click.echo(f"no queues under prefix {prefix!r}")
+
+
+def print_queues(broker: Broker) -> bool:
+    """One line per queue under the prefix with its counts; a partitioned queue's line
+    sums its partitions', which are listed under it.
+
+    Returns:
+        Whether there was any queue.
+    """
+    groups = grouped(broker.inspect.queue_names())
+    names = [n for ns in groups.values() for n in ns]
+    counts = dict(zip(names, broker.inspect.queue_counts(names), strict=True))
+    head = ("queue", "partitions", "waiting", "pending", "delayed", "dead")
+    rows = []
+    for q, ns in groups.items():
+        total = sum((counts[n] for n in ns), QueueCounts(0, 0, 0, 0))
+        rows.append(_row(q, str(len(ns)) if ns != [q] else "-", total))
+        if ns != [q]:
+            rows += [_row(f"  {n}", "", counts[n]) for n in ns]
+    if not rows:
+        return False
+    width = max(len(r[0]) for r in [head, *rows])
+    for r in [head, *rows]:
+        click.echo(f"{r[0]:<{width}}  " + "  ".join(f"{c:>10}" for c in r[1:]))
+    return True
+
+
+def _row(name: str, partitions: str, c: QueueCounts) -> tuple[str, ...]:
+    return (name, partitions, str(c.waiting), str(c.pending), str(c.delayed), str(c.dead))
 
 
 def _when(ms: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from taskq.errors import NonDeterministicFlowError
 from taskq.futures import Future, WaitGroup, outcome_error
 from taskq.message import Message, Outcome, decode_outcome, encode_message, pack
+from taskq.partitions import stable_hash
 from taskq.protocol import MetaKey, WaitMode
 from taskq.states import NAME_TO_TYPE, State, StateType
 from taskq.task import Host, Task
@@ -128,7 +129,12 @@ class FlowRun:
         self.retrying = retrying
         self.seq = 0
         self.inline_wait = float(flow.options.inline_wait_seconds)
+        #: The physical queues its children went to (a partitioned queue's partitions).
         self.child_queues: dict[str, None] = {}
+        # A child of a partitioned queue goes to partition (this + its seq) % N: the turns
+        # of a round robin, so a flow's children spread evenly, yet the same on every
+        # replay (a child enqueued again elsewhere would run twice).
+        self._first_turn = stable_hash(run_id)
         self.spawned: list[str] = []
         self._outcomes: dict[str, Outcome] = {}
         self._seen = 0
@@ -208,14 +214,23 @@ class FlowRun:
         kwargs: dict[str, Any],
         due: str,
     ) -> list[Future[Any]]:
-        """Enqueue one child per row (one bulk call); futures in input order."""
+        """Enqueue one child per row (one bulk call); futures in input order.
+
+        On a partitioned queue each child goes to the partition its place in the flow
+        picks (see ``_first_turn``), or its ``partition_key``'s: one bulk call per
+        partition, pipelined.
+        """
         futures: list[Future[Any]] = []
-        runs = []
-        queue = task.queue
-        self.child_queues[queue] = None
+        parts: dict[str, list[tuple[str, bytes, str]]] = {}
+        logical, spread = task.queue, self.app.spread
+        key = task.options.partition_key
         durable, name = self.durable, task.name
+        if not spread.partitioned(logical):
+            self.child_queues[logical] = None
         for row in rows:
             rid = self._next_id()
+            queue = spread.pick(logical, key, self._first_turn + self.seq)
+            self.child_queues[queue] = None
             self.spawned.append(rid)
             futures.append(self._future(queue, rid, name))
             digest = call_digest(name, row, kwargs) if durable else None
@@ -230,9 +245,14 @@ class FlowRun:
                 self.app.broker.flows.reset_child(queue, rid)
                 self._reset.discard(rid)
             msg = self._message(task, rid, row, kwargs, digest)
+            runs = parts.setdefault(queue, [])
             runs.append((rid, encode_message(msg, self.app.broker.limits), due))
-        if runs:
-            self.app.broker.producer.enqueue(queue, runs, task.options.priority)
+        producer, level = self.app.broker.producer, task.options.priority
+        if len(parts) == 1:
+            [(queue, runs)] = parts.items()
+            producer.enqueue(queue, runs, level)
+        elif parts:
+            producer.enqueue_parts(parts.items(), level)
         return futures
 
     def submit_child(

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from taskq.broker.connection import redact_url
-from taskq.localredis import LocalRedis, ensure_redis, ping
+from taskq.localredis import LocalRedis, PortInUseError, ensure_redis, ping
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not on PATH"
@@ -181,3 +181,30 @@ def test_ensure_redis_error_redacts_password(
         ensure_redis(dead)
     assert "hunter2" not in str(info.value)
     assert "user:***@127.0.0.1" in str(info.value)
+
+
+@needs_redis_server
+def test_fixed_port_taken_raises_port_in_use() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        server = LocalRedis(port=sock.getsockname()[1])
+        try:
+            with pytest.raises(PortInUseError, match="port in use"):
+                server.start()
+            assert not server.running
+        finally:
+            server.close()
+
+
+@needs_redis_server
+def test_config_file_is_read(tmp_path: Path) -> None:
+    conf = tmp_path / "redis.conf"
+    conf.write_text("maxmemory-policy allkeys-lru\n")
+    with LocalRedis(config_file=conf) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+            assert client.config_get("bind")["bind"] == "127.0.0.1"  # our flags still apply
+        finally:
+            client.close()
