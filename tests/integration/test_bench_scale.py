@@ -1,4 +1,4 @@
-"""``bench.scale``: its slot arithmetic, and a tiny end-to-end run that writes the report.
+"""``bench.scale``: which master holds a queue, and a tiny run that writes the report.
 
 No timing is asserted: the smoke run checks that every drain completed every run, on
 the one node and on a one-master Cluster, and that each section is written.
@@ -6,7 +6,6 @@ the one node and on a one-master Cluster, and that each section is written.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import subprocess
@@ -14,39 +13,25 @@ import sys
 from pathlib import Path
 
 import pytest
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.crc import key_slot
 
-from bench.scale import emulated_partition_names
-from bench.servers import slot_ranges
+from bench.servers import Setup
 from taskq.partitions import partition_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("masters", [1, 2, 3, 5, 7])
-def test_slot_ranges_cover_every_slot_once_in_order(masters: int) -> None:
-    ranges = slot_ranges(masters)
-    assert len(ranges) == masters
-    assert ranges[0][0] == 0 and ranges[-1][1] == REDIS_CLUSTER_HASH_SLOTS - 1
-    for (_, hi), (lo, _) in itertools.pairwise(ranges):
-        assert lo == hi + 1
-
-
-def test_slot_ranges_match_redis_cli_for_three_masters() -> None:
-    # What `redis-cli --cluster create` printed for 3 masters (research/scaleout.md §1).
-    assert slot_ranges(3) == [(0, 5460), (5461, 10922), (10923, 16383)]
-
-
-@pytest.mark.parametrize("count", [2, 3, 8, 13])
-def test_emulated_partitions_land_where_taskq_partitions_do(count: int) -> None:
-    emulated = emulated_partition_names("hot", count)
-    real = partition_names("hot", count)
-    for i, (e, r) in enumerate(zip(emulated, real, strict=True)):
-        low = i * REDIS_CLUSTER_HASH_SLOTS // count
-        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
-        assert low <= key_slot(e.encode()) < high
-        assert low <= key_slot(r.encode()) < high
-    assert len(set(emulated)) == count
+def test_master_of_reads_the_slot_ranges() -> None:
+    thirds = [(0, 5460), (5461, 10921), (10922, 16383)]
+    setup = Setup("redis+cluster://x:1/", [1, 2, 3], [0, 0, 0], thirds)
+    held = [0, 0, 0]
+    for name in partition_names("hot", 8):
+        slot = key_slot(name.encode())
+        expected = (slot > 5460) + (slot > 10921)
+        assert setup.master_of(f"taskq:{{{name}}}:stream") == expected
+        held[expected] += 1
+    assert sorted(held) == [2, 3, 3]  # what the bench reports as the spread
+    assert Setup("redis://x:1/0", [1], [0]).master_of("anything") == 0
 
 
 @pytest.mark.slow
