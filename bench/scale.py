@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.crc import key_slot
 
 from bench import scale_report, servers
 from bench.common import busy_cpu_seconds, say
@@ -75,24 +75,6 @@ class SetupResult:
 # -- layouts ------------------------------------------------------------------------------
 
 
-def emulated_partition_names(queue: str, count: int) -> list[str]:
-    """Plain queue names salted as :func:`taskq.partitions.partition_name` salts them.
-
-    For a taskq without partitioned queues: partition ``i`` is ``<queue>-p<i>.<salt>``
-    with the smallest salt whose slot falls in the ``i``-th of ``count`` equal slot
-    ranges, so the spread over masters is the one real partitions get.
-    """
-    names = []
-    for i in range(count):
-        low = i * REDIS_CLUSTER_HASH_SLOTS // count
-        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
-        salt = 0
-        while not low <= int(key_slot(f"{queue}-p{i}.{salt}".encode())) < high:
-            salt += 1
-        names.append(f"{queue}-p{i}.{salt}")
-    return names
-
-
 def spread(queues: list[str]) -> Callable[[int], None]:
     """An enqueue that gives every queue an equal share of the runs, in map calls."""
 
@@ -115,30 +97,14 @@ def layout_for(setup: str, p: Params) -> Layout:
         return Layout(
             f"{p.queues} queues", qs, qs, spread(qs), note="placed by their names' hash slots"
         )
-    if tasks().has_partitions():
-        from taskq.partitions import partition_names
-
-        def enqueue(n: int) -> None:
-            for lo in range(0, n, CHUNK):
-                tasks().noop.with_options(queue="hot").map(range(lo, min(n, lo + CHUNK)))
-
-        return Layout(
-            f"1 queue x {p.partitions} partitions",
-            partition_names("hot", p.partitions),
-            ["hot"],
-            enqueue,
-            note="taskq partitioned queue (`App(partitions={'hot': N})`)",
-        )
-    names = emulated_partition_names("hot", p.partitions)
     return Layout(
         f"1 queue x {p.partitions} partitions",
-        names,
-        names,
-        spread(names),
+        tasks().app.settings.queue_names("hot"),
+        ["hot"],
+        spread(["hot"]),
         note=(
-            "EMULATED: this taskq has no `App(partitions=...)` yet, so the partitions are "
-            "plain queues with salted names (same salting as taskq.partitions), runs "
-            "spread round robin, the worker given all of them"
+            f"`TASKQ_PARTITIONS=hot={p.partitions}`; `map` deals the runs over the "
+            "partitions, the worker is given `-Q hot`"
         ),
     )
 

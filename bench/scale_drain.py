@@ -83,17 +83,13 @@ class Bare:
     redis_cpu_s: float
 
 
-#: How the bench's app (``bench.scale_tasks``) learns its partitioned queues.
-PARTITIONS_ENV = "TASKQ_BENCH_PARTITIONS"
-
-
 def load_tasks(partitions: int) -> ModuleType:
     """Import ``bench.scale_tasks`` with the hot queue split ``partitions`` ways.
 
-    Its app is built at import, as in every worker process, so the environment is set
-    first; the workers get the same variable.
+    Its app reads ``TASKQ_PARTITIONS`` when it is built, at import, as in every worker
+    process (which inherit the variable), so the variable is set first.
     """
-    os.environ[PARTITIONS_ENV] = f"hot={partitions}"
+    os.environ["TASKQ_PARTITIONS"] = f"hot={partitions}"
     return importlib.import_module("bench.scale_tasks")
 
 
