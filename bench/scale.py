@@ -55,7 +55,7 @@ class Params:
     partitions: int = 8
     runs: int = 80_000
     concurrency: int = 8
-    reps: int = 1
+    reps: int = 2
     setups: tuple[str, ...] = ("single", "queues", "partitions")
 
 
@@ -149,7 +149,7 @@ def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap.add_argument("--partitions", type=int, default=8, help="partitions of the hot queue")
     ap.add_argument("--runs", type=int, default=80_000, help="runs per drain")
     ap.add_argument("--concurrency", type=int, default=8, help="threads per worker process")
-    ap.add_argument("--reps", type=int, default=1, help="drains per pool size (best kept)")
+    ap.add_argument("--reps", type=int, default=2, help="drains per pool size (best kept)")
     ap.add_argument("--setups", default="single,queues,partitions", help="which set-ups")
     ap.add_argument("--out", type=Path, default=OUT, help="report file (overwritten)")
     a = ap.parse_args(argv)

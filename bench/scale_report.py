@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: A process at or above this share of one core is saturated (its core is the limit).
 SATURATED = 0.85
+#: Cores this busy are nearly saturated: with more runnable processes than cores, the
+#: scheduler leaves some idle time that no process can use.
+NEARLY = 0.75
 #: Other processes using this many cores during a drain skew it (marked in the table).
 SKEWED = 0.25
 
@@ -92,11 +95,12 @@ def verdict(d: Drain) -> str:
     if reds[hot] >= SATURATED:
         where = f"master {hot}" if len(reds) > 1 else "the redis-server"
         return f"**Redis**: {where} at {reds[hot]:.0%} of one core"
-    if total_cores(d) >= SATURATED * cores():
+    if total_cores(d) >= NEARLY * cores():
         share = w / (w + r)
         kind = "**taskq**" if share >= 0.6 else "**CPU**"
+        how = "saturated" if total_cores(d) >= SATURATED * cores() else "nearly saturated"
         return (
-            f"{kind}: the {cores()} cores are saturated ({w + r + o:.2f} busy: workers "
+            f"{kind}: the {cores()} cores are {how} ({w + r + o:.2f} busy: workers "
             f"{w:.2f}, Redis {r:.2f}, other processes {o:.2f}); the workers use "
             f"{share:.0%} of the bench's CPU"
         )
@@ -355,7 +359,7 @@ def overall(results: list[SetupResult]) -> str:
     if not drains:
         return ""
     peak = max(max(redis_cores(d)) for d in drains)
-    full = [d for d in drains if total_cores(d) >= SATURATED * cores()]
+    full = [d for d in drains if total_cores(d) >= NEARLY * cores()]
     text = (
         f"- **The ceiling on this {cores()}-core machine**: no redis-server went above "
         f"{peak:.0%} of one core in any drain"
@@ -369,12 +373,13 @@ def overall(results: list[SetupResult]) -> str:
             "processes or concurrency per process is what helps here."
         )
     shares = [worker_cores(d) / (worker_cores(d) + sum(redis_cores(d))) for d in full]
+    sizes = sorted({d.processes for d in full})
     text += (
-        f"{len(full)} of {len(drains)} drains saturated the cores (the largest pools), and "
-        f"in them taskq's workers used {min(shares):.0%}-{max(shares):.0%} of the bench's "
-        f"CPU (worker CPU per run {min(map(worker_us, full)):.0f}-"
-        f"{max(map(worker_us, full)):.0f} us against Redis "
-        f"{min(map(redis_us, full)):.0f}-{max(map(redis_us, full)):.0f} us): "
+        f"{len(full)} of {len(drains)} drains (pools of {', '.join(map(str, sizes))} "
+        f"process(es)) kept at least {NEARLY:.0%} of the cores busy, and in them taskq's "
+        f"workers used {span(shares, '{:.0%}')} of the bench's CPU (worker CPU per run "
+        f"{span([worker_us(d) for d in full], '{:.0f}')} us against Redis "
+        f"{span([redis_us(d) for d in full], '{:.0f}')} us): "
     )
     if min(shares) >= 0.5:
         return text + (
@@ -382,6 +387,12 @@ def overall(results: list[SetupResult]) -> str:
             "cores (or less worker CPU per run) raise it; more masters alone do not."
         )
     return text + "the ceiling is CPU, shared by the workers and Redis."
+
+
+def span(values: list[float], fmt: str) -> str:
+    """``lo-hi`` of ``values`` in ``fmt`` (one value when both read the same)."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def total_cores(d: Drain) -> float:
@@ -402,7 +413,8 @@ def notes(results: list[SetupResult]) -> list[str]:
         "queue's events stream); both on the one machine clock. Every run's record is read "
         "back after the drain: a run not `Completed` is reported as a warning.",
         "- Worker CPU = `getrusage(RUSAGE_CHILDREN)` over the pool (supervisor + worker "
-        "processes) minus the same pool's CPU on an empty queue (start-up, shut-down); "
+        "processes, as the kernel accounts them when they exit; `/proc` no longer shows an "
+        "exited process) minus the same pool's CPU on an empty queue (start-up, shut-down); "
         "Redis CPU per run = INFO cpu (used_cpu_user + used_cpu_sys) summed over the "
         "masters / runs; the ceiling table uses `/proc/<pid>/stat` of each redis-server.",
         "- Bare: one in-process redis-py consumer, XREADGROUP COUNT 100 + pipelined "

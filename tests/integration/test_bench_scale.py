@@ -37,7 +37,7 @@ def test_master_of_reads_the_slot_ranges() -> None:
 @pytest.mark.slow
 def test_small_run_completes_every_drain_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "SCALE.md"
-    args = ["--runs", "200", "--processes", "1", "--masters", "1", "--queues", "2"]
+    args = ["--runs", "200", "--reps", "1", "--processes", "1", "--masters", "1", "--queues", "2"]
     args += ["--partitions", "2", "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
     done = subprocess.run(
