@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
-from taskq.localredis import LocalRedis, PortInUseError, free_port, quick_client
+from taskq.localredis import LocalRedis, PortInUseError, free_port, quick_client, raw_command
 
 __all__ = ["LocalCluster", "SlotMove"]
 
@@ -46,11 +46,6 @@ _NODE_TIMEOUT_MS = 2000
 
 #: A cluster's layout as one node sees it: ``(first, last, master, replicas)`` per range.
 View = tuple[tuple[int, int, int, tuple[int, ...]], ...]
-
-
-def _cmd(client: redis.Redis, *args: object) -> Any:
-    """Send one raw command (no redis-py reply parsing: CLUSTER SLOTS stays a list)."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _bus_port_free(port: int) -> bool:
@@ -108,7 +103,7 @@ def _view_of(client: redis.Redis) -> View | None:
     """``CLUSTER SLOTS`` of one node as a :data:`View`; None while a slot is unowned."""
     none: tuple[int, tuple[int, ...]] = (-1, ())
     owner = [none] * REDIS_CLUSTER_HASH_SLOTS
-    for first, last, master, *replicas in _cmd(client, "CLUSTER", "SLOTS"):
+    for first, last, master, *replicas in raw_command(client, "CLUSTER", "SLOTS"):
         entry = (int(master[1]), tuple(sorted(int(r[1]) for r in replicas)))
         owner[first : last + 1] = [entry] * (last - first + 1)
     if none in owner:
@@ -141,11 +136,13 @@ class SlotMove:
             How many keys the source still listed (0 once the slot is empty there).
         """
         src = self.cluster._node_client(self.source)
-        keys = _cmd(src, "CLUSTER", "GETKEYSINSLOT", self.slot, batch)
+        keys = raw_command(src, "CLUSTER", "GETKEYSINSLOT", self.slot, batch)
         if keys:
             # MIGRATE is atomic per call: the keys vanish from the source only once the
             # target has them, so a client never sees a key in neither place.
-            _cmd(src, "MIGRATE", _HOST, self.target, "", 0, _MIGRATE_TIMEOUT_MS, "KEYS", *keys)
+            raw_command(
+                src, "MIGRATE", _HOST, self.target, "", 0, _MIGRATE_TIMEOUT_MS, "KEYS", *keys
+            )
             self.moved += len(keys)
         return len(keys)
 
@@ -168,7 +165,7 @@ class SlotMove:
         # give): the target must own the slot before the source stops redirecting.
         others = [p for p in self.cluster.masters if p not in (self.source, self.target)]
         for port in (self.target, self.source, *others):
-            _cmd(
+            raw_command(
                 self.cluster._node_client(port), "CLUSTER", "SETSLOT", self.slot, "NODE", target_id
             )
         self.cluster._owner_overrides[self.slot] = self.target
@@ -295,11 +292,11 @@ class LocalCluster:
             ):
                 client = self._node_client(port)
                 # Distinct epochs up front spare the nodes their epoch-collision dance.
-                _cmd(client, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
-                _cmd(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
+                raw_command(client, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
+                raw_command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
             for port in self._nodes:
                 if port != masters[0]:
-                    _cmd(self._node_client(port), "CLUSTER", "MEET", _HOST, masters[0])
+                    raw_command(self._node_client(port), "CLUSTER", "MEET", _HOST, masters[0])
             for master, ports in replicas.items():
                 for port in ports:
                     self._replicate(port, master)
@@ -321,7 +318,7 @@ class LocalCluster:
 
     def _node_id(self, port: int) -> str:
         if port not in self._ids:
-            raw = _cmd(self._node_client(port), "CLUSTER", "MYID")
+            raw = raw_command(self._node_client(port), "CLUSTER", "MYID")
             self._ids[port] = raw.decode() if isinstance(raw, bytes) else str(raw)
         return self._ids[port]
 
@@ -330,10 +327,10 @@ class LocalCluster:
         master_id = self._node_id(master)
         client = self._node_client(port)
         self._wait(
-            lambda: master_id.encode() in _cmd(client, "CLUSTER", "NODES"),
+            lambda: master_id.encode() in raw_command(client, "CLUSTER", "NODES"),
             f"node {port} to learn of master {master}",
         )
-        _cmd(client, "CLUSTER", "REPLICATE", master_id)
+        raw_command(client, "CLUSTER", "REPLICATE", master_id)
 
     def expected_view(self) -> View:
         """The layout every node should report, from the masters, replicas and moves."""
@@ -350,7 +347,7 @@ class LocalCluster:
             if not node.running:
                 continue  # a node a test killed has no view
             client = self._node_client(port)
-            if b"cluster_state:ok" not in _cmd(client, "CLUSTER", "INFO"):
+            if b"cluster_state:ok" not in raw_command(client, "CLUSTER", "INFO"):
                 return False
             if _view_of(client) != expected:
                 return False
@@ -399,7 +396,7 @@ class LocalCluster:
         source = self.node_for_slot(slot)
         if to_port not in self._masters or to_port == source:
             raise ValueError(f"cannot move slot {slot} from {source} to {to_port}")
-        _cmd(
+        raw_command(
             self._node_client(to_port),
             "CLUSTER",
             "SETSLOT",
@@ -407,7 +404,7 @@ class LocalCluster:
             "IMPORTING",
             self._node_id(source),
         )
-        _cmd(
+        raw_command(
             self._node_client(source),
             "CLUSTER",
             "SETSLOT",
@@ -440,7 +437,7 @@ class LocalCluster:
         if master_port not in self._masters or not self._replicas[master_port]:
             raise ValueError(f"{master_port} is not a master with a replica")
         replica, *rest = self._replicas.pop(master_port)
-        _cmd(self._node_client(replica), "CLUSTER", "FAILOVER")
+        raw_command(self._node_client(replica), "CLUSTER", "FAILOVER")
         self._masters[self._masters.index(master_port)] = replica
         self._replicas[replica] = [*rest, master_port]
         for slot, port in self._owner_overrides.items():

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -41,6 +41,7 @@ __all__ = [
     "free_port",
     "ping",
     "quick_client",
+    "raw_command",
     "redact_url",
 ]
 
@@ -73,6 +74,19 @@ def quick_client(url: str, timeout: float) -> redis.Redis:
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def raw_command(client: redis.Redis, *args: object) -> Any:
+    """Send one command and return redis-py's reply as is (``CLUSTER SLOTS`` stays a list).
+
+    Args:
+        client: A client from :func:`quick_client`.
+        *args: The command and its arguments.
+
+    Returns:
+        The reply, untyped: callers know the command's reply shape.
+    """
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def ping(url: str, timeout: float = 0.5) -> bool:

@@ -6,12 +6,17 @@ Enable it in your ``conftest.py``::
 
 Redis selection (session fixture ``redis_url``), first match wins:
 
-1. ``TASKQ_TEST_REDIS_URL`` if set (it must answer ``PING``).
-2. pytest-docker, when it is installed and a Docker engine with Compose v2
+1. ``TASKQ_TEST_REDIS_URL`` if set (it must answer ``PING``; it may be a
+   ``redis+cluster://`` or ``redis+sentinel://`` URL).
+2. With ``--taskq-redis=cluster`` (a 1-master cluster owning all slots, which
+   already refuses cross-slot scripts) or ``--taskq-redis=cluster3`` (3 masters,
+   where keys really live on different nodes): a private :class:`LocalCluster`.
+   The option's default is ``TASKQ_TEST_REDIS_MODE``, else ``single``.
+3. pytest-docker, when it is installed and a Docker engine with Compose v2
    answers: service ``redis`` (port 6379) from ``<rootdir>/docker-compose.yml``.
    Set ``TASKQ_TEST_NO_DOCKER=1`` to skip this step.
-3. A private ``redis-server`` on a free 127.0.0.1 port (:class:`LocalRedis`).
-4. Otherwise the tests that need Redis are skipped, or fail when ``CI`` is set.
+4. A private ``redis-server`` on a free 127.0.0.1 port (:class:`LocalRedis`).
+5. Otherwise the tests that need Redis are skipped, or fail when ``CI`` is set.
 
 At session start one line says which server was chosen and why, e.g.
 ``taskq tests: Redis 7.0.15 at redis://127.0.0.1:40123/0 (a private redis-server
@@ -33,19 +38,26 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn, Protocol
 
 import pytest
-import redis
 
 from taskq.app import App
 from taskq.broker.connection import redact_url
-from taskq.localredis import LocalRedis, ping
+from taskq.localcluster import LocalCluster
+from taskq.localredis import LocalRedis
+from taskq.localsentinel import LocalSentinel
+from taskq.rawclient import answers, delete_prefixed, raw_client, server_version
 from taskq.worker import Worker
 
 __all__ = [
     "BurstWorker",
+    "RedisClusterFactory",
+    "RedisSentinelFactory",
     "RedisServerFactory",
     "burst_worker",
     "docker_compose_file",
     "docker_setup",
+    "raw_client",
+    "redis_cluster_factory",
+    "redis_sentinel_factory",
     "redis_server_factory",
     "redis_url",
     "run_burst",
@@ -55,6 +67,57 @@ __all__ = [
 
 _DOCKER_TIMEOUT = 10.0
 _DOCKER_WAIT = 60.0
+_MODES = ("single", "cluster", "cluster3")
+_MODE_ENV = "TASKQ_TEST_REDIS_MODE"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--taskq-redis=single|cluster|cluster3``: the kind of Redis ``redis_url`` starts."""
+    parser.addoption(
+        "--taskq-redis",
+        choices=_MODES,
+        default=None,
+        help=f"Redis the taskq tests start: single (default), cluster (1 master owning all "
+        f"slots), cluster3 (3 masters); default from ${_MODE_ENV}",
+    )
+
+
+def _redis_mode(config: pytest.Config) -> str:
+    mode = config.getoption("--taskq-redis") or os.environ.get(_MODE_ENV) or "single"
+    if mode not in _MODES:
+        raise pytest.UsageError(f"{_MODE_ENV}={mode!r}: expected one of {', '.join(_MODES)}")
+    return str(mode)
+
+
+class RedisClusterFactory(Protocol):
+    """Callable returned by the ``redis_cluster_factory`` fixture."""
+
+    def __call__(self, masters: int = 1, replicas_per_master: int = 0) -> LocalCluster:
+        """Start and return a new private Redis Cluster.
+
+        Args:
+            masters: Masters, splitting the slots in equal ranges.
+            replicas_per_master: Replicas of each master.
+
+        Returns:
+            A started :class:`LocalCluster`; it is closed at session end.
+        """
+        ...
+
+
+class RedisSentinelFactory(Protocol):
+    """Callable returned by the ``redis_sentinel_factory`` fixture."""
+
+    def __call__(self, service: str = "mymaster") -> LocalSentinel:
+        """Start and return a new master + replica + sentinel set-up.
+
+        Args:
+            service: The name the sentinel monitors the master under.
+
+        Returns:
+            A started :class:`LocalSentinel`; it is closed at session end.
+        """
+        ...
 
 
 class RedisServerFactory(Protocol):
@@ -116,7 +179,7 @@ def _redis_from_docker(request: pytest.FixtureRequest) -> str:
     ip = str(request.getfixturevalue("docker_ip"))
     port = int(services.port_for("redis", 6379))
     url = f"redis://{ip}:{port}/0"
-    services.wait_until_responsive(check=lambda: ping(url), timeout=_DOCKER_WAIT, pause=0.2)
+    services.wait_until_responsive(check=lambda: answers(url), timeout=_DOCKER_WAIT, pause=0.2)
     return url
 
 
@@ -136,19 +199,9 @@ def docker_setup() -> list[str]:
     return ["up --wait redis"]
 
 
-def _server_version(url: str) -> str:
-    client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    try:
-        return str(client.info("server").get("redis_version", "?"))
-    except redis.RedisError:
-        return "?"  # INFO may be denied to an ACL user; the line still names the server
-    finally:
-        client.close()
-
-
 def _announce(request: pytest.FixtureRequest, url: str, why: str) -> None:
     """Print which Redis the session uses, and why, on the terminal (shown without -s)."""
-    line = f"taskq tests: Redis {_server_version(url)} at {redact_url(url)} ({why})"
+    line = f"taskq tests: Redis {server_version(url)} at {redact_url(url)} ({why})"
     plugins = request.config.pluginmanager
     reporter = plugins.get_plugin("terminalreporter")
     if reporter is None:  # -p no:terminal
@@ -166,17 +219,28 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of the Redis server the tests use (see the module docstring for the order).
 
     Yields:
-        A ``redis://`` URL that answered ``PING``.
+        A ``redis://`` URL that answered ``PING``, or a ``redis+cluster://`` one
+        with ``--taskq-redis=cluster|cluster3``.
     """
     env_url = os.environ.get("TASKQ_TEST_REDIS_URL")
     if env_url:
-        if not ping(env_url, timeout=2.0):
+        if not answers(env_url):
             pytest.fail(
                 f"TASKQ_TEST_REDIS_URL={redact_url(env_url)} does not answer PING",
                 pytrace=False,
             )
         _announce(request, env_url, "TASKQ_TEST_REDIS_URL")
         yield env_url
+        return
+
+    mode = _redis_mode(request.config)
+    if mode != "single":
+        _need_redis_server("--taskq-redis=" + mode)
+        masters = 3 if mode == "cluster3" else 1
+        with LocalCluster(masters=masters) as cluster:
+            what = f"a private {masters}-master Redis Cluster started from PATH"
+            _announce(request, cluster.url, what)
+            yield cluster.url
         return
 
     if _docker_usable():
@@ -212,6 +276,11 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield server.url
 
 
+def _need_redis_server(what: str) -> None:
+    if shutil.which("redis-server") is None:
+        _no_redis(f"redis-server is not on PATH; {what} needs private Redis servers")
+
+
 @pytest.fixture(scope="session")
 def redis_server_factory() -> Iterator[RedisServerFactory]:
     """Factory for extra private Redis servers, e.g. for tests that kill or restart Redis.
@@ -225,8 +294,7 @@ def redis_server_factory() -> Iterator[RedisServerFactory]:
     servers: list[LocalRedis] = []
 
     def make(*, appendonly: bool = False, extra_args: Sequence[str] = ()) -> LocalRedis:
-        if shutil.which("redis-server") is None:
-            _no_redis("redis-server is not on PATH; this test needs a private Redis server")
+        _need_redis_server("this test")
         server = LocalRedis(appendonly=appendonly, extra_args=extra_args)
         servers.append(server)
         server.start()
@@ -237,22 +305,52 @@ def redis_server_factory() -> Iterator[RedisServerFactory]:
         server.close()
 
 
-def _delete_prefixed(url: str, prefix: str) -> int:
-    """Delete every key matching ``<prefix>:*`` with SCAN + UNLINK; return how many."""
-    client = redis.Redis.from_url(url)
-    try:
-        deleted = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.unlink(*batch))
-        return deleted
-    finally:
-        client.close()
+@pytest.fixture(scope="session")
+def redis_cluster_factory() -> Iterator[RedisClusterFactory]:
+    """Factory for private Redis Clusters, e.g. for resharding and failover tests.
+
+    Every cluster it creates is closed (nodes stopped, directories removed) at
+    session end.
+
+    Yields:
+        A callable ``(masters=1, replicas_per_master=0) -> LocalCluster``
+        returning a started cluster.
+    """
+    clusters: list[LocalCluster] = []
+
+    def make(masters: int = 1, replicas_per_master: int = 0) -> LocalCluster:
+        _need_redis_server("this test")
+        cluster = LocalCluster(masters, replicas_per_master)
+        clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_factory() -> Iterator[RedisSentinelFactory]:
+    """Factory for private master + replica + sentinel set-ups, for failover tests.
+
+    Every set-up it creates is closed at session end.
+
+    Yields:
+        A callable ``(service="mymaster") -> LocalSentinel`` returning a started one.
+    """
+    sentinels: list[LocalSentinel] = []
+
+    def make(service: str = "mymaster") -> LocalSentinel:
+        _need_redis_server("this test")
+        sentinel = LocalSentinel(service)
+        sentinels.append(sentinel)
+        sentinel.start()
+        return sentinel
+
+    yield make
+    for sentinel in sentinels:
+        sentinel.close()
 
 
 @pytest.fixture
@@ -267,7 +365,7 @@ def taskq_prefix(redis_url: str) -> Iterator[str]:
     """
     prefix = f"taskq-test-{uuid.uuid4().hex[:8]}"
     yield prefix
-    _delete_prefixed(redis_url, prefix)
+    delete_prefixed(redis_url, prefix)
 
 
 # -- app and worker fixtures --------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from taskq.localredis import LocalRedis, ping
-from taskq.testing import RedisServerFactory
+from taskq.testing import RedisClusterFactory, RedisServerFactory
 
 pytest_plugins = ["pytester"]
 
@@ -209,3 +209,100 @@ def test_session_says_it_started_a_private_redis_server(
     url = r"redis://127\.0\.0\.1:\d+/0"
     why = "a private redis-server started from PATH"
     assert re.fullmatch(ANNOUNCED.format(url=url, why=why), lines[0])
+
+
+CLUSTER_TESTS = """
+from redis.cluster import RedisCluster
+from taskq.testing import raw_client
+
+seen = {}
+
+def test_fill(redis_url, taskq_prefix):
+    seen["prefix"] = taskq_prefix
+    client = raw_client(redis_url)
+    assert isinstance(client, RedisCluster)
+    pipe = client.pipeline(transaction=False)  # split per node by redis-py
+    for i in range(300):
+        pipe.set(f"{taskq_prefix}:{{t{i}}}:k", i)
+    pipe.set(taskq_prefix + "-not-mine", 1)
+    pipe.execute()
+    masters = {client.get_node_from_key(f"{taskq_prefix}:{{t{i}}}:k").port for i in range(300)}
+    seen["masters"] = len(masters)
+    client.close()
+
+def test_cleaned(redis_url):
+    client = raw_client(redis_url)
+    prefix = seen["prefix"]
+    left = [k for node in client.get_primaries()
+            for k in client.scan_iter(match=prefix + ":*", target_nodes=node)]
+    assert left == []
+    assert client.get(prefix + "-not-mine") == b"1"
+    assert seen["masters"] == len(redis_url.split(",")) == 3
+    client.close()
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
+def test_cluster3_option_starts_a_cluster_and_cleans_every_master(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest('pytest_plugins = ["taskq.testing"]')
+    pytester.makepyfile(CLUSTER_TESTS)
+    monkeypatch.delenv("TASKQ_TEST_REDIS_URL", raising=False)
+    monkeypatch.delenv("TASKQ_TEST_REDIS_MODE", raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--taskq-redis=cluster3")
+    result.assert_outcomes(passed=2)
+    lines = _announcements(result.stdout.str())
+    assert len(lines) == 1, result.stdout.str()
+    url = r"redis\+cluster://127\.0\.0\.1:\d+,127\.0\.0\.1:\d+,127\.0\.0\.1:\d+/0"
+    why = "a private 3-master Redis Cluster started from PATH"
+    assert re.fullmatch(ANNOUNCED.format(url=url, why=why), lines[0])
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
+def test_cluster_mode_from_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeconftest('pytest_plugins = ["taskq.testing"]')
+    pytester.makepyfile(NEEDS_REDIS_TEST)
+    monkeypatch.delenv("TASKQ_TEST_REDIS_URL", raising=False)
+    monkeypatch.setenv("TASKQ_TEST_REDIS_MODE", "cluster")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    lines = _announcements(result.stdout.str())
+    assert len(lines) == 1, result.stdout.str()
+    url = r"redis\+cluster://127\.0\.0\.1:\d+/0"
+    why = "a private 1-master Redis Cluster started from PATH"
+    assert re.fullmatch(ANNOUNCED.format(url=url, why=why), lines[0])
+
+
+def test_bad_mode_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest('pytest_plugins = ["taskq.testing"]')
+    pytester.makepyfile(NEEDS_REDIS_TEST)
+    monkeypatch.delenv("TASKQ_TEST_REDIS_URL", raising=False)
+    monkeypatch.setenv("TASKQ_TEST_REDIS_MODE", "clustr")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*TASKQ_TEST_REDIS_MODE='clustr': expected one of single*"])
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
+def test_env_cluster_url_wins(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_cluster_factory: RedisClusterFactory,
+) -> None:
+    cluster = redis_cluster_factory()
+    pytester.makeconftest('pytest_plugins = ["taskq.testing"]')
+    pytester.makepyfile(
+        f"""
+        def test_x(redis_url):
+            assert redis_url == {cluster.url!r}
+        """
+    )
+    monkeypatch.setenv("TASKQ_TEST_REDIS_URL", cluster.url)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--taskq-redis=cluster3")
+    result.assert_outcomes(passed=1)
