@@ -59,6 +59,11 @@ from taskq.localredis import LocalRedis
 from taskq.message import Message, encode_message, new_run_id
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: Points to the scale-out results, which ``bench.scale`` writes to their own file.
+SCALE_LINK = (
+    "Scale-out (worker processes, Redis Cluster queues and partitions, where the ceiling "
+    "is): [SCALE.md](SCALE.md), written by `.venv/bin/python -m bench.scale`."
+)
 #: Calls per alternating block in the single-call enqueue measurement.
 SUBMIT_BLOCK = 500
 
@@ -1039,6 +1044,8 @@ def write_results(
         f"{now:%Y-%m-%d %H:%M %Z} ({'QUICK smoke run, ~10x smaller N' if quick else 'full run'}; "
         f"took {time.time() - started:.0f} s). This file is overwritten on every run."
     )
+    w("")
+    w(SCALE_LINK)
     w("")
     w("## Machine")
     w("")
