@@ -24,7 +24,7 @@ from taskq.config import Settings
 from taskq.events import read_events
 from taskq.keys import PRIORITIES
 from taskq.partitions import logical_queue, partition_names
-from taskq.testing import BurstWorker
+from taskq.testing import BurstWorker, raw_client
 
 ROOT = Path(__file__).parents[2]
 HOT = partition_names("hot", 4)
@@ -40,7 +40,7 @@ def app(redis_url: str, taskq_prefix: str) -> Iterator[taskq.App]:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
+    c = raw_client(redis_url)
     yield c
     c.close()
 
@@ -277,7 +277,7 @@ def test_a_worker_given_no_queues_consumes_the_default_queues_partitions(
 
 
 def test_priority_is_strict_within_a_partition_and_on_one_node_across_them(
-    app: taskq.App, burst_worker: BurstWorker
+    app: taskq.App, burst_worker: BurstWorker, redis_url: str
 ) -> None:
     ran: list[str] = []
 
@@ -294,6 +294,8 @@ def test_priority_is_strict_within_a_partition_and_on_one_node_across_them(
     assert [t for t in ran if t.startswith("k")] == [f"k9-{i}" for i in range(5)] + [
         f"k0-{i}" for i in range(5)
     ]
+    if redis_url.startswith("redis+cluster://"):
+        return  # each partition is a slot of its own: strict priority holds within each only
     # One node: the worker's fetch serves level 9 of every partition, then 8, ... then 0.
     levels = [int(t[1]) for t in ran]
     assert levels == sorted(levels, reverse=True)
@@ -334,7 +336,7 @@ def test_a_flow_and_its_children_across_partitions(
 
 
 def test_a_replay_finds_its_pending_children_on_their_partitions(
-    app: taskq.App, burst_worker: BurstWorker
+    app: taskq.App, burst_worker: BurstWorker, redis_url: str
 ) -> None:
     calls: Counter[int] = Counter()
 
@@ -353,7 +355,11 @@ def test_a_replay_finds_its_pending_children_on_their_partitions(
     burst_worker(app, ["hot"], concurrency=1)
     assert sorted(fut.result(timeout=5)) == [x * x for x in range(7)]
     assert calls == dict.fromkeys(range(7), 1)
-    assert states_of(app, fut.queue, fut.run_id).count("Resuming") >= 2
+    # Every replay submits all 7 children again. On one node the worker's fetch takes
+    # the flow's resumption between children (two replays at least); on a Cluster it
+    # turns over the partitions' slots, and one replay may find every child ended.
+    replays = 1 if redis_url.startswith("redis+cluster://") else 2
+    assert states_of(app, fut.queue, fut.run_id).count("Resuming") >= replays
 
 
 def test_a_cache_entry_is_found_by_runs_on_every_partition(
