@@ -23,7 +23,6 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -31,6 +30,7 @@ import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
 from taskq.localredis import LocalRedis, PortInUseError, free_port, quick_client, raw_command
+from taskq.localreshard import SlotMove
 
 __all__ = ["LocalCluster", "SlotMove"]
 
@@ -41,7 +41,6 @@ _PORT_ATTEMPTS = 20
 _READY_TIMEOUT = 30.0
 _POLL = 0.02
 _CLIENT_TIMEOUT = 5.0
-_MIGRATE_TIMEOUT_MS = 5000
 _NODE_TIMEOUT_MS = 2000
 
 #: A cluster's layout as one node sees it: ``(first, last, master, replicas)`` per range.
@@ -109,68 +108,6 @@ def _view_of(client: redis.Redis) -> View | None:
     if none in owner:
         return None
     return _compress(owner)
-
-
-@dataclass
-class SlotMove:
-    """One live resharding of a slot, step by step (:meth:`LocalCluster.begin_move`).
-
-    Between :meth:`LocalCluster.begin_move` and :meth:`finish` the slot is
-    ``MIGRATING`` on the source and ``IMPORTING`` on the target: the source answers
-    ``ASK`` for keys it no longer has, and multi-key commands over keys on both sides
-    get ``TRYAGAIN``. A test can call :meth:`migrate` one batch at a time and work in
-    between.
-    """
-
-    cluster: LocalCluster
-    slot: int
-    source: int
-    target: int
-    moved: int = 0
-    done: bool = False
-
-    def migrate(self, batch: int = 100) -> int:
-        """Move up to ``batch`` keys of the slot from source to target with ``MIGRATE``.
-
-        Returns:
-            How many keys the source still listed (0 once the slot is empty there).
-        """
-        src = self.cluster._node_client(self.source)
-        keys = raw_command(src, "CLUSTER", "GETKEYSINSLOT", self.slot, batch)
-        if keys:
-            # MIGRATE is atomic per call: the keys vanish from the source only once the
-            # target has them, so a client never sees a key in neither place.
-            raw_command(
-                src, "MIGRATE", _HOST, self.target, "", 0, _MIGRATE_TIMEOUT_MS, "KEYS", *keys
-            )
-            self.moved += len(keys)
-        return len(keys)
-
-    def migrate_all(self, batch: int = 100) -> int:
-        """Migrate until the source holds no key of the slot; return keys moved so far."""
-        while self.migrate(batch):
-            pass
-        return self.moved
-
-    def finish(self) -> None:
-        """Hand the slot to the target on every master and wait until all nodes agree.
-
-        Migrates any keys still on the source first, so it is safe while clients write.
-        """
-        if self.done:
-            return
-        self.migrate_all()
-        target_id = self.cluster._node_id(self.target)
-        # The target first, then the source, then the rest (the order the Redis docs
-        # give): the target must own the slot before the source stops redirecting.
-        others = [p for p in self.cluster.masters if p not in (self.source, self.target)]
-        for port in (self.target, self.source, *others):
-            raw_command(
-                self.cluster._node_client(port), "CLUSTER", "SETSLOT", self.slot, "NODE", target_id
-            )
-        self.cluster._owner_overrides[self.slot] = self.target
-        self.done = True
-        self.cluster.wait_ready()
 
 
 class LocalCluster:
@@ -290,13 +227,13 @@ class LocalCluster:
             for epoch, (port, (first, last)) in enumerate(
                 zip(masters, _ranges(self._count), strict=True), start=1
             ):
-                client = self._node_client(port)
+                client = self.node_client(port)
                 # Distinct epochs up front spare the nodes their epoch-collision dance.
                 raw_command(client, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
                 raw_command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
             for port in self._nodes:
                 if port != masters[0]:
-                    raw_command(self._node_client(port), "CLUSTER", "MEET", _HOST, masters[0])
+                    raw_command(self.node_client(port), "CLUSTER", "MEET", _HOST, masters[0])
             for master, ports in replicas.items():
                 for port in ports:
                     self._replicate(port, master)
@@ -311,21 +248,23 @@ class LocalCluster:
         self._nodes[node.port] = node
         return node.port
 
-    def _node_client(self, port: int) -> redis.Redis:
+    def node_client(self, port: int) -> redis.Redis:
+        """A short-timeout client of the node at ``port`` itself (no cluster routing)."""
         if port not in self._clients:
             self._clients[port] = quick_client(f"redis://{_HOST}:{port}/0", _CLIENT_TIMEOUT)
         return self._clients[port]
 
-    def _node_id(self, port: int) -> str:
+    def node_id(self, port: int) -> str:
+        """The cluster node id (``CLUSTER MYID``) of the node at ``port``."""
         if port not in self._ids:
-            raw = raw_command(self._node_client(port), "CLUSTER", "MYID")
+            raw = raw_command(self.node_client(port), "CLUSTER", "MYID")
             self._ids[port] = raw.decode() if isinstance(raw, bytes) else str(raw)
         return self._ids[port]
 
     def _replicate(self, port: int, master: int) -> None:
         """Make ``port`` a replica of ``master`` once it has heard of ``master`` by gossip."""
-        master_id = self._node_id(master)
-        client = self._node_client(port)
+        master_id = self.node_id(master)
+        client = self.node_client(port)
         self._wait(
             lambda: master_id.encode() in raw_command(client, "CLUSTER", "NODES"),
             f"node {port} to learn of master {master}",
@@ -346,7 +285,7 @@ class LocalCluster:
         for port, node in self._nodes.items():
             if not node.running:
                 continue  # a node a test killed has no view
-            client = self._node_client(port)
+            client = self.node_client(port)
             if b"cluster_state:ok" not in raw_command(client, "CLUSTER", "INFO"):
                 return False
             if _view_of(client) != expected:
@@ -358,7 +297,7 @@ class LocalCluster:
         return True
 
     def _link_up(self, port: int) -> bool:
-        info = self._node_client(port).info("replication")
+        info = self.node_client(port).info("replication")
         return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
     def wait_ready(self, timeout: float = _READY_TIMEOUT) -> None:
@@ -384,35 +323,22 @@ class LocalCluster:
     def begin_move(self, slot: int, to_port: int) -> SlotMove:
         """Start a live resharding of ``slot`` to the master at ``to_port``.
 
-        Sets ``IMPORTING`` on the target, then ``MIGRATING`` on the source (that order,
-        so the source never redirects to a target that would refuse the slot).
-
         Returns:
-            A :class:`SlotMove`; call its :meth:`~SlotMove.finish` to complete it.
+            A :class:`~taskq.localreshard.SlotMove` with ``IMPORTING`` and
+            ``MIGRATING`` set; call its :meth:`~SlotMove.finish` to complete it.
 
         Raises:
             ValueError: If ``to_port`` is not a master, or already owns ``slot``.
         """
-        source = self.node_for_slot(slot)
-        if to_port not in self._masters or to_port == source:
-            raise ValueError(f"cannot move slot {slot} from {source} to {to_port}")
-        raw_command(
-            self._node_client(to_port),
-            "CLUSTER",
-            "SETSLOT",
-            slot,
-            "IMPORTING",
-            self._node_id(source),
-        )
-        raw_command(
-            self._node_client(source),
-            "CLUSTER",
-            "SETSLOT",
-            slot,
-            "MIGRATING",
-            self._node_id(to_port),
-        )
-        return SlotMove(self, slot, source, to_port)
+        return SlotMove.begin(self, slot, to_port)
+
+    def slot_moved(self, slot: int, port: int) -> None:
+        """Record that ``slot`` now belongs to ``port``; wait until every node agrees.
+
+        :meth:`SlotMove.finish` calls it; so may a test that reshards another way.
+        """
+        self._owner_overrides[slot] = port
+        self.wait_ready()
 
     def move_slot(self, slot: int, to_port: int) -> int:
         """Reshard ``slot`` to the master at ``to_port``, live; return the keys moved.
@@ -437,7 +363,7 @@ class LocalCluster:
         if master_port not in self._masters or not self._replicas[master_port]:
             raise ValueError(f"{master_port} is not a master with a replica")
         replica, *rest = self._replicas.pop(master_port)
-        raw_command(self._node_client(replica), "CLUSTER", "FAILOVER")
+        raw_command(self.node_client(replica), "CLUSTER", "FAILOVER")
         self._masters[self._masters.index(master_port)] = replica
         self._replicas[replica] = [*rest, master_port]
         for slot, port in self._owner_overrides.items():

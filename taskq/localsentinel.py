@@ -35,6 +35,8 @@ _POLL = 0.02
 _CLIENT_TIMEOUT = 2.0
 #: Both data nodes: a full sync starts at once (Redis 7 waits 5 s for more replicas).
 _DATA_ARGS = ("--repl-diskless-sync-delay", "0")
+#: The client id field of ``CLIENT LIST`` (Redis's name, not a taskq record field).
+_CLIENT_LIST_ID = "id"
 
 
 def _text(value: object) -> str:
@@ -255,7 +257,8 @@ class LocalSentinel:
         entries: list[dict[str, Any]] = client.client_list(_type="normal")
         for entry in entries:
             if not str(entry.get("name", "")).startswith("sentinel-"):
-                raw_command(client, "CLIENT", "KILL", "ID", entry["id"], "SKIPME", "yes")
+                client_id = entry[_CLIENT_LIST_ID]
+                raw_command(client, "CLIENT", "KILL", "ID", client_id, "SKIPME", "yes")
 
     def failover(self, *, convert_old_master: bool = True) -> int:
         """``SENTINEL FAILOVER``: promote the replica; return the new master's port.

@@ -69,6 +69,7 @@ def test_answers_never_raises() -> None:
     assert server_version("redis+cluster://127.0.0.1:1/5") == "?"
 
 
+@pytest.mark.cluster
 @needs_redis_server
 def test_cluster_url_reaches_the_cluster_and_deletes_per_slot(
     redis_cluster_factory: RedisClusterFactory,
