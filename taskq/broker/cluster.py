@@ -47,9 +47,14 @@ _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")
 #: Commands whose keys follow a ``STREAMS`` argument.
 _STREAMS_COMMANDS = (b"XREAD", b"XREADGROUP")
 
-#: Commands without a key.
+#: Commands without a key (routed with their neighbours; see :meth:`Router.route`).
 _KEYLESS = frozenset(
-    {b"TIME", b"ECHO", b"PING", b"INFO", b"CONFIG", b"SCRIPT", b"CLUSTER", b"ASKING"}
+    x.encode()
+    for x in (
+        "ACL AUTH ASKING BGSAVE CLIENT CLUSTER COMMAND CONFIG DBSIZE DEBUG ECHO FLUSHALL "
+        "FLUSHDB FUNCTION HELLO INFO LASTSAVE LATENCY MONITOR PING PUBLISH READONLY "
+        "READWRITE ROLE SAVE SCRIPT SELECT SLOWLOG TIME WAIT"
+    ).split()
 )
 
 

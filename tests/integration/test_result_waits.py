@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from redis.cluster import RedisCluster
 
 import taskq
 from taskq.futures import Future
@@ -25,7 +26,9 @@ import taskq
 from taskq.futures import Future
 url, prefix, name, queue, *ids = sys.argv[1:]
 app = taskq.App(url, prefix=prefix)
-app.broker.execute("CLIENT", "SETNAME", name)
+# Named on the connection to the queue's server (on a Cluster, the command without a
+# key goes with the keyed one before it).
+app.broker.send([("EXISTS", app.keys.events(queue)), ("CLIENT", "SETNAME", name)])
 print("ready", flush=True)
 for _ in taskq.as_completed([Future(app.broker, queue, rid, "t") for rid in ids]):
     pass
@@ -48,8 +51,14 @@ def _await_blocked(app: taskq.App, name: str) -> None:
     """Return once the waiter's connection is blocked in Redis (no sleep: each look is a
     round trip; bounded so a broken waiter fails the test instead of hanging it)."""
     deadline = time.monotonic() + 20
+    client = app.broker.client
     while time.monotonic() < deadline:
-        for c in app.broker.client.client_list():
+        if isinstance(client, RedisCluster):  # every node's clients
+            found = client.client_list(target_nodes=RedisCluster.ALL_NODES).values()
+            clients = [c for node in found for c in node]
+        else:
+            clients = client.client_list()
+        for c in clients:
             if c.get("name") == name and "b" in c.get("flags", ""):
                 return
     raise AssertionError(f"waiter {name} never blocked")

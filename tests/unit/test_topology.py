@@ -69,6 +69,8 @@ def test_a_refused_url_hides_its_password() -> None:
         (("LINDEX", "taskq:{q}:result:r", 0), b"taskq:{q}:result:r"),
         (("TIME",), None),
         (("SCRIPT", "LOAD", "return 1"), None),
+        (("CLIENT", "SETNAME", "w1"), None),
+        (("WAIT", 1, 100), None),
     ],
 )
 def test_commands_are_routed_by_their_first_key(command: tuple[object, ...], key: object) -> None:
