@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The tests that also run on a Redis Cluster (a private 3-master one), after the suite.
+CLUSTER_TESTS := $(addprefix tests/integration/test_,roundtrip.py retries.py retry_durability.py \
+	flows.py flow_faults.py priority.py cache.py partitions.py dead_letter.py result_waits.py \
+	worker_burst.py future_from_id.py cli.py)
 
-.PHONY: test lint fmt demo bench bench-scale clean distclean
+.PHONY: test test-cluster lint fmt demo bench bench-scale clean distclean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict taskq
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-cluster
+
+test-cluster: $(STAMP)
+	$(BIN)/pytest --taskq-redis=cluster3 $(PYTEST_ARGS) $(CLUSTER_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
