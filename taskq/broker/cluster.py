@@ -49,39 +49,9 @@ _STREAMS_COMMANDS = (b"XREAD", b"XREADGROUP")
 
 #: Commands without a key (routed with their neighbours; see :meth:`Router.route`).
 _KEYLESS = frozenset(
-    x.encode()
-    for x in [
-        "ACL",
-        "AUTH",
-        "ASKING",
-        "BGSAVE",
-        "CLIENT",
-        "CLUSTER",
-        "COMMAND",
-        "CONFIG",
-        "DBSIZE",
-        "DEBUG",
-        "ECHO",
-        "FLUSHALL",
-        "FLUSHDB",
-        "FUNCTION",
-        "HELLO",
-        "INFO",
-        "LASTSAVE",
-        "LATENCY",
-        "MONITOR",
-        "PING",
-        "PUBLISH",
-        "READONLY",
-        "READWRITE",
-        "ROLE",
-        "SAVE",
-        "SCRIPT",
-        "SELECT",
-        "SLOWLOG",
-        "TIME",
-        "WAIT",
-    ]
+    b"ACL AUTH ASKING BGSAVE CLIENT CLUSTER COMMAND CONFIG DBSIZE DEBUG ECHO FLUSHALL FLUSHDB "
+    b"FUNCTION HELLO INFO LASTSAVE LATENCY MONITOR PING PUBLISH READONLY READWRITE ROLE SAVE "
+    b"SCRIPT SELECT SLOWLOG TIME WAIT".split()
 )
 
 
