@@ -175,8 +175,12 @@ class Connection:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if self._sentinel is not None:
+                self._sentinel.forget()  # the master may have failed: ask the sentinels again
             raise RedisUnavailableError(f"cannot reach Redis at {self.url}: {exc}") from exc
         except (redis.RedisError, wire.ReplyError) as exc:
+            if self._sentinel is not None and _is_readonly(exc):
+                self._sentinel.forget()  # demoted: a failover happened
             if str(exc).startswith(self._transient) or isinstance(exc, redis.BusyLoadingError):
                 # Redis is up but cannot serve yet (loading its data, no master): transient.
                 raise RedisUnavailableError(f"Redis at {self.url} is not ready: {exc}") from exc
@@ -234,16 +238,6 @@ class Connection:
             self._local.conn = conn
         return conn
 
-    @contextlib.contextmanager
-    def _master_watch(self) -> Iterator[None]:
-        """With Sentinel, forget the master when a connection to it fails."""
-        try:
-            yield
-        except (OSError, redis.ConnectionError):
-            if self._sentinel is not None:
-                self._sentinel.forget()
-            raise
-
     def _judge(self, replies: list[Any]) -> list[Any]:
         """With Sentinel, forget the master when it answered READONLY (it was demoted)."""
         if self._sentinel is not None and any(_is_readonly(r) for r in replies):
@@ -259,7 +253,7 @@ class Connection:
         connection raises (translated); an error reply is returned for the caller to
         judge (NOGROUP, say, may mean "nothing yet").
         """
-        with self.translate(), self._master_watch():
+        with self.translate():
             if self._router is not None:
                 return self._router.send(commands)
             conn = self._wire()
@@ -379,7 +373,7 @@ class Connection:
         the end (one wait instead of one per call). On the redis-py path the calls
         are gathered and sent as one round trip.
         """
-        with self.translate(), self._master_watch():
+        with self.translate():
             conn = self._wire()
         if conn is None:
             return self.call_many(name, list(calls))
@@ -389,9 +383,9 @@ class Connection:
         for keys, args in calls:
             cmd = self._evalsha(name, keys, args)
             commands.append(cmd)
-            with self.translate(), self._master_watch():
+            with self.translate():
                 conn.send([cmd])
-        with self.translate(), self._master_watch():
+        with self.translate():
             replies = self._judge(conn.receive(len(commands)))
         self._heal([name] * len(commands), commands, replies)
         return [self.check(r) for r in replies]
