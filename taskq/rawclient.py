@@ -5,14 +5,9 @@ directly, and the fixtures in :mod:`taskq.testing` that clean up after them, nee
 plain client for a single node, a Cluster or a Sentinel-managed master alike:
 :func:`raw_client` builds one from the URL.
 
-URL forms:
-
-- ``redis://``, ``rediss://``, ``unix://``: as :meth:`redis.Redis.from_url`.
-- ``redis+cluster://[user:pass@]h1:p1,h2:p2/0`` (``rediss+cluster`` for TLS): the
-  startup nodes of a Cluster; db 0 only.
-- ``redis+sentinel://[user:pass@]s1:p1,s2:p2/<service>[/<db>]`` (``rediss+...``):
-  the sentinels (port default 26379), the service name, the db. The credentials
-  are the master's.
+URL forms: ``redis://``, ``rediss://`` and ``unix://`` as :meth:`redis.Redis.from_url`;
+``redis+cluster://`` and ``redis+sentinel://`` as :mod:`taskq.broker.topology` reads them
+(the same parser taskq's own connections use).
 """
 
 from __future__ import annotations
@@ -20,50 +15,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
+from taskq.broker import topology
 from taskq.broker.connection import redact_url
 
 __all__ = ["answers", "delete_prefixed", "raw_client", "server_version"]
 
 _TIMEOUT = 2.0
-_SENTINEL_PORT = 26379
-_SCHEMES = ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 _BATCH = 500
 
 
-def _hosts(netloc: str, default_port: int | None) -> list[tuple[str, int]]:
-    """``h1:p1,h2:p2`` (after any ``user:pass@``) as ``[(h1, p1), (h2, p2)]``."""
-    hosts = []
-    for item in netloc.rpartition("@")[2].split(","):
-        if item.startswith("["):  # [::1]:port
-            host, _, rest = item[1:].partition("]")
-            port = rest.removeprefix(":")
-        else:
-            host, _, port = item.partition(":")
-        if not port:
-            if default_port is None:
-                raise ValueError(f"{item!r} has no port")
-            port = str(default_port)
-        hosts.append((host, int(port)))
-    return hosts
-
-
-def _auth(netloc: str) -> tuple[str | None, str | None]:
-    """``(username, password)`` from ``user:pass@`` (either may be None)."""
-    userinfo, at, _ = netloc.rpartition("@")
-    if not at:
-        return None, None
-    user, colon, password = userinfo.partition(":")
-    return unquote(user) or None, unquote(password) if colon else None
-
-
 def raw_client(url: str) -> redis.Redis | RedisCluster:
-    """A plain redis-py client for ``url`` (see the module docstring for the forms).
+    """A plain redis-py client for ``url``, parsed as taskq parses it
+    (:mod:`taskq.broker.topology`).
 
     Args:
         url: A Redis URL.
@@ -73,48 +41,25 @@ def raw_client(url: str) -> redis.Redis | RedisCluster:
         after a failover) or a :class:`~redis.cluster.RedisCluster`; the caller closes it.
 
     Raises:
-        ValueError: If a cluster or sentinel URL is malformed or has query options, or
-            a cluster URL names a db other than 0.
+        ConfigurationError: A cluster or sentinel URL is malformed (a ``ValueError``).
     """
-    scheme = url.partition("://")[0]
-    if scheme not in _SCHEMES:
+    t = topology.parse(url, redact_url(url))
+    timeouts: dict[str, Any] = {"socket_timeout": _TIMEOUT, "socket_connect_timeout": _TIMEOUT}
+    if t.kind == topology.SINGLE:
         return redis.Redis.from_url(url)
-    parts = urlsplit(url)
-    shown = redact_url(url)
-    if parts.query:
-        raise ValueError(f"raw_client takes no query options: {shown}")
-    username, password = _auth(parts.netloc)
-    ssl = scheme.startswith("rediss")
-    path = [p for p in parts.path.split("/") if p]
-    if scheme.endswith("+cluster"):
-        if path not in ([], ["0"]):
-            raise ValueError(f"a Redis Cluster has db 0 only: {shown}")
+    if t.kind == topology.CLUSTER:
+        nodes = [ClusterNode(h, p) for h, p in t.nodes]  # type: ignore[no-untyped-call]
         return RedisCluster(
-            startup_nodes=[
-                ClusterNode(h, p)  # type: ignore[no-untyped-call]
-                for h, p in _hosts(parts.netloc, None)
-            ],
-            username=username,
-            password=password,
-            ssl=ssl,
-            socket_timeout=_TIMEOUT,
-            socket_connect_timeout=_TIMEOUT,
+            startup_nodes=nodes, username=t.username, password=t.password, **timeouts
         )
-    if len(path) not in (1, 2) or (len(path) == 2 and not path[1].isdigit()):
-        raise ValueError(f"expected redis+sentinel://hosts/service[/db]: {shown}")
+    sentinel_auth = {"username": t.sentinel_username, "password": t.sentinel_password}
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        _hosts(parts.netloc, _SENTINEL_PORT),
-        socket_timeout=_TIMEOUT,
-        socket_connect_timeout=_TIMEOUT,
+        list(t.nodes),
+        sentinel_kwargs={k: v for k, v in sentinel_auth.items() if v is not None} or None,
+        **timeouts,
     )
     master = sentinel.master_for(  # type: ignore[no-untyped-call]
-        path[0],
-        db=int(path[1]) if len(path) == 2 else 0,
-        username=username,
-        password=password,
-        ssl=ssl,
-        socket_timeout=_TIMEOUT,
-        socket_connect_timeout=_TIMEOUT,
+        t.service, db=t.db, username=t.username, password=t.password, **timeouts
     )
     return cast(redis.Redis, master)
 

@@ -35,8 +35,7 @@ def test_plain_url_is_a_plain_client() -> None:
     "url",
     [
         "redis+cluster://127.0.0.1:7001/1",  # a cluster has db 0 only
-        "redis+cluster://127.0.0.1:7001/0?ssl_cert_reqs=none",
-        "redis+cluster://127.0.0.1/0",  # no port
+        "rediss+cluster://127.0.0.1:7001/0",  # TLS: not supported yet
         "redis+sentinel://127.0.0.1:26379",  # no service
         "redis+sentinel://127.0.0.1:26379/mymaster/x",
         "redis+sentinel://127.0.0.1:26379/mymaster/0/extra",
