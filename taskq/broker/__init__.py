@@ -22,12 +22,13 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-from taskq.broker.connection import Connection, Entry, Subscription
+from taskq.broker.connection import Connection, Entry
 from taskq.broker.consumer import Consumer, FinishCall
 from taskq.broker.delay import Delays, delay_mark
 from taskq.broker.flows import Flows
 from taskq.broker.inspection import Inspection, WaitFacts
 from taskq.broker.producer import ENQUEUE_BATCH, Producer
+from taskq.broker.subscription import Subscription
 from taskq.config import Settings
 from taskq.keys import Keyspace
 from taskq.message import Limits
@@ -89,7 +90,7 @@ class Broker:
 
     def subscribe(self, channels: Sequence[str]) -> Subscription:
         """A pub/sub subscription to ``channels`` (on a connection of its own)."""
-        return self.connection.subscribe(channels)
+        return Subscription(self.connection, channels)
 
     def close(self) -> None:
         """Close this process's connections (they reopen on next use)."""
