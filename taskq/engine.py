@@ -130,15 +130,15 @@ class Engine:
         if d.cache_key is None:
             return False
         home = self.cache_queue(d)
-        consumer = self.broker.consumer
+        caches = self.broker.caches
         refresh = d.message.meta.get(MetaKey.REFRESH_CACHE, cache.refresh)
-        raw = None if refresh else consumer.cache_get(home, d.cache_key)
+        raw = None if refresh else caches.get(home, d.cache_key)
         if raw is None and cache.serializable and not refresh:
             ttl = self.app.settings.lease_seconds * 4
-            holder = consumer.cache_lock(home, d.cache_key, d.run_id, ttl)
+            holder = caches.lock(home, d.cache_key, d.run_id, ttl)
             if holder is not None and holder != d.run_id:
                 self.broker.producer.wait_result(self._queue_of(d, holder), holder, ttl)
-                raw = consumer.cache_get(home, d.cache_key)
+                raw = caches.get(home, d.cache_key)
         if raw is None:
             return False
         value = decode_outcome(raw).value
@@ -276,7 +276,7 @@ class Engine:
                 # The key's home is another partition (hash tag): its own call, before the
                 # outcome, so a SERIALIZABLE run woken by the outcome finds the entry. A
                 # crash in between costs nothing: the redelivered run finds it (Cached).
-                self.broker.consumer.cache_store(home, cache[0], d.run_id, state, outcome, cache[1])
+                self.broker.caches.store(home, cache[0], d.run_id, state, outcome, cache[1])
                 cache = None
         # A child on its flow's queue (one hash tag) ends in one script: outcome, notify,
         # ack. On another queue it takes three calls in that order (two hash tags).

@@ -6,7 +6,8 @@ holding that connection:
 
 - ``broker.producer`` (:mod:`~taskq.broker.producer`): enqueue, run records, result waits;
 - ``broker.consumer`` (:mod:`~taskq.broker.consumer`): fetch, start, finish, retry,
-  renew, reclaim, hand back, release, dead-letter, park, the task cache;
+  renew, reclaim, hand back, release, dead-letter, park;
+- ``broker.caches`` (:mod:`~taskq.broker.caches`): the task cache's reads, lock and stores;
 - ``broker.delay`` (:mod:`~taskq.broker.delay`): the mover's promote, delayed counts;
 - ``broker.flows`` (:mod:`~taskq.broker.flows`): suspend, notify, reset, fan-in reads;
 - ``broker.inspect`` (:mod:`~taskq.broker.inspection`): read-only views for the CLI.
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
+from taskq.broker.caches import Caches
 from taskq.broker.connection import Connection, Entry
 from taskq.broker.consumer import Consumer, FinishCall
 from taskq.broker.delay import Delays, delay_mark
@@ -61,6 +63,7 @@ class Broker:
         self.signer = Signer(settings.signing_keys)
         self.producer = Producer(self.connection, self.signer)
         self.consumer = Consumer(self.connection)
+        self.caches = Caches(self.connection)
         self.delay = Delays(self.connection)
         self.flows = Flows(self.connection)
         self.inspect = Inspection(self.connection)

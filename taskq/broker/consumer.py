@@ -447,38 +447,6 @@ class Consumer:
         code, waited = self.conn.call(scripts.PARK, keys, args)
         return ParkReply(int(code)), int(waited)
 
-    def cache_get(self, queue: str, key: str) -> bytes | None:
-        """The cached outcome under ``key``, if any."""
-        value: bytes | None = self.conn.execute("GET", self.keys.cache(queue, key))
-        return value
-
-    def cache_store(
-        self,
-        queue: str,
-        key: str,
-        run_id: str,
-        state: str,
-        outcome: bytes,
-        expiration: float | None,
-    ) -> None:
-        """Store a Completed ``outcome`` under ``key`` on ``queue`` and release the key's
-        lock if ``run_id`` holds it (``cache_store.lua``; idempotent): for a run whose
-        cache key's home is another partition than its own, before its finish."""
-        keys = [self.keys.cache(queue, key), self.keys.cache_lock(queue, key)]
-        exp = -1 if expiration is None else int(expiration * 1000)
-        self.conn.call(scripts.CACHE_STORE, keys, [run_id, state, outcome, exp])
-
-    def cache_lock(self, queue: str, key: str, run_id: str, ttl: float) -> str | None:
-        """Take the key's lock for ``run_id``; None if taken, else the holder's run id."""
-        lock = self.keys.cache_lock(queue, key)
-        # One command (Redis >= 7.0): set only if absent, and return the old holder, so
-        # nothing can take or free the lock between the try and the read.
-        holder = self.conn.send([("SET", lock, run_id, "NX", "GET", "PX", int(ttl * 1000))])[0]
-        if isinstance(holder, Exception):
-            # Refused (a full Redis refuses SET): the lock was not taken; say who holds it.
-            holder = self.conn.send([("GET", lock)])[0]
-        return None if holder is None else text(holder)
-
 
 def _recorded(reply: Any) -> bool:
     """Whether a ``finish`` reply says the outcome was recorded (else fenced off)."""
