@@ -47,6 +47,9 @@ _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN")
 #: Commands whose keys follow a ``STREAMS`` argument.
 _STREAMS_COMMANDS = (b"XREAD", b"XREADGROUP")
 
+#: Commands whose key follows a subcommand.
+_SUBCOMMANDS = frozenset(b"XINFO XGROUP OBJECT MEMORY".split())
+
 #: Commands without a key (routed with their neighbours; see :meth:`Router.route`).
 _KEYLESS = frozenset(
     b"ACL AUTH ASKING BGSAVE CLIENT CLUSTER COMMAND CONFIG DBSIZE DEBUG ECHO FLUSHALL FLUSHDB "
@@ -73,6 +76,8 @@ def command_key(command: Sequence[Any]) -> bytes | None:
         return None
     if name in _KEYLESS or len(command) < 2:
         return None
+    if name in _SUBCOMMANDS:  # XINFO CONSUMERS <key> ..., OBJECT ENCODING <key>, ...
+        return _bytes(command[2]) if len(command) > 2 else None
     return _bytes(command[1])
 
 
@@ -223,30 +228,24 @@ class Router:
             raw = self._exchange(commands, groups, asking)
             todo, wait, moved = [], False, []
             for i, reply in raw.items():
-                if isinstance(reply, wire.ReplyError):
-                    head = str(reply).split(" ", 1)[0]
-                    if head in _REDIRECTS:
-                        self.redirects[head] += 1
-                    if head == "MOVED":
-                        moved.append(i)
-                        asking.discard(i)
-                        todo.append(i)
-                        continue
-                    if head == "ASK":
-                        nodes[i] = _node(str(reply).split(" ")[2])
-                        asking.add(i)
-                        todo.append(i)
-                        continue
-                    if head == "TRYAGAIN":
-                        todo.append(i)
-                        wait = True
-                replies[i] = reply
+                replies[i] = reply  # the last error stays if redirections run out
+                if not isinstance(reply, wire.ReplyError):
+                    continue
+                head, *rest = str(reply).split(" ")
+                if head in _REDIRECTS:
+                    self.redirects[head] += 1
+                    todo.append(i)
+                if head == "MOVED":
+                    nodes[i] = _node(rest[1])  # where the server says the key lives
+                    moved.append(i)
+                    asking.discard(i)
+                elif head == "ASK":
+                    nodes[i] = _node(rest[1])
+                    asking.add(i)
+                elif head == "TRYAGAIN":
+                    wait = True
             if moved:
                 self._moved([raw[i] for i in moved])
-                slots = self._map()
-                for i in moved:
-                    key = command_key(commands[i])
-                    nodes[i] = slots[key_slot(key)] if key is not None else nodes[i]
             if not todo:
                 return replies
             todo.sort()  # re-sent in their original order

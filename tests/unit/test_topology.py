@@ -70,6 +70,8 @@ def test_a_refused_url_hides_its_password() -> None:
         (("TIME",), None),
         (("SCRIPT", "LOAD", "return 1"), None),
         (("CLIENT", "SETNAME", "w1"), None),
+        (("XINFO", "CONSUMERS", "taskq:{q}:stream", "taskq"), b"taskq:{q}:stream"),
+        (("XGROUP", "CREATE", b"s", "g", "0"), b"s"),
         (("WAIT", 1, 100), None),
     ],
 )
