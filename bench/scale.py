@@ -32,7 +32,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis.crc import key_slot
@@ -40,36 +39,18 @@ from redis.crc import key_slot
 from bench import scale_report, servers
 from bench.common import busy_cpu_seconds, say
 from bench.run import taskq_version
-from bench.scale_drain import CHUNK, Bare, Drain, Layout, bare, drain, load_tasks, tasks
+from bench.scale_drain import (
+    CHUNK,
+    Layout,
+    Params,
+    SetupResult,
+    bare,
+    drain,
+    load_tasks,
+    tasks,
+)
 
 OUT = Path(__file__).resolve().parent / "SCALE.md"
-
-
-@dataclass(frozen=True)
-class Params:
-    """What to measure; every size is a parameter so a bigger machine runs bigger."""
-
-    processes: tuple[int, ...] = (1, 2, 4)
-    masters: int = 3
-    queues: int = 8
-    partitions: int = 8
-    runs: int = 80_000
-    concurrency: int = 8
-    reps: int = 2
-    setups: tuple[str, ...] = ("single", "queues", "partitions")
-
-
-@dataclass
-class SetupResult:
-    """Every drain of one set-up, and how it was laid out."""
-
-    name: str
-    layout: Layout
-    setup: servers.Setup
-    drains: list[Drain] = field(default_factory=list)
-    bare: list[Bare] = field(default_factory=list)
-    slots: dict[str, int] = field(default_factory=dict)
-    redis_version: str = "?"
 
 
 # -- layouts ------------------------------------------------------------------------------

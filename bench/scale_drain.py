@@ -236,3 +236,30 @@ def bare(s: servers.Setup, n: int) -> Bare:
     result = Bare(n, done, wall, client, info_cpu(r) - cpu0)
     r.close()
     return result
+
+
+@dataclass(frozen=True)
+class Params:
+    """What to measure; every size is a parameter so a bigger machine runs bigger."""
+
+    processes: tuple[int, ...] = (1, 2, 4)
+    masters: int = 3
+    queues: int = 8
+    partitions: int = 8
+    runs: int = 80_000
+    concurrency: int = 8
+    reps: int = 2
+    setups: tuple[str, ...] = ("single", "queues", "partitions")
+
+
+@dataclass
+class SetupResult:
+    """Every drain of one set-up, and how it was laid out."""
+
+    name: str
+    layout: Layout
+    setup: servers.Setup
+    drains: list[Drain] = field(default_factory=list)
+    bare: list[Bare] = field(default_factory=list)
+    slots: dict[str, int] = field(default_factory=dict)
+    redis_version: str = "?"

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 
 if TYPE_CHECKING:
-    from bench.scale import Params, SetupResult
-    from bench.scale_drain import Bare, Drain
+    from bench.scale_drain import Bare, Drain, Params, SetupResult
 
 #: A process at or above this share of one core is saturated (its core is the limit).
 SATURATED = 0.85

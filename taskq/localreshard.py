@@ -10,12 +10,27 @@ between them, while the slot answers ``ASK`` and ``TRYAGAIN``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+import redis
 
 from taskq.localredis import raw_command
 
-if TYPE_CHECKING:
-    from taskq.localcluster import LocalCluster
+
+class Cluster(Protocol):
+    """What a resharding needs of its cluster (:class:`~taskq.localcluster.LocalCluster`)."""
+
+    @property
+    def masters(self) -> list[int]: ...
+
+    def node_for_slot(self, slot: int) -> int: ...
+
+    def node_client(self, port: int) -> redis.Redis: ...
+
+    def node_id(self, port: int) -> str: ...
+
+    def slot_moved(self, slot: int, port: int) -> None: ...
+
 
 __all__ = ["SlotMove"]
 
@@ -33,7 +48,7 @@ class SlotMove:
     can call :meth:`migrate` one batch at a time and work in between.
     """
 
-    cluster: LocalCluster
+    cluster: Cluster
     slot: int
     source: int
     target: int
@@ -41,7 +56,7 @@ class SlotMove:
     done: bool = False
 
     @classmethod
-    def begin(cls, cluster: LocalCluster, slot: int, target: int) -> SlotMove:
+    def begin(cls, cluster: Cluster, slot: int, target: int) -> SlotMove:
         """Set ``IMPORTING`` on ``target``, then ``MIGRATING`` on the slot's owner.
 
         That order, so the source never redirects to a target that would refuse the slot.
