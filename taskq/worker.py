@@ -113,6 +113,7 @@ class Worker:
         # A flow blocking inline helps only while its children could run here.
         self.engine = Engine(app, self.outbox, can_block=self.slots.has_free)
         self._hurry = threading.Event()
+        self._consumed = threading.Event()  # the fetch loop has returned
         self._exited = threading.Event()
         self._threads = TaskThreads(concurrency)
         self._loop = LoopThread()
@@ -144,6 +145,9 @@ class Worker:
         """
         self.stop()
         self._hurry.set()
+        # A read in flight may still take a run (another process's hand-back lands in
+        # it at once): wait for the loop to see the stop, which hands such runs back.
+        self._consumed.wait(self.app.settings.block_seconds + 1)
         self._flush()
         unfinished = self.slots.unfinished()
         if unfinished:
@@ -171,6 +175,7 @@ class Worker:
         try:
             self._consume()
         finally:
+            self._consumed.set()
             self.mover.stop()
             self._shutdown()
             self.leases.stop()
