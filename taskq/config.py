@@ -106,9 +106,10 @@ class Settings:
         unknown_task_grace: Seconds a run of a task this worker does not know is handed
             back for a worker that knows it (a rolling deploy), before it is
             dead-lettered (``TASKQ_UNKNOWN_TASK_GRACE``, default 300; 0: at once).
-        failover_timeout: On Redis Cluster or Sentinel, seconds a submit keeps retrying
-            while Redis is unreachable (a failover elects a new master in about the
-            sentinels' or nodes' down-after time plus a second), before it raises
+        failover_timeout: On Redis Cluster or Sentinel, seconds a submit (or a result
+            wait) keeps retrying while Redis is unreachable (a failover elects a new
+            master in about the sentinels' or nodes' down-after time plus a second),
+            before it raises
             :class:`~taskq.RedisUnavailableError` (``TASKQ_FAILOVER_TIMEOUT``, default 15;
             0: at once). Safe because an enqueue is idempotent by run id. A single
             node has no failover: a submit fails at once.

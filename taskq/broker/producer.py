@@ -6,7 +6,8 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from taskq import scripts
 from taskq.backoff import Backoff
@@ -19,6 +20,8 @@ from taskq.protocol import FINAL, EventField, RecordField
 from taskq.signing import Signer
 
 log = logging.getLogger("taskq.producer")
+
+T = TypeVar("T")
 
 #: Runs per enqueue script call; bigger batches go out as one pipeline of calls.
 ENQUEUE_BATCH = 500
@@ -92,10 +95,11 @@ class Producer:
         calls = self._enqueue_calls(queue, runs, level)
         return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
 
-    def _through_failover(self, send: Callable[[], list[Any]]) -> list[Any]:
+    def _through_failover(self, send: Callable[[], T]) -> T:
         """``send()``, retried on Cluster or Sentinel while Redis is unavailable, for up
-        to ``failover_timeout`` seconds (an enqueue is idempotent: each run's record is
-        created once, so a repeated call adds nothing twice)."""
+        to ``failover_timeout`` seconds. Only for calls safe to repeat: an enqueue (each
+        run's record is created once, so a repeated call adds nothing twice) and a
+        result wait (it moves the one-element result list onto itself)."""
         limit = self.settings.failover_timeout
         if self.conn.topology.kind == topology.SINGLE or limit <= 0:
             return send()
@@ -108,7 +112,7 @@ class Producer:
                 delay = backoff.next()
                 if now() + delay > deadline:
                     raise
-                log.warning("submit: %s; retrying in %.2f s (a failover?)", exc, delay)
+                log.warning("%s; retrying in %.2f s (a failover?)", exc, delay)
                 time.sleep(delay)
 
     def enqueue_parts(
@@ -189,10 +193,9 @@ class Producer:
             if left <= 0:
                 value: bytes | None = self.conn.execute("LINDEX", key, 0)
                 return value
+            command = ("BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}")
             try:
-                value = self.conn.execute(
-                    "BLMOVE", key, key, "LEFT", "LEFT", f"{max(left, 0.001):.3f}"
-                )
+                value = self._through_failover(partial(self.conn.execute, *command))
             except RedisFullError:
                 # A full Redis refuses BLMOVE (it may write); the read-only wait still works.
                 self.wait_any(queue, [run_id], left)
