@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
@@ -29,7 +28,14 @@ from typing import Self
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
-from taskq.localredis import LocalRedis, PortInUseError, free_port, quick_client, raw_command
+from taskq.localredis import (
+    LocalRedis,
+    PortInUseError,
+    free_port,
+    quick_client,
+    raw_command,
+    wait_until,
+)
 from taskq.localreshard import SlotMove
 
 __all__ = ["LocalCluster", "SlotMove"]
@@ -309,16 +315,7 @@ class LocalCluster:
         self._wait(self._consistent, "the cluster to agree on its layout", timeout)
 
     def _wait(self, check: Callable[[], bool], what: str, timeout: float = _READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                if check():
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"LocalCluster: timed out after {timeout:.0f} s waiting for {what}"
-                )
-            time.sleep(_POLL)
+        wait_until(check, f"LocalCluster: {what}", timeout, _POLL)
 
     def begin_move(self, slot: int, to_port: int) -> SlotMove:
         """Start a live resharding of ``slot`` to the master at ``to_port``.

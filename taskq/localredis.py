@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -110,6 +110,23 @@ def ping(url: str, timeout: float = 0.5) -> bool:
     finally:
         with contextlib.suppress(Exception):
             client.close()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float, poll: float = 0.02) -> None:
+    """Call ``check`` until it returns True (a refused or timed-out connection counts as
+    not yet), polling a local server's state for at most ``timeout`` seconds.
+
+    Raises:
+        RuntimeError: ``check`` was not True within ``timeout``; the message names ``what``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            if check():
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
 
 
 def free_port() -> int:

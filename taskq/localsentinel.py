@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +24,7 @@ from typing import Any, Self
 
 import redis
 
-from taskq.localredis import LocalRedis, quick_client, raw_command
+from taskq.localredis import LocalRedis, quick_client, raw_command, wait_until
 
 __all__ = ["LocalSentinel"]
 
@@ -217,16 +216,7 @@ class LocalSentinel:
         return False
 
     def _wait(self, check: Callable[[], bool], what: str, timeout: float = _TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                if check():
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"LocalSentinel: timed out after {timeout:.0f} s waiting for {what}"
-                )
-            time.sleep(_POLL)
+        wait_until(check, f"LocalSentinel: {what}", timeout, _POLL)
 
     def _promoted(self, *, convert: bool = True) -> None:
         """Swap master and replica, then wait until the sentinel and the nodes agree.
