@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq import scripts
+from taskq.broker import finishing
 from taskq.broker.blocking import BlockingReads
 from taskq.broker.connection import Connection, Entry, fields_of, text
 from taskq.broker.delay import PARK_FIRST_MS, PARK_LONGEST_MS, delay_mark
@@ -326,7 +327,8 @@ class Consumer:
         """Send ``finish`` calls in one round trip; per call True (recorded), False (fenced
         off) or the error it raised (each call is its own script, so one failing does
         not undo another)."""
-        replies = self.conn.call_mixed([(scripts.FINISH, c.keys, c.args) for c in calls])
+        grouped, carried = finishing.group([(c.keys, c.args) for c in calls])
+        replies = finishing.spread(self.conn.call_mixed(grouped), carried, len(calls))
         return [r if isinstance(r, Exception) else _recorded(r) for r in replies]
 
     def finish_and_read(
@@ -344,12 +346,11 @@ class Consumer:
             the deliveries read, as :meth:`read` returns them.
         """
         (lanes, names), *others = self._groups(queues)
-        calls: list[tuple[str, Sequence[str], Sequence[Any]]]
-        calls = [(scripts.FINISH, c.keys, c.args) for c in finishes]
+        calls, carried = finishing.group([(c.keys, c.args) for c in finishes])
         calls.append((scripts.FETCH, names, [GROUP, consumer, count]))
-        replies = self.conn.call_mixed(calls)
-        *done, fetched = replies
-        results = [r if isinstance(r, Exception) else _recorded(r) for r in done]
+        *done, fetched = self.conn.call_mixed(calls)
+        replies = finishing.spread(done, carried, len(finishes))
+        results = [r if isinstance(r, Exception) else _recorded(r) for r in replies]
         out = self._fetched(lanes, self.conn.check(fetched))
         if others and len(out) < count:  # a Cluster: the other slots' queues, one by one
             out += self._fetch(others, consumer, count - len(out))

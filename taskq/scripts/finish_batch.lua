@@ -1,0 +1,49 @@
+#!lua flags=allow-oom
+-- finish_batch: finish.lua for several plain runs of one task stream in one call: each
+-- run's final outcome recorded and its delivery acked, each fenced by its own attempt.
+-- "Plain": no cache entry to store, no flow to notify, acked at once (finish.lua does
+-- those). One call instead of one per run saves the per-call cost on both sides.
+--
+-- KEYS[1]   the task stream the deliveries came from (one priority level's)
+-- KEYS[2]   the queue's events stream
+-- KEYS[1+2i], KEYS[2+2i]  (i = 1..n) run i's record and result list
+-- ARGV[1]   consumer group name
+-- ARGV[2]   events stream cap (approximate MAXLEN)
+-- ARGV[3+8(i-1)] .. ARGV[10+8(i-1)]  run i: stream entry id, run id, attempt (the
+--           fence), final state, outcome payload, time to keep record and result (ms),
+--           error type ('' when none), error message
+--
+-- Returns a list of n integers: 1 when run i was recorded, 0 when its attempt no longer
+-- held it (nothing changed for that run, as finish.lua).
+--!include lib_fence.lua
+local stream, events = KEYS[1], KEYS[2]
+local group, cap = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, (#KEYS - 2) / 2 do
+  local run, result = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local a = 2 + 8 * (i - 1)
+  local eid, rid, attempt, state = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local payload, ttl, etype, emsg = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  if not fence(run, attempt) then
+    out[i] = 0
+  else
+    if etype ~= '' then
+      redis.call('HSET', run, 's', state, 'x' .. attempt, etype .. ': ' .. emsg)
+    else
+      redis.call('HSET', run, 's', state)
+    end
+    redis.call('PEXPIRE', run, ttl)
+    redis.call('RPUSH', result, payload)
+    redis.call('PEXPIRE', result, ttl)
+    if etype ~= '' then
+      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
+        'et', etype, 'em', emsg)
+    else
+      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
+    end
+    redis.call('XACK', stream, group, eid)
+    redis.call('XDEL', stream, eid)
+    out[i] = 1
+  end
+end
+return out

@@ -1,0 +1,97 @@
+"""Outcomes recorded in one round trip: the plain finish calls of one task stream go in
+one ``finish_batch`` script call, each run still fenced by its own attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import taskq
+from taskq.broker import FinishCall
+from taskq.events import read_events
+from taskq.message import encode_outcome
+
+
+@pytest.fixture
+def app(redis_url: str, taskq_prefix: str) -> Iterator[taskq.App]:
+    a = taskq.App(redis_url, prefix=taskq_prefix)
+    yield a
+    a.close()
+
+
+def _started(app: taskq.App, n: int) -> list[tuple[str, bytes, str]]:
+    """``n`` runs submitted, read and started by consumer "c1": (queue, entry id, run id)."""
+
+    @app.task(name="batch.noop")
+    def noop(i: int) -> int:
+        return i
+
+    ids = [f.run_id for f in noop.map(range(n))]
+    consumer = app.broker.consumer
+    consumer.ensure_group("default")
+    entries = consumer.read(["default"], "c1", n, None)
+    assert len(entries) == n
+    queue = entries[0][0]
+    kinds = consumer.start(
+        queue, "c1", [(e[1], rid, 5, "") for e, rid in zip(entries, ids, strict=True)]
+    )
+    assert [k for k, _, _ in kinds] == [1] * n  # all started, attempt 1
+    return [(queue, e[1], rid) for e, rid in zip(entries, ids, strict=True)]
+
+
+def _call(app: taskq.App, run: tuple[str, bytes, str], attempt: int, **kw: object) -> FinishCall:
+    queue, eid, rid = run
+    outcome = encode_outcome("Completed", attempt, rid)
+    return app.broker.consumer.finish_call(queue, eid, rid, attempt, "Completed", outcome, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["finish_many", "finish_and_read"])
+def test_a_batch_records_each_run_and_fences_off_a_stale_one(app: taskq.App, how: str) -> None:
+    runs = _started(app, 5)
+    consumer = app.broker.consumer
+    calls = [
+        _call(app, runs[0], 1),
+        _call(app, runs[1], 1),
+        _call(app, runs[2], 2),  # attempt 2 does not hold the run: fenced off
+        _call(app, runs[3], 1, ack=False),  # not plain: its own finish call, left pending
+        _call(app, runs[4], 1, error=("ValueError", "bad")),
+    ]
+    if how == "finish_many":
+        results = consumer.finish_many(calls)
+    else:
+        results, fetched = consumer.finish_and_read(calls, ["default"], "c1", 10)
+        assert fetched == []
+    assert results == [True, True, False, True, True]
+    records = [app.broker.producer.run_record("default", rid) for _, _, rid in runs]
+    assert [r["s"] for r in records] == [
+        "Completed",
+        "Completed",
+        "Running",
+        "Completed",
+        "Completed",
+    ]
+    assert records[2]["fenced"] == "1"
+    assert records[4]["x1"] == "ValueError: bad"
+    # Acked and deleted: runs 0, 1 and 4. Pending: the fenced one and the one kept pending.
+    assert app.broker.inspect.queue_sizes("default") == (2, 2)
+    for _, _, rid in (runs[0], runs[1], runs[4]):
+        assert app.future(rid).result(timeout=1) == rid
+    ended = {(e.run_id, e.state, e.error_type) for e in read_events(app.broker, "default")}
+    assert (runs[0][2], "Completed", "") in ended
+    assert (runs[4][2], "Completed", "ValueError") in ended
+    assert not any(e[0] == runs[2][2] and e[1] == "Completed" for e in ended)
+
+
+def test_plain_calls_of_one_stream_share_one_script_call(app: taskq.App) -> None:
+    from taskq import scripts
+    from taskq.broker import finishing
+
+    runs = _started(app, 3)
+    calls = [_call(app, runs[0], 1), _call(app, runs[1], 1, ack=False), _call(app, runs[2], 1)]
+    grouped, carried = finishing.group([(c.keys, c.args) for c in calls])
+    assert [name for name, _, _ in grouped] == [scripts.FINISH, scripts.FINISH_BATCH]
+    assert carried == [[1], [0, 2]]
+    assert finishing.spread([1, [1, 0]], carried, 3) == [1, 1, 0]
+    boom = RuntimeError("script failed")
+    assert finishing.spread([0, boom], carried, 3) == [boom, 0, boom]
