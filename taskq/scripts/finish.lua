@@ -31,33 +31,20 @@
 -- a stale worker must neither regress the state nor ack someone else's delivery.
 --!include lib_fence.lua
 --!include lib_notify.lua
+--!include lib_finish.lua
 local stream, events, run, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, cap, eid, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local attempt, state, payload, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local etype, emsg = ARGV[9], ARGV[10]
 if not fence(run, attempt) then return 0 end
-if etype ~= '' then
-  redis.call('HSET', run, 's', state, 'x' .. attempt, etype .. ': ' .. emsg)
-else
-  redis.call('HSET', run, 's', state)
-end
-redis.call('PEXPIRE', run, ttl)
--- The result list is empty here: a run ends once (a reset child's list was deleted).
-redis.call('RPUSH', result, payload)
-redis.call('PEXPIRE', result, ttl)
+-- The child's own event comes before its flow's: a Resuming it causes follows its end.
+record_outcome(run, result, events, cap, rid, attempt, state, payload, ttl, etype, emsg)
 if ARGV[12] ~= '' then
   if state == 'Completed' then
     redis.call('SET', KEYS[5], payload)
     if tonumber(ARGV[12]) > 0 then redis.call('PEXPIRE', KEYS[5], ARGV[12]) end
   end
   if redis.call('GET', KEYS[6]) == rid then redis.call('DEL', KEYS[6]) end
-end
--- The child's own event comes before its flow's: a Resuming it causes follows its end.
-if etype ~= '' then
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
-    'et', etype, 'em', emsg)
-else
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
 end
 if ARGV[13] == 'flow' then
   local n = #KEYS

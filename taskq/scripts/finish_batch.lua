@@ -16,6 +16,7 @@
 -- Returns a list of n integers: 1 when run i was recorded, 0 when its attempt no longer
 -- held it (nothing changed for that run, as finish.lua).
 --!include lib_fence.lua
+--!include lib_finish.lua
 local stream, events = KEYS[1], KEYS[2]
 local group, cap = ARGV[1], ARGV[2]
 local out = {}
@@ -27,20 +28,7 @@ for i = 1, (#KEYS - 2) / 2 do
   if not fence(run, attempt) then
     out[i] = 0
   else
-    if etype ~= '' then
-      redis.call('HSET', run, 's', state, 'x' .. attempt, etype .. ': ' .. emsg)
-    else
-      redis.call('HSET', run, 's', state)
-    end
-    redis.call('PEXPIRE', run, ttl)
-    redis.call('RPUSH', result, payload)
-    redis.call('PEXPIRE', result, ttl)
-    if etype ~= '' then
-      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt,
-        'et', etype, 'em', emsg)
-    else
-      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', state, 'a', attempt)
-    end
+    record_outcome(run, result, events, cap, rid, attempt, state, payload, ttl, etype, emsg)
     redis.call('XACK', stream, group, eid)
     redis.call('XDEL', stream, eid)
     out[i] = 1

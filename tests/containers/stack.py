@@ -21,6 +21,7 @@ import redis
 
 from taskq.config import DEFAULT_PREFIX
 from taskq.events import read_events
+from taskq.keys import Keyspace
 from tests.containers.engine import ROOT, Engine
 from tests.reliability import ledger
 
@@ -127,7 +128,7 @@ class Stack:
         pipe = self.client.pipeline(transaction=False)
         ids = list(run_ids)
         for rid in ids:
-            pipe.hgetall(f"{DEFAULT_PREFIX}:{{{QUEUE}}}:run:{rid}")
+            pipe.hgetall(Keyspace(DEFAULT_PREFIX).run(QUEUE, rid))
         return dict(zip(ids, pipe.execute(), strict=True))
 
     def wait_states(
