@@ -30,11 +30,17 @@ def attempt_times(app: taskq.App, fut: taskq.Future[object]) -> list[int]:
     return [int(record[f"t{a}"]) for a in range(1, int(record["a"]) + 1)]
 
 
+SCRIPT_SLACK_MS = 5
+
+
 def retry_events(app: taskq.App, fut: taskq.Future[object]) -> list[tuple[int, int]]:
     """(event time ms, due ms) of each AwaitingRetry event: both from the server clock.
 
     The script reads TIME once for the due time; the event's stream id is stamped a
-    moment later, so ``due - event time`` may fall 1 ms short of the delay.
+    moment later (Redis 7.0 does not freeze the clock inside a script), so ``due - event
+    time`` may fall short of the delay by the script's own running time: never more than
+    the delay, and short by at most ``SCRIPT_SLACK_MS`` (2 ms seen on a loaded 2-core
+    machine running a 3-node cluster).
     """
     return [
         (int(eid.split("-")[0]), int(f["due"]))
@@ -75,7 +81,7 @@ def test_fails_k_times_then_succeeds_with_retries_3(
     retries = retry_events(taskq_app, fut)
     assert len(retries) == min(k, 3)
     for i, (failed_at, due) in enumerate(retries):
-        assert 0 <= int(delays[i] * 1000) - (due - failed_at) <= 1
+        assert 0 <= int(delays[i] * 1000) - (due - failed_at) <= SCRIPT_SLACK_MS
         assert starts[i + 1] >= due
 
 
@@ -99,7 +105,9 @@ def test_fixed_callable_and_backoff_delays(
     burst_worker(taskq_app)
     assert fut.state.attempt == 3
     got = [due - at for at, due in retry_events(taskq_app, fut)]
-    assert len(got) == 2 and all(0 <= e - g <= 1 for g, e in zip(got, expected_ms, strict=True))
+    assert len(got) == 2 and all(
+        0 <= e - g <= SCRIPT_SLACK_MS for g, e in zip(got, expected_ms, strict=True)
+    )
 
 
 @pytest.mark.parametrize("skew", [-600.0, 600.0])
