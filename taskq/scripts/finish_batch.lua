@@ -20,6 +20,7 @@
 local stream, events = KEYS[1], KEYS[2]
 local group, cap = ARGV[1], ARGV[2]
 local out = {}
+local acked = {}
 for i = 1, (#KEYS - 2) / 2 do
   local run, result = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local a = 2 + 8 * (i - 1)
@@ -29,9 +30,13 @@ for i = 1, (#KEYS - 2) / 2 do
     out[i] = 0
   else
     record_outcome(run, result, events, cap, rid, attempt, state, payload, ttl, etype, emsg)
-    redis.call('XACK', stream, group, eid)
-    redis.call('XDEL', stream, eid)
+    acked[#acked + 1] = eid
     out[i] = 1
   end
+end
+-- The recorded runs' deliveries acked and deleted with one XACK and one XDEL.
+if #acked > 0 then
+  redis.call('XACK', stream, group, unpack(acked))
+  redis.call('XDEL', stream, unpack(acked))
 end
 return out

@@ -78,8 +78,9 @@ for i = 1, #KEYS - 2 do
       redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Crashed', 'a', a,
         'et', 'Crashed', 'em', 'worker lost (lease expired)')
     end
-    a = redis.call('HINCRBY', run, 'a', 1)
-    redis.call('HSET', run, 's', name, 'w', worker, 'e', eid, 't' .. a, now_ms)
+    -- The attempt counter read above, advanced in the same HSET (one write, not two).
+    a = a + 1
+    redis.call('HSET', run, 's', name, 'a', a, 'w', worker, 'e', eid, 't' .. a, now_ms)
     if display ~= '' then redis.call('HSET', run, 'n', display) end
     redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', name, 'a', a)
   end
