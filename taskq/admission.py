@@ -85,8 +85,7 @@ class Admission:
             level,
         )
         runs, duplicates = [], []
-        for d, (code, attempt, deliveries) in zip(batch, started, strict=True):
-            kind = StartKind(code)
+        for d, (kind, attempt, deliveries) in zip(batch, started, strict=True):
             d.attempt = attempt
             d.resumed, d.retry_start = kind is StartKind.RESUMED, kind is StartKind.RETRYING
             if kind in _RUNS:

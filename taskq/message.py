@@ -124,6 +124,13 @@ def unpack(data: bytes, limits: Limits | None = None) -> Any:
         MessageError: Too large, malformed, truncated or too deep.
     """
     lim = limits or Limits()
+    obj = _unpackb(data, lim)
+    check_tree(obj, lim.max_depth)
+    return obj
+
+
+def _unpackb(data: bytes, lim: Limits) -> Any:
+    """msgpack's decoding of ``data`` within ``lim``'s size (the tree not walked yet)."""
     if len(data) > lim.max_bytes:
         raise MessageError(f"payload of {len(data)} bytes exceeds the {lim.max_bytes} byte limit")
     n = len(data)
@@ -140,7 +147,6 @@ def unpack(data: bytes, limits: Limits | None = None) -> Any:
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise MessageError(f"undecodable payload: {type(exc).__name__}: {exc}") from exc
-    check_tree(obj, lim.max_depth)
     return obj
 
 
@@ -315,8 +321,19 @@ def decode_message(data: bytes, limits: Limits | None = None) -> Message:
     Raises:
         MessageError: The payload is malformed or breaks a limit; the message says which.
     """
-    lim = limits or Limits()
-    obj = unpack(data, lim)
+    lim = limits or _DEFAULT_LIMITS
+    obj = _unpackb(data, lim)
+    # The common message (scalar arguments under string keys) skips the walk, as
+    # encoding does: its depth is 2 and it holds nothing msgpack could not carry.
+    flat = (
+        type(obj) is list
+        and len(obj) == 6
+        and type(obj[3]) is list
+        and lim.max_depth >= 2
+        and _flat(obj[3], obj[4], obj[5])
+    )
+    if not flat:
+        check_tree(obj, lim.max_depth)
     if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == VERSION):
         raise MessageError("not a taskq v1 message (expected a 6-element array)")
     _, run_id, task, args, kwargs, meta = obj

@@ -16,6 +16,9 @@ from taskq.keys import GROUP, LEVELS_SERVED
 from taskq.partitions import slot_of
 from taskq.protocol import FLOW_CHILD, KEEP_PENDING, FinishReply, ParkReply, RetryReply, StartKind
 
+#: ``start.lua``'s kind codes (Lua integers) to their names, without an enum call per run.
+_START_KINDS = {kind.value: kind for kind in StartKind}
+
 
 @dataclass(frozen=True)
 class FinishCall:
@@ -47,6 +50,7 @@ class Consumer:
         self._made: set[str] = set()
         self._turn = 0
         self._blocking = BlockingReads(conn.execute)
+        self._lanes_of: dict[tuple[str, ...], tuple[list[tuple[str, int]], list[str]]] = {}
 
     def ensure_group(self, queue: str, again: bool = False) -> None:
         """Create the consumer group (and stream) of each of the queue's priority levels.
@@ -144,9 +148,14 @@ class Consumer:
         return out
 
     def _lanes(self, queues: Sequence[str]) -> tuple[list[tuple[str, int]], list[str]]:
-        """``(queue, level)`` in the order they are served, and their stream keys."""
-        lanes = [(q, level) for level in LEVELS_SERVED for q in queues]
-        return lanes, [self.keys.stream(q, level) for q, level in lanes]
+        """``(queue, level)`` in the order they are served, and their stream keys (made
+        once per set of queues: the fetch loop asks every round)."""
+        made = self._lanes_of.get(tuple(queues))
+        if made is None:
+            lanes = [(q, level) for level in LEVELS_SERVED for q in queues]
+            made = lanes, [self.keys.stream(q, level) for q, level in lanes]
+            self._lanes_of[tuple(queues)] = made
+        return made
 
     @staticmethod
     def _fetched(lanes: Sequence[tuple[str, int]], flat: Sequence[Any]) -> list[Entry]:
@@ -191,7 +200,7 @@ class Consumer:
             args += (eid, rid, maxdel, name)
         flat = self.conn.call(scripts.START, keys, args)
         out = range(0, len(flat), 3)
-        return [(StartKind(int(flat[i])), int(flat[i + 1]), int(flat[i + 2])) for i in out]
+        return [(_START_KINDS[flat[i]], int(flat[i + 1]), int(flat[i + 2])) for i in out]
 
     def ack(self, queue: str, entry_ids: Sequence[bytes], level: int = 0) -> None:
         """Ack and delete deliveries (idempotent)."""

@@ -120,6 +120,28 @@ def test_encoding_refuses_what_decoding_would_refuse(
         decode_message(msgpack.packb([1, "r", "t", args, kwargs, None], use_bin_type=True), limits)
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "meta", "limits", "reason"),
+    [
+        ([1, "a"], {"k": 2}, None, Limits(max_depth=1), "nested deeper than 1"),
+        ([1], {"k": msgpack.ExtType(5, b"x")}, None, Limits(), "extension value"),
+        ([1], {}, {"m": msgpack.Timestamp(1, 0)}, Limits(), "extension value"),
+        ([1], {}, "meta", Limits(), "meta must be a map"),
+        ([1], "kwargs", None, Limits(), "kwargs a map"),
+    ],
+)
+def test_scalar_messages_decode_without_the_walk_but_not_around_its_checks(
+    args: object, kwargs: object, meta: object, limits: Limits, reason: str
+) -> None:
+    """A message of scalars skips the tree walk on decoding; what the walk refuses in
+    such a message (depth under a tiny limit, extension values) is still refused."""
+    payload = msgpack.packb([1, "r", "t", args, kwargs, meta], use_bin_type=True)
+    with pytest.raises(MessageError, match=reason):
+        decode_message(payload, limits)
+    flat = decode_message(msgpack.packb([1, "r", "t", [1, b"x", None], {"k": 1.5}, {"m": "v"}]))
+    assert (flat.args, flat.kwargs, flat.meta) == ([1, b"x", None], {"k": 1.5}, {"m": "v"})
+
+
 def test_encoding_accepts_what_decoding_accepts_at_the_limits() -> None:
     args: list[object] = [_nested(30), (1, 2), {3}, bytearray(b"ab"), {"k": b"v", b"b": 1}]
     payload = encode_message(Message("r", "t", args, {}), Limits(max_args=5))
