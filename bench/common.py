@@ -74,6 +74,7 @@ def summarize_log(text: str) -> dict[str, int]:
         if not line.strip() or any(b in line for b in BENIGN_LOG):
             continue
         msg = re.sub(r"^\S+ \S+ \d+ ", "", line)  # date, time, pid
+        msg = re.sub(r"\brun \S+", "run #", msg)  # run ids (16 random characters)
         msg = re.sub(r"b'[^']*'|\b[0-9a-f-]{6,}\b|\d+", "#", msg)
         out[msg] = out.get(msg, 0) + 1
     return out

@@ -34,7 +34,7 @@ from bench.common import QUEUE, BenchLike, WorkerPool, entry_ms, percentile, say
 #: Gap between two bursts, seconds (uniform).
 GAP = (0.02, 0.10)
 #: Target: p99 at most this late (ms), and never early.
-TARGET_P99_MS = 5.0
+TARGET_P99_MS = 3.0  # issue 13: an in-memory scheduler (Celery) is about 3 ms late
 
 
 @dataclass
