@@ -345,7 +345,8 @@ def last_final_event(b: BenchLike, match: Callable[[str], bool]) -> int:
         if not batch:
             return 0
         for eid, fields in batch:
-            if fields.get(b"s") == b"Completed" and match(fields[b"r"].decode()):
+            runs = fields[b"r"].decode().split(" ")  # a batch entry names several runs
+            if fields.get(b"s") == b"Completed" and any(match(rid) for rid in runs):
                 return entry_ms(eid)
         if len(batch) < 500:
             return 0

@@ -204,16 +204,40 @@ def error_field(attempt: int) -> str:
 
 
 class EventField(enum.StrEnum):
-    """Fields of an entry of a queue's events stream."""
+    """Fields of an entry of a queue's events stream.
 
+    One entry may tell the same transition of several runs (a worker's batch): then
+    ``r`` holds their run ids and ``a`` their attempts, each list separated by single
+    spaces (run ids have none), in the same order; such an entry has no error fields.
+    :func:`split_event` turns any entry into one field map per run.
+    """
+
+    #: The run id, or several (space-separated) in a batch entry.
     RUN = "r"
     STATE = "s"
+    #: The attempt, or one per run (space-separated) in a batch entry.
     ATTEMPT = "a"
     ERROR_TYPE = "et"
     ERROR_MESSAGE = "em"
     DUE = "due"
     #: How many children a flow that suspended waits for.
     WAITING = "waiting"
+
+
+#: What separates the run ids (and the attempts) of a batch entry of the events stream.
+EVENT_RUN_SEP = " "
+
+
+def split_event(fields: dict[str, str]) -> list[dict[str, str]]:
+    """The per-run field maps of one events-stream entry (one map unless it is a batch)."""
+    runs = fields.get(EventField.RUN, "")
+    if EVENT_RUN_SEP not in runs:
+        return [fields]
+    attempts = fields.get(EventField.ATTEMPT, "").split(EVENT_RUN_SEP)
+    return [
+        {**fields, EventField.RUN: rid, EventField.ATTEMPT: a}
+        for rid, a in zip(runs.split(EVENT_RUN_SEP), attempts, strict=False)
+    ]
 
 
 class EntryField(enum.StrEnum):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from taskq.broker.connection import Connection, text
 from taskq.errors import TaskqError
 from taskq.keys import GROUP
-from taskq.protocol import EventField, RecordField
+from taskq.protocol import EventField, RecordField, split_event
 
 
 class Inspection:
@@ -44,23 +44,22 @@ class Inspection:
         out = []
         for _, entries in reply or ():
             for eid, fields in entries:
-                out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
+                out += _per_run(eid, fields)
         return out
 
     def recent_events(self, queue: str, count: int) -> list[tuple[str, dict[str, str]]]:
-        """The newest ``count`` events of ``queue``, oldest first."""
+        """The newest ``count`` events-stream entries of ``queue``, oldest first (a batch
+        entry gives one event per run)."""
         reply = self.conn.xrevrange(self.keys.events(queue), count)
-        return [
-            (text(eid), {text(f): text(v) for f, v in fields.items()})
-            for eid, fields in reversed(reply)
-        ]
+        return [event for eid, fields in reversed(reply) for event in _per_run(eid, fields)]
 
     def run_events(self, queue: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
         """Every event of ``run_id`` still in the queue's (capped) events stream."""
         out = []
+        needle = run_id.encode()
         for eid, fields in self.conn.xrange(self.keys.events(queue)):
-            if fields.get(EventField.RUN.encode()) == run_id.encode():
-                out.append((text(eid), {text(f): text(v) for f, v in fields.items()}))
+            if needle in fields.get(_EVENT_RUN, b""):  # the run, or a batch that may hold it
+                out += [e for e in _per_run(eid, fields) if e[1][EventField.RUN] == run_id]
         return out
 
     def dead_entries(self, queue: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
@@ -191,3 +190,13 @@ class WaitFacts:
     states: list[str | None]
     has_group: bool
     idle: float | None
+
+
+_EVENT_RUN = EventField.RUN.encode()
+
+
+def _per_run(eid: bytes | str, fields: dict[bytes, bytes]) -> list[tuple[str, dict[str, str]]]:
+    """An events-stream entry as ``(id, fields)`` per run it tells (a batch tells several,
+    under the same id)."""
+    event = {text(f): text(v) for f, v in fields.items()}
+    return [(text(eid), f) for f in split_event(event)]

@@ -16,7 +16,7 @@ from taskq.broker.connection import Connection, fields_of, now, text
 from taskq.broker.delay import delay_mark
 from taskq.errors import RedisFullError, RedisUnavailableError
 from taskq.partitions import logical_queue
-from taskq.protocol import FINAL, EventField, RecordField
+from taskq.protocol import EVENT_RUN_SEP, FINAL, EventField, RecordField
 from taskq.signing import Signer
 
 log = logging.getLogger("taskq.producer")
@@ -248,10 +248,11 @@ class Producer:
                 for eid, flat in entries:
                     last = text(eid)
                     fields = fields_of(flat)
-                    rid = text(fields.get(_EVENT_RUN, b""))
-                    # A final state's event is written after the run's result list (same script).
-                    if rid in keys and text(fields.get(_EVENT_STATE, b"")) in FINAL:
-                        ended.append(rid)
+                    # A final state's event is written after the run's result list (same
+                    # script); a batch entry names several runs.
+                    if text(fields.get(_EVENT_STATE, b"")) in FINAL:
+                        runs = text(fields.get(_EVENT_RUN, b"")).split(EVENT_RUN_SEP)
+                        ended += [rid for rid in runs if rid in keys]
             if ended:
                 for rid, raw in zip(ended, self.peek_results(queue, ended), strict=True):
                     if raw is not None:

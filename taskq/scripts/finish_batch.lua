@@ -13,6 +13,9 @@
 --           fence), final state, outcome payload, time to keep record and result (ms),
 --           error type ('' when none), error message
 --
+-- Runs recorded without an error share one events-stream entry per final state (their
+-- ids and attempts space-separated); a run with an error has its own, as in finish.lua.
+--
 -- Returns a list of n integers: 1 when run i was recorded, 0 when its attempt no longer
 -- held it (nothing changed for that run, as finish.lua).
 --!include lib_fence.lua
@@ -21,6 +24,8 @@ local stream, events = KEYS[1], KEYS[2]
 local group, cap = ARGV[1], ARGV[2]
 local out = {}
 local acked = {}
+-- Runs that end without an error share one event per final state (in the order seen).
+local plain, order = {}, {}
 for i = 1, (#KEYS - 2) / 2 do
   local run, result = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local a = 2 + 8 * (i - 1)
@@ -29,10 +34,25 @@ for i = 1, (#KEYS - 2) / 2 do
   if not fence(run, attempt) then
     out[i] = 0
   else
-    record_outcome(run, result, events, cap, rid, attempt, state, payload, ttl, etype, emsg)
+    if etype ~= '' then
+      record_outcome(run, result, events, cap, rid, attempt, state, payload, ttl, etype, emsg)
+    else
+      record_result(run, result, attempt, state, payload, ttl, etype, emsg)
+      local b = plain[state]
+      if not b then
+        b = {{}, {}}
+        plain[state] = b
+        order[#order + 1] = state
+      end
+      b[1][#b[1] + 1] = rid
+      b[2][#b[2] + 1] = attempt
+    end
     acked[#acked + 1] = eid
     out[i] = 1
   end
+end
+for _, state in ipairs(order) do
+  add_batch_event(events, cap, state, plain[state][1], plain[state][2])
 end
 -- The recorded runs' deliveries acked and deleted with one XACK and one XDEL.
 if #acked > 0 then

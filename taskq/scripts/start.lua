@@ -35,6 +35,10 @@ local stream, events = KEYS[1], KEYS[2]
 local group, cap, worker = ARGV[1], ARGV[2], ARGV[3]
 local now_ms = tostring(server_ms())
 local out = {}
+-- The runs that move to Running (or Retrying) share one events-stream entry per state,
+-- added after the loop (a Crashed event of the attempt before comes first): the run ids
+-- and the attempts space-separated, in order.
+local running, running_a, retrying, retrying_a = {}, {}, {}, {}
 for i = 1, #KEYS - 2 do
   local run = KEYS[2 + i]
   local eid, rid, maxdel = ARGV[4 * i], ARGV[1 + 4 * i], tonumber(ARGV[2 + 4 * i])
@@ -64,7 +68,7 @@ for i = 1, #KEYS - 2 do
     kind = 2
     redis.call('HSET', run, 's', 'Running', 'w', worker, 'e', eid)
     redis.call('HINCRBY', run, 'resumes', 1)
-    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Running', 'a', a)
+    running[#running + 1], running_a[#running_a + 1] = rid, a
   else
     local name = 'Running'
     if s == 'AwaitingRetry' then
@@ -82,10 +86,22 @@ for i = 1, #KEYS - 2 do
     a = a + 1
     redis.call('HSET', run, 's', name, 'a', a, 'w', worker, 'e', eid, 't' .. a, now_ms)
     if display ~= '' then redis.call('HSET', run, 'n', display) end
-    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', name, 'a', a)
+    if kind == 4 then
+      retrying[#retrying + 1], retrying_a[#retrying_a + 1] = rid, a
+    else
+      running[#running + 1], running_a[#running_a + 1] = rid, a
+    end
   end
   out[#out + 1] = kind
   out[#out + 1] = a
   out[#out + 1] = deliveries
+end
+if #running > 0 then
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(running, ' '), 's',
+    'Running', 'a', table.concat(running_a, ' '))
+end
+if #retrying > 0 then
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(retrying, ' '), 's',
+    'Retrying', 'a', table.concat(retrying_a, ' '))
 end
 return out

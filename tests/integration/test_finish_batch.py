@@ -11,6 +11,7 @@ import taskq
 from taskq.broker import FinishCall
 from taskq.events import read_events
 from taskq.message import encode_outcome
+from taskq.protocol import split_event
 
 
 @pytest.fixture
@@ -95,3 +96,44 @@ def test_plain_calls_of_one_stream_share_one_script_call(app: taskq.App) -> None
     assert finishing.spread([1, [1, 0]], carried, 3) == [1, 1, 0]
     boom = RuntimeError("script failed")
     assert finishing.spread([0, boom], carried, 3) == [boom, 0, boom]
+
+
+def test_a_batch_tells_its_transitions_in_one_event_entry_per_state(app: taskq.App) -> None:
+    """Runs started together share one Running entry, runs that end together without an
+    error one entry per final state; a run with an error keeps its own. Every reader
+    (read_events, run_events, the raw entry through split_event) sees one event per run."""
+    runs = _started(app, 4)
+    consumer = app.broker.consumer
+    results = consumer.finish_many(
+        [
+            _call(app, runs[0], 1),
+            _call(app, runs[1], 1),
+            _call(app, runs[2], 1),
+            _call(app, runs[3], 1, error=("ValueError", "bad")),
+        ]
+    )
+    assert results == [True] * 4
+    ids = [rid for _, _, rid in runs]
+    raw = app.broker.execute("XRANGE", app.keys.events("default"), "-", "+")
+    entries = [dict(zip(f[::2], f[1::2], strict=True)) for _, f in raw]
+    by_state = {}
+    for e in entries:
+        by_state.setdefault(e[b"s"].decode(), []).append(e)
+    assert [e[b"r"].decode() for e in by_state["Running"]] == [" ".join(ids)]
+    assert by_state["Running"][0][b"a"] == b"1 1 1 1"
+    completed = sorted(e[b"r"].decode() for e in by_state["Completed"])
+    assert completed == sorted([" ".join(ids[:3]), ids[3]])
+    story = [(e.run_id, e.state, e.attempt) for e in read_events(app.broker, "default")]
+    for rid in ids:
+        assert [(s, a) for r, s, a in story if r == rid] == [
+            ("Pending", 0),
+            ("Running", 1),
+            ("Completed", 1),
+        ]
+        states = [f["s"] for _, f in app.broker.inspect.run_events("default", rid)]
+        assert states == ["Pending", "Running", "Completed"]
+    plain = split_event({"r": " ".join(ids[:2]), "s": "Completed", "a": "1 2"})
+    assert plain == [
+        {"r": ids[0], "s": "Completed", "a": "1"},
+        {"r": ids[1], "s": "Completed", "a": "2"},
+    ]

@@ -27,6 +27,7 @@ import pytest
 import redis
 
 from taskq.events import Event, read_events
+from taskq.protocol import split_event
 from taskq.testing import RedisServerFactory
 from tests.reliability import apps, ledger
 
@@ -104,8 +105,9 @@ class Scenario:
             if not batch:
                 return out
             for eid, raw in batch:
-                f = {k.decode(): v.decode() for k, v in raw.items()}
-                out[f.get("r", "")].append((int(eid.split(b"-")[0]), f.get("s", ""), f))
+                entry = {k.decode(): v.decode() for k, v in raw.items()}
+                for f in split_event(entry):  # a batch entry tells several runs
+                    out[f.get("r", "")].append((int(eid.split(b"-")[0]), f.get("s", ""), f))
             last = batch[-1][0].decode()
 
     def wait_final(self, run_ids: Iterable[str], timeout: float, after: str = "0-0") -> str:
