@@ -206,9 +206,10 @@ def error_field(attempt: int) -> str:
 class EventField(enum.StrEnum):
     """Fields of an entry of a queue's events stream.
 
-    One entry may tell the same transition of several runs (a worker's batch): then
-    ``r`` holds their run ids and ``a`` their attempts, each list separated by single
-    spaces (run ids have none), in the same order; such an entry has no error fields.
+    One entry may tell the same transition of several runs (a worker's batch, or the
+    runs one ``map`` call enqueued): then ``r`` holds their run ids and ``a`` (where the
+    state has one) their attempts, each list separated by single spaces (run ids have
+    none), in the same order; such an entry has no error fields.
     :func:`split_event` turns any entry into one field map per run.
     """
 
@@ -233,10 +234,12 @@ def split_event(fields: dict[str, str]) -> list[dict[str, str]]:
     runs = fields.get(EventField.RUN, "")
     if EVENT_RUN_SEP not in runs:
         return [fields]
-    attempts = fields.get(EventField.ATTEMPT, "").split(EVENT_RUN_SEP)
+    if EventField.ATTEMPT not in fields:  # enqueued runs (Pending) have no attempt yet
+        return [{**fields, EventField.RUN: rid} for rid in runs.split(EVENT_RUN_SEP)]
+    attempts = fields[EventField.ATTEMPT].split(EVENT_RUN_SEP)
     return [
         {**fields, EventField.RUN: rid, EventField.ATTEMPT: a}
-        for rid, a in zip(runs.split(EVENT_RUN_SEP), attempts, strict=False)
+        for rid, a in zip(runs.split(EVENT_RUN_SEP), attempts, strict=True)
     ]
 
 

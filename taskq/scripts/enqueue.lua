@@ -15,7 +15,8 @@
 --
 -- A stream entry carries the run id in field 'r' beside the payload 'm', so a worker
 -- that cannot decode the payload still knows which run to fail.
--- Each run gets its own Pending (or Scheduled) event; the events stream is trimmed
+-- The runs queued now share one Pending event (their ids space-separated); each
+-- Scheduled run gets its own (it names its due time). The events stream is trimmed
 -- once per call rather than on every XADD (cheaper for a bulk enqueue).
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
 -- already known (idempotent enqueue: a retried call never adds a second entry).
@@ -25,6 +26,8 @@ local cap, channel, mark = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 local added = 0
 local now_ms = nil
+-- The runs queued at once share one Pending event (their ids space-separated).
+local pending = {}
 for i = 1, #KEYS - 3 do
   local run = KEYS[3 + i]
   local rid, payload, due = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
@@ -34,7 +37,7 @@ for i = 1, #KEYS - 3 do
   else
     if due == '' then
       redis.call('XADD', stream, '*', 'm', payload, 'r', rid)
-      redis.call('XADD', events, '*', 'r', rid, 's', 'Pending')
+      pending[#pending + 1] = rid
     else
       if not now_ms then now_ms = server_ms() end
       local at = tonumber(string.sub(due, 2))
@@ -49,6 +52,9 @@ for i = 1, #KEYS - 3 do
     out[i] = 1
     added = added + 1
   end
+end
+if #pending > 0 then
+  redis.call('XADD', events, '*', 'r', table.concat(pending, ' '), 's', 'Pending')
 end
 if added > 0 then
   redis.call('XTRIM', events, 'MAXLEN', '~', cap)

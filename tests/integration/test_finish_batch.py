@@ -99,8 +99,9 @@ def test_plain_calls_of_one_stream_share_one_script_call(app: taskq.App) -> None
 
 
 def test_a_batch_tells_its_transitions_in_one_event_entry_per_state(app: taskq.App) -> None:
-    """Runs started together share one Running entry, runs that end together without an
-    error one entry per final state; a run with an error keeps its own. Every reader
+    """Runs enqueued by one call share one Pending entry, runs started together one
+    Running entry, runs that end together without an error one entry per final state; a
+    run with an error keeps its own. Every reader
     (read_events, run_events, the raw entry through split_event) sees one event per run."""
     runs = _started(app, 4)
     consumer = app.broker.consumer
@@ -119,6 +120,8 @@ def test_a_batch_tells_its_transitions_in_one_event_entry_per_state(app: taskq.A
     by_state = {}
     for e in entries:
         by_state.setdefault(e[b"s"].decode(), []).append(e)
+    assert [e[b"r"].decode() for e in by_state["Pending"]] == [" ".join(ids)]  # one map call
+    assert b"a" not in by_state["Pending"][0]
     assert [e[b"r"].decode() for e in by_state["Running"]] == [" ".join(ids)]
     assert by_state["Running"][0][b"a"] == b"1 1 1 1"
     completed = sorted(e[b"r"].decode() for e in by_state["Completed"])
@@ -137,3 +140,5 @@ def test_a_batch_tells_its_transitions_in_one_event_entry_per_state(app: taskq.A
         {"r": ids[0], "s": "Completed", "a": "1"},
         {"r": ids[1], "s": "Completed", "a": "2"},
     ]
+    queued = split_event({"r": " ".join(ids[:2]), "s": "Pending"})
+    assert queued == [{"r": ids[0], "s": "Pending"}, {"r": ids[1], "s": "Pending"}]

@@ -222,7 +222,8 @@ def history(client: redis.Redis, producer: taskq.App) -> tuple[Counter[str], lis
     for eid, fields in client.xrange(producer.keys.events(QUEUE)):
         state = fields.get(b"s")
         if state == b"Pending" and b"a" not in fields:
-            enqueued[fields[b"r"].decode()] += 1
+            for rid in fields[b"r"].decode().split(" "):  # one event per enqueue call
+                enqueued[rid] += 1
         elif state in (b"Running", b"Retrying"):
             running.append(int(eid.split(b"-")[0]))
     return enqueued, running
