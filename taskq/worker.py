@@ -117,6 +117,7 @@ class Worker:
         self._exited = threading.Event()
         self._threads = TaskThreads(concurrency)
         self._loop = LoopThread()
+        self._async_tasks: set[asyncio.Task[None]] = set()  # running async runs (loop thread)
         self.timed_out = 0
         self.handed_back = 0
         #: Told each run with a time limit as it starts (its monotonic deadline) and
@@ -282,8 +283,11 @@ class Worker:
         if self.stopping:  # read after a stop: give these straight back
             self._hand_back(admitted, "worker stopping")
             return
+        coroutines: list[Delivery] = []
         for d in admitted:
-            self._dispatch(d)
+            self._dispatch(d, coroutines)
+        if coroutines:  # one wake-up of the event loop for the batch, not one per run
+            self._loop.loop().call_soon_threadsafe(self._start_async, coroutines)
 
     def _read(self, free: int, block: float | None) -> list[Entry]:
         """Read new deliveries; never block while finished runs wait in the outbox."""
@@ -317,15 +321,32 @@ class Worker:
 
     # -- running ------------------------------------------------------------------------
 
-    def _dispatch(self, d: Delivery) -> None:
+    def _dispatch(self, d: Delivery, coroutines: list[Delivery]) -> None:
+        """Take a slot for ``d`` and run it: sync tasks (and flows) on a task thread now,
+        ``async def`` tasks added to ``coroutines``, which the caller starts on the loop."""
         started = self.slots.take(d)
         if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
             self.report_deadline(d, started + limit)
         if d.task.is_async and not isinstance(d.task, Flow):
-            fut = asyncio.run_coroutine_threadsafe(self.engine.run_async(d), self._loop.loop())
-            fut.add_done_callback(lambda f: self._done(d, f))
+            coroutines.append(d)
         else:
             self._threads.submit(lambda: self._run_sync(d))
+
+    def _start_async(self, deliveries: Sequence[Delivery]) -> None:
+        """On the event loop's thread: one task per delivery (kept referenced until done)."""
+        loop = self._loop.loop()
+        for d in deliveries:
+            task = loop.create_task(self._run_async(d))
+            self._async_tasks.add(task)
+            task.add_done_callback(self._async_tasks.discard)
+
+    async def _run_async(self, d: Delivery) -> None:
+        try:
+            await self.engine.run_async(d)
+        except Exception:
+            log.exception("recording the outcome of run %s failed", d.run_id)
+        finally:
+            self._done(d)
 
     def _run_sync(self, d: Delivery) -> None:
         try:
@@ -333,11 +354,9 @@ class Worker:
         except Exception:
             log.exception("recording the outcome of run %s failed", d.run_id)
         finally:
-            self._done(d, None)
+            self._done(d)
 
-    def _done(self, d: Delivery, fut: Any) -> None:
-        if fut is not None and fut.exception() is not None:
-            log.error("recording an async outcome failed: %r", fut.exception())
+    def _done(self, d: Delivery) -> None:
         if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
             self.report_deadline(d, None)
         self.slots.done(d)

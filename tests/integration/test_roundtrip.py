@@ -270,3 +270,23 @@ def test_a_result_a_reader_could_not_decode_fails_the_run(
     assert "task result cannot be stored" in info.value.error.message
     assert "map key 1" in info.value.error.message
     assert info.value.attempts == 1  # deterministic: not retried
+
+
+def test_async_runs_of_one_batch_run_together_on_the_event_loop(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    """The runs a fetch admits start on the worker's event loop together: eight async
+    runs that each wait for all eight at a barrier finish (one at a time they could not)."""
+    barrier: list[asyncio.Barrier] = []
+
+    @taskq_app.task
+    async def meet(i: int) -> int:
+        if not barrier:
+            barrier.append(asyncio.Barrier(8))
+        async with asyncio.timeout(10):
+            await barrier[0].wait()
+        return i
+
+    futures = meet.map(range(8))
+    burst_worker(taskq_app, concurrency=8)
+    assert [f.result(timeout=5) for f in futures] == list(range(8))
