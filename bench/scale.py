@@ -124,7 +124,7 @@ def measure(name: str, s: servers.Setup, p: Params) -> SetupResult:
 
 def parse_args(argv: list[str] | None) -> tuple[Params, Path]:
     ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
-    ap.add_argument("--processes", default="1,2,4", help="pool sizes, comma-separated")
+    ap.add_argument("--processes", default="1,2,4,8,16", help="pool sizes, comma-separated")
     ap.add_argument("--masters", type=int, default=3, help="Cluster masters")
     ap.add_argument("--queues", type=int, default=8, help="separate queues on the Cluster")
     ap.add_argument("--partitions", type=int, default=8, help="partitions of the hot queue")
