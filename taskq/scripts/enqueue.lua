@@ -17,7 +17,8 @@
 -- that cannot decode the payload still knows which run to fail.
 -- The runs queued now share one Pending event (their ids space-separated); each
 -- Scheduled run gets its own (it names its due time). The events stream is trimmed
--- once per call rather than on every XADD (cheaper for a bulk enqueue).
+-- once per call (by the Pending XADD, or an XTRIM when all were Scheduled) rather than
+-- on every XADD (cheaper for a bulk enqueue).
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
 -- already known (idempotent enqueue: a retried call never adds a second entry).
 --!include lib_time.lua
@@ -54,9 +55,10 @@ for i = 1, #KEYS - 3 do
   end
 end
 if #pending > 0 then
-  redis.call('XADD', events, '*', 'r', table.concat(pending, ' '), 's', 'Pending')
-end
-if added > 0 then
+  -- The events stream is trimmed by this XADD (one command, not XADD and XTRIM).
+  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(pending, ' '), 's',
+    'Pending')
+elseif added > 0 then
   redis.call('XTRIM', events, 'MAXLEN', '~', cap)
 end
 return out
