@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +37,34 @@ log = logging.getLogger("taskq.retry")
 
 DelaySpec = float | int | timedelta | Sequence[float | int | timedelta] | Callable[[int], Any]
 
+#: Most delays a ``retry_delay_seconds`` list may hold, and most ``exponential_backoff``
+#: gives (as Prefect).
+MAX_RETRY_DELAYS = 50
+
+
+def jittered(delay: float, factor: float, rng: random.Random | None = None) -> float:
+    """``delay`` with ``retry_jitter_factor`` ``factor`` applied, as Prefect does it.
+
+    The delay is drawn from an exponential distribution of mean ``delay``, restricted to
+    ``[delay * c, delay * (1 + factor)]``: never more than ``1 + factor`` times the delay,
+    and the lower bound ``c`` (the point below the median holding as much probability as
+    lies between the median and the upper bound) keeps the mean about ``delay`` whatever
+    the factor. A delay of 0, or a factor of 0, stays as it is.
+    """
+    if delay <= 0 or factor <= 0:
+        return delay
+    upper = 1 + factor
+    # c = log2(2^k / (2^k - 1)) for k = 1 + factor; 0 once 2^k dwarfs 1 (k >= 50).
+    lower = 0.0 if upper >= 50 else math.log2(2**upper / (2**upper - 1))
+    # Inverse CDF of Exp(mean 1) over [lower, upper], scaled by the delay.
+    u_lo, u_hi = -math.expm1(-lower), -math.expm1(-upper)
+    u = (rng or random).uniform(u_lo, u_hi)
+    return delay * -math.log(max(1.0 - u, 1e-10))
+
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
-    """Prefect's helper: ``exponential_backoff(f)(n) == [f, 2f, 4f, ...]`` (n delays).
+    """Prefect's helper: ``exponential_backoff(f)(n) == [f, 2f, 4f, ...]`` (n delays, at
+    most :data:`MAX_RETRY_DELAYS`; later retries repeat the last).
 
     Use it as ``retry_delay_seconds=taskq.exponential_backoff(backoff_factor=2)``.
 
@@ -48,7 +74,7 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     factor = seconds("backoff_factor", backoff_factor, NON_NEGATIVE)
 
     def delays(retries: int) -> list[float]:
-        return [factor * 2**r for r in range(retries)]
+        return [factor * 2**r for r in range(min(retries, MAX_RETRY_DELAYS))]
 
     delays.__qualname__ = f"exponential_backoff({factor:g})"
     return delays
@@ -70,8 +96,9 @@ class RetryPolicy:
         retries: Extra attempts after the first (0: never retry).
         delays: Fixed list of delays (seconds), used when ``delay_fn`` is None.
         delay_fn: Callable of the attempt number, when given.
-        jitter: ``retry_jitter_factor``: each delay is drawn uniformly from
-            ``[d * (1 - j), d * (1 + j)]``, never below 0. None: no jitter.
+        jitter: ``retry_jitter_factor``: each delay is drawn as Prefect draws it (see
+            :func:`jittered`): at most ``d * (1 + j)``, about ``d`` on average. None: no
+            jitter.
         condition: ``retry_condition_fn``: ``(task, task_run, state) -> bool``, or a
             one-argument exception predicate; either may be ``async def``.
         retry_on: Retry only these exception types (empty: any).
@@ -103,10 +130,7 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The delay after failed attempt ``attempt``, jitter applied (never negative)."""
         base = self.base_delay(attempt)
-        if not self.jitter:
-            return base
-        r = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
-        return max(0.0, base * r)
+        return jittered(base, self.jitter, rng) if self.jitter else base
 
     def allows(self, exc: BaseException) -> bool:
         """Whether the exception types let a retry happen (``retry_on`` / ``no_retry_on``)."""
@@ -132,6 +156,11 @@ def build_policy(options: dict[str, Any]) -> RetryPolicy:
     elif isinstance(spec, list | tuple):
         if not spec:
             raise ConfigurationError("retry_delay_seconds list must not be empty")
+        if len(spec) > MAX_RETRY_DELAYS:
+            raise ConfigurationError(
+                f"retry_delay_seconds lists at most {MAX_RETRY_DELAYS} delays (as Prefect), "
+                f"got {len(spec)}"
+            )
         delays = tuple(seconds("retry_delay_seconds item", d, NON_NEGATIVE) for d in spec)
     else:
         delays = (seconds("retry_delay_seconds", spec, NON_NEGATIVE),)

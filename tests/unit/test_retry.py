@@ -36,12 +36,35 @@ def test_exponential_backoff_is_prefects_doubling_list() -> None:
     assert [policy.base_delay(a) for a in (1, 2, 3, 4)] == [3, 6, 12, 24]
 
 
+@pytest.mark.parametrize(("delay", "factor"), [(42, 10), (42, 0.3), (10, 0.5), (1, 3)])
+def test_jitter_keeps_the_mean_and_the_upper_bound_as_prefect(delay: float, factor: float) -> None:
+    """Prefect's clamped Poisson: at most d*(1+j), and the mean stays d (a uniform draw
+    over [d*(1-j), d*(1+j)] clipped at 0 would average 126 for d=42, j=10)."""
+    rng = random.Random(11)
+    policy = build_policy({"retry_delay_seconds": delay, "retry_jitter_factor": factor})
+    samples = [policy.delay(1, rng) for _ in range(50_000)]
+    assert max(samples) <= delay * (1 + factor)
+    assert min(samples) > 0
+    assert delay * 0.95 < sum(samples) / len(samples) < delay * 1.05
+
+
+def test_no_more_than_50_retry_delays_as_prefect() -> None:
+    build_policy({"retries": 60, "retry_delay_seconds": [1] * 50})
+    with pytest.raises(ConfigurationError, match="at most 50 delays"):
+        build_policy({"retries": 60, "retry_delay_seconds": [1] * 51})
+    delays = exponential_backoff(1)(60)
+    assert len(delays) == 50 and delays[-1] == 2**49
+    policy = build_policy({"retries": 60, "retry_delay_seconds": exponential_backoff(1)})
+    assert policy.base_delay(60) == 2**49  # later retries repeat the last delay
+
+
 def test_jitter_stays_within_bounds_and_never_negative() -> None:
     rng = random.Random(7)
     policy = build_policy({"retry_delay_seconds": 10, "retry_jitter_factor": 0.5})
     samples = [policy.delay(1, rng) for _ in range(5000)]
-    assert min(samples) >= 5 and max(samples) <= 15
-    assert max(samples) - min(samples) > 9  # it really spreads
+    # Prefect's lower bound for j = 0.5 is 0.629 d: log2(2^1.5 / (2^1.5 - 1)).
+    assert min(samples) >= 6.29 and max(samples) <= 15
+    assert max(samples) - min(samples) > 8  # it really spreads
     wide = build_policy({"retry_delay_seconds": 1, "retry_jitter_factor": 3})
     assert min(wide.delay(1, rng) for _ in range(2000)) >= 0
 
