@@ -136,7 +136,7 @@ class App:
 
         def register(f: Callable[..., Any], depth: int = 3) -> Task[Any, Any]:
             default = _default_name(f, "name" in options, depth)
-            built = opts.build(default, dict(options))
+            built = opts.build(default, opts.with_defaults(dict(options), self.settings))
             cls = AsyncTask if inspect.iscoroutinefunction(f) else Task
             task: Task[Any, Any] = cls(self, f, built)
             self._register(task)

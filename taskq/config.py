@@ -29,6 +29,61 @@ def _env_float(name: str, default: float) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
 
 
+def _delays(value: Any) -> tuple[float, ...]:
+    """``task_default_retry_delay_seconds`` as a tuple of seconds (a number or a list)."""
+    items = (value,) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    try:
+        delays = tuple(float(d) for d in items if not isinstance(d, bool))
+        if len(delays) != len(items):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"task_default_retry_delay_seconds must be a number or a list of numbers, got {value!r}"
+        ) from None
+    if any(d < 0 for d in delays):
+        raise ConfigurationError(
+            f"task_default_retry_delay_seconds holds a negative delay: {value!r}"
+        )
+    return delays
+
+
+def _env_whole(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number >= 0")
+    return int(raw)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not true or false")
+
+
+def _env_delays(name: str) -> tuple[float, ...]:
+    """``"5"`` or ``"1,2,4"``: retry delays in seconds."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a number or comma-separated numbers"
+        ) from None
+    if any(d < 0 for d in delays):
+        raise ConfigurationError(f"{name}={raw!r} holds a negative delay")
+    return delays
+
+
 def check_partitions(value: Any, source: str = "partitions") -> dict[str, int]:
     """A queue -> partition count mapping, checked: valid queue names, counts 1..MAX_PARTITIONS.
 
@@ -120,6 +175,16 @@ class Settings:
         wait_replicas_timeout: Seconds ``WAIT`` may take; fewer replicas by then raise
             :class:`~taskq.RedisUnavailableError` (retried on Cluster and Sentinel within
             ``failover_timeout``: the enqueue is idempotent).
+        task_default_retries: ``retries`` of every task that does not set it
+            (``TASKQ_TASK_DEFAULT_RETRIES``, default 0; Prefect's
+            ``PREFECT_TASK_DEFAULT_RETRIES``). Read when a task is defined.
+        task_default_retry_delay_seconds: ``retry_delay_seconds`` of every task that
+            does not set it (``TASKQ_TASK_DEFAULT_RETRY_DELAY_SECONDS``: ``5`` or
+            ``1,2,4``; empty: 0).
+        tasks_refresh_cache: ``refresh_cache`` of every task that does not set it
+            (``TASKQ_TASKS_REFRESH_CACHE``; Prefect's ``PREFECT_TASKS_REFRESH_CACHE``).
+        caching_disabled: Every task defined while it is set runs without its cache
+            (no look-up, no store), whatever its cache options (``TASKQ_CACHING_DISABLED``).
         partitions: Queues split over several hash tags, and into how many
             (``TASKQ_PARTITIONS="hot=8,bulk=4"``); see :mod:`taskq.partitions`. Producers
             and workers must agree on it: the names of the partitions depend on the count.
@@ -145,6 +210,10 @@ class Settings:
     wait_replicas: int = 0
     wait_replicas_timeout: float = 1.0
     partitions: Mapping[str, int] = field(default_factory=dict)
+    task_default_retries: int = 0
+    task_default_retry_delay_seconds: tuple[float, ...] = ()
+    tasks_refresh_cache: bool = False
+    caching_disabled: bool = False
 
     def __post_init__(self) -> None:
         # A copy of its own, checked: the caller's dict may change later.
@@ -168,6 +237,21 @@ class Settings:
             raise ConfigurationError(
                 f"failover_timeout must be >= 0 seconds, got {self.failover_timeout}"
             )
+        retries = self.task_default_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(
+                f"task_default_retries must be a whole number >= 0, got {retries!r}"
+            )
+        object.__setattr__(
+            self,
+            "task_default_retry_delay_seconds",
+            _delays(self.task_default_retry_delay_seconds),
+        )
+        for flag in ("tasks_refresh_cache", "caching_disabled"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(
+                    f"{flag} must be True or False, got {getattr(self, flag)!r}"
+                )
         if not self.unknown_task_grace >= 0:
             raise ConfigurationError(
                 f"unknown_task_grace must be >= 0 seconds, got {self.unknown_task_grace}"
@@ -196,6 +280,10 @@ class Settings:
                 k for k in os.environ.get("TASKQ_SIGNING_KEYS", "").split(",") if k.strip()
             ),
             partitions=parse_partitions(os.environ.get("TASKQ_PARTITIONS", "")),
+            task_default_retries=_env_whole("TASKQ_TASK_DEFAULT_RETRIES", 0),
+            task_default_retry_delay_seconds=_env_delays("TASKQ_TASK_DEFAULT_RETRY_DELAY_SECONDS"),
+            tasks_refresh_cache=_env_bool("TASKQ_TASKS_REFRESH_CACHE", False),
+            caching_disabled=_env_bool("TASKQ_CACHING_DISABLED", False),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "signing_keys" in given:

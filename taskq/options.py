@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from taskq.cache import CachePolicy, CacheSettings, build_cache
 from taskq.durations import DELAY, POSITIVE, seconds
@@ -18,6 +18,9 @@ from taskq.errors import ConfigurationError
 from taskq.keys import check_name
 from taskq.protocol import PRIORITIES, RETRY_OVERRIDES, MetaKey
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
+
+if TYPE_CHECKING:
+    from taskq.config import Settings
 
 Hook = Callable[..., object]
 
@@ -241,6 +244,25 @@ def check_partition_key(value: Any) -> str | None:
 def check_delay(value: Any) -> float:
     """A submission delay in seconds (>= 0)."""
     return seconds("delay", value, DELAY)
+
+
+def with_defaults(options: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A task's decorator options with the settings' defaults filled in (Prefect's
+    ``PREFECT_TASK_DEFAULT_RETRIES`` and friends): retries, their delays and
+    ``refresh_cache`` where the task sets none; no cache options at all while
+    ``caching_disabled`` is set."""
+    out = dict(options)
+    if settings.task_default_retries and "retries" not in out:
+        out["retries"] = settings.task_default_retries
+    delays = settings.task_default_retry_delay_seconds
+    if delays and "retry_delay_seconds" not in out:
+        out["retry_delay_seconds"] = delays[0] if len(delays) == 1 else list(delays)
+    if settings.tasks_refresh_cache and "refresh_cache" not in out:
+        out["refresh_cache"] = True
+    if settings.caching_disabled:
+        for key in CACHE_OPTIONS:
+            out.pop(key, None)
+    return out
 
 
 def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> TaskOptions:
