@@ -44,6 +44,7 @@ from taskq.errors import (
 )
 from taskq.flows.flow import Flow
 from taskq.futures import DoneAndNotDone, Future, as_completed, wait
+from taskq.mapping import unmapped
 from taskq.retry import exponential_backoff
 from taskq.states import State, StateType, TaskRun
 from taskq.task import AsyncTask, Task
@@ -86,5 +87,6 @@ __all__ = [
     "exponential_backoff",
     "load_app",
     "task_input_hash",
+    "unmapped",
     "wait",
 ]

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
 from taskq.errors import ConfigurationError, MessageError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
+from taskq.mapping import spread as spread_calls
 from taskq.message import Message, encode_call, encode_calls, encode_message, new_run_id
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
@@ -76,10 +77,11 @@ class ChildRunner(Protocol):
         self,
         task: Task[Any, Any],
         rows: Sequence[Sequence[Any]],
-        kwargs: dict[str, Any],
+        kwargs: dict[str, Any] | Sequence[dict[str, Any]],
         due: str,
     ) -> list[Future[Any]]:
-        """Enqueue one child run per row; their futures, in order."""
+        """Enqueue one child run per row (keyword arguments shared, or one dict per row);
+        their futures, in order."""
         ...
 
 
@@ -215,41 +217,40 @@ class Task(Generic[P, R]):
             queue = broker.producer.holder(names, run_id) or names[0]
         return Future(broker, queue, run_id, self.name)
 
-    def map(self, *iterables: Iterable[Any], **kwargs: Any) -> list[Future[R]]:
+    def map(self, *args: Any, **kwargs: Any) -> list[Future[R]]:
         """Enqueue one run per element, in one bulk call; futures come back in input order.
 
-        Positional iterables are zipped (all must have the same length); keyword
-        arguments are passed unchanged to every run. On a partitioned queue the runs
-        are dealt over the partitions in turn (all to one with a ``partition_key``),
-        one bulk call per partition, all pipelined.
+        As in Prefect: every iterable argument, positional or keyword (not a string or
+        bytes), is mapped, run *i* getting its *i*-th element, and all of them must have
+        the same length; any other argument, or one wrapped in :class:`taskq.unmapped`,
+        goes whole to every run (see :mod:`taskq.mapping`). On a partitioned queue the
+        runs are dealt over the partitions in turn (all to one with a
+        ``partition_key``), one bulk call per partition, all pipelined.
         """
-        columns = [resolve_futures(list(it)) for it in iterables]
-        if not columns:
-            raise ConfigurationError("map needs at least one iterable")
-        n = len(columns[0])
-        if any(len(c) != n for c in columns):
-            raise ConfigurationError("map iterables have different lengths")
         kw = dict(kwargs)
         due = self._due(kw)
-        kw = resolve_futures(kw)
+        rows, kws = spread_calls(args, kw)
+        rows, kws = resolve_futures(rows), resolve_futures(kws)
         runner = current_flow.get()
         if runner is not None:
-            return runner.map_children(self, list(zip(*columns, strict=True)), kw, due)
+            return runner.map_children(self, rows, kws, due)
         # Every payload is built before anything is sent: a bad item enqueues nothing.
         name, limits = self.name, self.app.broker.limits
         runs: list[tuple[str, bytes, str]] = []
-        if self.options.task_run_name is not None:  # each run's meta holds its own name
-            for i, row in enumerate(zip(*columns, strict=True)):
+        if self.options.task_run_name is not None or isinstance(kws, list):
+            # Each run's own meta (its name) or keyword arguments: one payload at a time.
+            for i, row in enumerate(rows):
                 rid = new_run_id()
-                meta = self.make_message(row, kw).meta
+                kw_i = kws[i] if isinstance(kws, list) else kws
+                meta = self.make_message(row, kw_i).meta
                 try:
-                    runs.append((rid, encode_call(rid, name, list(row), kw, meta, limits), due))
+                    runs.append((rid, encode_call(rid, name, row, kw_i, meta, limits), due))
                 except MessageError as exc:
                     raise MessageError(f"map item {i}: {exc}") from exc
         else:  # one meta for all: the shared part is checked once (encode_calls)
-            ids = [new_run_id() for _ in range(n)]
-            rows = zip(ids, map(list, zip(*columns, strict=True)), strict=True)
-            payloads = encode_calls(name, rows, kw, self.make_message((), {}).meta, limits)
+            ids = [new_run_id() for _ in rows]
+            pairs = zip(ids, rows, strict=True)
+            payloads = encode_calls(name, pairs, kws, self.make_message((), {}).meta, limits)
             try:
                 for rid, payload in zip(ids, payloads, strict=False):
                     runs.append((rid, payload, due))

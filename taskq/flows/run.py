@@ -211,10 +211,11 @@ class FlowRun:
         self,
         task: Task[Any, Any],
         rows: Sequence[Sequence[Any]],
-        kwargs: dict[str, Any],
+        kwargs: dict[str, Any] | Sequence[dict[str, Any]],
         due: str,
     ) -> list[Future[Any]]:
-        """Enqueue one child per row (one bulk call); futures in input order.
+        """Enqueue one child per row (one bulk call); futures in input order. ``kwargs``
+        is shared by every row, or one dict per row (mapped keyword arguments).
 
         On a partitioned queue each child goes to the partition its place in the flow
         picks (see ``_first_turn``), or its ``partition_key``'s: one bulk call per
@@ -227,13 +228,14 @@ class FlowRun:
         durable, name = self.durable, task.name
         if not spread.partitioned(logical):
             self.child_queues[logical] = None
-        for row in rows:
+        for i, row in enumerate(rows):
+            kw = kwargs if isinstance(kwargs, dict) else kwargs[i]
             rid = self._next_id()
             queue = spread.pick(logical, key, self._first_turn + self.seq)
             self.child_queues[queue] = None
             self.spawned.append(rid)
             futures.append(self._future(queue, rid, name))
-            digest = call_digest(name, row, kwargs) if durable else None
+            digest = call_digest(name, row, kw) if durable else None
             known = self._outcomes.get(rid)
             if known is not None:
                 if digest is not None:
@@ -244,7 +246,7 @@ class FlowRun:
             if rid in self._reset:
                 self.app.broker.flows.reset_child(queue, rid)
                 self._reset.discard(rid)
-            msg = self._message(task, rid, row, kwargs, digest)
+            msg = self._message(task, rid, row, kw, digest)
             runs = parts.setdefault(queue, [])
             runs.append((rid, encode_message(msg, self.app.broker.limits), due))
         producer, level = self.app.broker.producer, task.options.priority

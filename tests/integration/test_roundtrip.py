@@ -290,3 +290,33 @@ def test_async_runs_of_one_batch_run_together_on_the_event_loop(
     futures = meet.map(range(8))
     burst_worker(taskq_app, concurrency=8)
     assert [f.result(timeout=5) for f in futures] == list(range(8))
+
+
+def test_map_spreads_iterables_and_passes_unmapped_whole_as_prefect(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task
+    def scale(x: int, factor: int, lookup: list[int], offset: int = 0) -> int:
+        return x * factor + sum(lookup) + offset
+
+    plain = scale.map([1, 2, 3], 10, taskq.unmapped([1, 1]))
+    keyed = scale.map([1, 2], factor=2, lookup=taskq.unmapped([5]), offset=[100, 200])
+    burst_worker(taskq_app)
+    assert [f.result(timeout=5) for f in plain] == [12, 22, 32]
+    assert [f.result(timeout=5) for f in keyed] == [107, 209]
+
+
+def test_a_flow_maps_keyword_iterables_over_its_children(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @taskq_app.flow
+    def sums(xs: list[int], ys: list[int]) -> list[int]:
+        return [f.result() for f in add.map(xs, y=ys)]
+
+    fut = sums.submit([1, 2, 3], [10, 20, 30])
+    burst_worker(taskq_app)
+    assert fut.result(timeout=10) == [11, 22, 33]
