@@ -9,7 +9,8 @@ a dict is iterable (over its keys): wrap a dict meant for every run in ``unmappe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 from taskq.errors import ConfigurationError
@@ -29,6 +30,10 @@ class unmapped(Generic[T]):
         return f"unmapped({self.value!r})"
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def is_mapped(value: Any) -> bool:
     """Whether ``map`` spreads ``value`` over its runs (Prefect's ``isiterable``)."""
     if isinstance(value, unmapped | str | bytes | bytearray | memoryview):
@@ -46,16 +51,17 @@ def static(value: Any) -> Any:
 
 
 def spread(
-    args: Sequence[Any], kwargs: dict[str, Any]
+    args: Sequence[Any], kwargs: dict[str, Any], resolve: Callable[[Any], Any] = _same
 ) -> tuple[list[list[Any]], dict[str, Any] | list[dict[str, Any]]]:
     """Each run's positional arguments, and its keyword arguments: one dict shared by
-    every run when no keyword argument is mapped, else one dict per run.
+    every run when no keyword argument is mapped, else one dict per run. ``resolve``
+    is applied to each mapped argument's list and to each value passed whole (once).
 
     Raises:
         ConfigurationError: No argument is mapped, or mapped ones differ in length.
     """
-    columns = {i: list(a) for i, a in enumerate(args) if is_mapped(a)}
-    keyed = {k: list(v) for k, v in kwargs.items() if is_mapped(v)}
+    columns = {i: resolve(list(a)) for i, a in enumerate(args) if is_mapped(a)}
+    keyed = {k: resolve(list(v)) for k, v in kwargs.items() if is_mapped(v)}
     lengths = {len(c) for c in columns.values()} | {len(c) for c in keyed.values()}
     if not lengths:
         raise ConfigurationError(
@@ -65,9 +71,11 @@ def spread(
     if len(lengths) > 1:
         raise ConfigurationError(f"map iterables have different lengths: {sorted(lengths)}")
     (n,) = lengths
-    fixed = [static(a) for a in args]
-    rows = [[columns[j][i] if j in columns else a for j, a in enumerate(fixed)] for i in range(n)]
-    shared = {k: static(v) for k, v in kwargs.items() if k not in keyed}
+    parts = [
+        columns[j] if j in columns else repeat(resolve(static(a)), n) for j, a in enumerate(args)
+    ]
+    rows = list(map(list, zip(*parts, strict=True))) if parts else [[] for _ in range(n)]
+    shared = {k: resolve(static(v)) for k, v in kwargs.items() if k not in keyed}
     if not keyed:
         return rows, shared
     return rows, [shared | {k: c[i] for k, c in keyed.items()} for i in range(n)]

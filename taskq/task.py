@@ -229,8 +229,7 @@ class Task(Generic[P, R]):
         """
         kw = dict(kwargs)
         due = self._due(kw)
-        rows, kws = spread_calls(args, kw)
-        rows, kws = resolve_futures(rows), resolve_futures(kws)
+        rows, kws = spread_calls(args, kw, resolve_futures)
         runner = current_flow.get()
         if runner is not None:
             return runner.map_children(self, rows, kws, due)
