@@ -48,6 +48,7 @@ from taskq.mapping import unmapped
 from taskq.retry import exponential_backoff
 from taskq.states import State, StateType, TaskRun
 from taskq.task import AsyncTask, Task
+from taskq.upstream import allow_failure
 from taskq.worker import Worker
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "TaskqError",
     "UnknownTaskError",
     "Worker",
+    "allow_failure",
     "as_completed",
     "exponential_backoff",
     "load_app",

@@ -22,6 +22,7 @@ from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
 from taskq.states import TaskRun
+from taskq.upstream import wait_upstream
 
 if TYPE_CHECKING:
     from taskq.broker import Broker
@@ -159,7 +160,10 @@ class Task(Generic[P, R]):
 
     def _due(self, kwargs: dict[str, Any]) -> str:
         """Pop ``delay`` / ``scheduled_at`` from ``kwargs`` (unless the function takes
-        such a parameter) and return the enqueue script's due spec."""
+        such a parameter) and return the enqueue script's due spec; pop ``wait_for``
+        (same rule) and wait for those runs (see :mod:`taskq.upstream`)."""
+        if "wait_for" in kwargs and "wait_for" not in self._params:
+            wait_upstream(kwargs.pop("wait_for"))
         delay, at = self.options.delay, self.options.scheduled_at
         if "delay" in kwargs and "delay" not in self._params:
             delay = check_delay(kwargs.pop("delay"))
@@ -177,7 +181,8 @@ class Task(Generic[P, R]):
         """Enqueue one run on the task's queue and return its future.
 
         ``delay=`` (seconds or timedelta) or ``scheduled_at=`` (a datetime) may be
-        given here too, unless the function has a parameter of that name; the
+        given here too, and ``wait_for=`` (futures to wait for first, see
+        :mod:`taskq.upstream`), unless the function has a parameter of that name; the
         typed way is ``task.with_options(delay=...).submit(...)``. The run is
         Scheduled until due, then Pending. On a partitioned queue the run goes to the
         next partition in this process's round robin, or, with
