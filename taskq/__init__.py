@@ -46,7 +46,7 @@ from taskq.flows.flow import Flow
 from taskq.futures import DoneAndNotDone, Future, as_completed, wait
 from taskq.mapping import unmapped
 from taskq.retry import exponential_backoff
-from taskq.states import State, StateType, TaskRun
+from taskq.states import Cancelled, Completed, Failed, State, StateType, TaskRun
 from taskq.task import AsyncTask, Task
 from taskq.upstream import allow_failure
 from taskq.worker import Worker
@@ -57,10 +57,13 @@ __all__ = [
     "BrokerError",
     "CachePolicy",
     "Cancel",
+    "Cancelled",
     "ChildFailedError",
+    "Completed",
     "ConfigurationError",
     "DoneAndNotDone",
     "ErrorInfo",
+    "Failed",
     "Flow",
     "Future",
     "INPUTS",

@@ -39,7 +39,7 @@ from taskq.outbox import Outbox
 from taskq.partitions import logical_queue
 from taskq.protocol import ErrorType, MetaKey, RetryReply, StateName
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
-from taskq.states import State
+from taskq.states import State, returned_value
 
 log = logging.getLogger("taskq.engine")
 
@@ -76,7 +76,7 @@ class Engine:
             return
         try:
             with running_task(d.run_id):  # waits for results are refused in it
-                value = d.task.fn(*d.message.args, **d.message.kwargs)
+                value = returned_value(d.task.fn(*d.message.args, **d.message.kwargs))
         except BaseException as exc:
             self.handle_exception(d, exc)
         else:
@@ -96,12 +96,12 @@ class Engine:
             with running_task(d.run_id):  # waits for results are refused in it
                 coro = d.task.fn(*d.message.args, **d.message.kwargs)
                 if limit is None:
-                    value = await coro
+                    value = returned_value(await coro)
                 else:
                     # asyncio.timeout (not wait_for): expired() tells the limit apart from a
                     # TimeoutError the task raises itself, which is an ordinary error.
                     async with asyncio.timeout(limit) as scope:
-                        value = await coro
+                        value = returned_value(await coro)
         except BaseException as exc:
             if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
                 exc = TaskTimeoutError(f"timed out after {limit} s")

@@ -159,6 +159,11 @@ class Cancel(BaseException):
         self.reason = reason
 
 
+class FailedStateReturned(Exception):
+    """A task body returned ``taskq.Failed(...)`` (or states of which some failed): the
+    attempt fails with this message, and is retried per the task's policy, as in Prefect."""
+
+
 class NonDeterministicFlowError(TaskqError):
     """A replayed flow body called something else than an earlier execution did.
 

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskq.errors import ErrorInfo
+from taskq.errors import Cancel, ErrorInfo, FailedStateReturned
 from taskq.protocol import FINAL, StateName
 
 
@@ -71,6 +71,8 @@ class State:
     error: ErrorInfo | None = None
     data: dict[str, Any] = field(default_factory=dict)
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+    #: The value a task body's returned ``Completed(value)`` carries (see :func:`Completed`).
+    value: Any = field(default=None, compare=False, repr=False)
 
     @property
     def type(self) -> StateType:
@@ -98,3 +100,49 @@ class TaskRun:
     queue: str
     task_name: str
     attempt: int
+
+
+def Completed(value: Any = None) -> State:
+    """A state a task body may return (as in Prefect): the run completes with ``value``."""
+    return State(StateName.COMPLETED.value, value=value)
+
+
+def Failed(message: str = "") -> State:
+    """A state a task body may return (as in Prefect): the attempt fails with ``message``,
+    retried per the task's policy like a raised error."""
+    return State(StateName.FAILED.value, error=ErrorInfo("Failed", message or "failed"))
+
+
+def Cancelled(message: str = "") -> State:
+    """A state a task body may return: the run ends Cancelled (as raising ``Cancel``)."""
+    return State(StateName.CANCELLED.value, error=ErrorInfo("Cancelled", message or "cancelled"))
+
+
+def returned_value(value: Any) -> Any:
+    """What a task body's return value means, as in Prefect: a returned state sets the
+    outcome (``Completed(v)``: the value ``v``; ``Failed``: the attempt fails;
+    ``Cancelled``: the run is cancelled), and so does a non-empty list or tuple of
+    states (failed if any failed, else the list of their values); anything else is
+    the value itself.
+
+    Raises:
+        FailedStateReturned: A returned state, or one of a list, failed.
+        Cancel: A returned state is Cancelled.
+    """
+    if isinstance(value, State):
+        states = [value]
+    elif isinstance(value, list | tuple) and value and all(isinstance(v, State) for v in value):
+        states = list(value)
+    else:
+        return value
+    cancelled = [s for s in states if s.type is StateType.CANCELLED]
+    if cancelled:
+        raise Cancel(cancelled[0].error.message if cancelled[0].error else "cancelled")
+    failed = [s for s in states if not s.is_completed()]
+    if failed:
+        if isinstance(value, State):
+            raise FailedStateReturned(failed[0].error.message if failed[0].error else "failed")
+        raise FailedStateReturned(f"{len(failed)}/{len(states)} states failed.")
+    if isinstance(value, State):
+        return value.value
+    return [s.value for s in states]

@@ -21,7 +21,7 @@ from taskq.message import Message, encode_call, encode_calls, encode_message, ne
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
-from taskq.states import TaskRun
+from taskq.states import TaskRun, returned_value
 from taskq.upstream import wait_upstream
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ class Task(Generic[P, R]):
         attempt = 1
         while True:
             try:
-                return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+                return returned_value(self.fn(*args, **kwargs))  # type: ignore[no-any-return]
             except Exception as exc:
                 delay = self._local_retry_delay(attempt, exc)
                 if delay is None:
@@ -315,7 +315,7 @@ class AsyncTask(Task[P, R]):
         attempt = 1
         while True:
             try:
-                return await self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+                return returned_value(await self.fn(*args, **kwargs))  # type: ignore[no-any-return]
             except (Exception, Retry) as exc:
                 run = TaskRun("local", self.queue, self.name, attempt)
                 delay = await retry_decision_async(self, self.options.retry, run, exc)
