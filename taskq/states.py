@@ -110,12 +110,17 @@ def Completed(value: Any = None) -> State:
 def Failed(message: str = "") -> State:
     """A state a task body may return (as in Prefect): the attempt fails with ``message``,
     retried per the task's policy like a raised error."""
-    return State(StateName.FAILED.value, error=ErrorInfo("Failed", message or "failed"))
+    return State(
+        StateName.FAILED.value, error=ErrorInfo(StateName.FAILED.value, message or "failed")
+    )
 
 
 def Cancelled(message: str = "") -> State:
     """A state a task body may return: the run ends Cancelled (as raising ``Cancel``)."""
-    return State(StateName.CANCELLED.value, error=ErrorInfo("Cancelled", message or "cancelled"))
+    return State(
+        StateName.CANCELLED.value,
+        error=ErrorInfo(StateName.CANCELLED.value, message or "cancelled"),
+    )
 
 
 def returned_value(value: Any) -> Any:

@@ -91,6 +91,18 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return out
 
 
+def _exports(tree: ast.AST) -> set[int]:
+    """The string constants of ``__all__ = [...]``: Python names (``"Completed"``, the
+    state constructor a task body returns), not protocol spelled out."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            out.update(id(c) for c in ast.walk(node.value) if isinstance(c, ast.Constant))
+    return out
+
+
 def _role_call(node: ast.AST | None) -> tuple[str, str] | None:
     """``(role, method)`` of a call ``<...>.<role>.<method>(...)``."""
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
@@ -214,7 +226,7 @@ def _bare_reply(node: ast.AST, replies: set[str]) -> Iterator[str]:
 def violations(source: str) -> list[str]:
     """Every protocol name ``source`` spells itself, as ``"line: what"``."""
     tree = ast.parse(source)
-    docs, replies = _docstrings(tree), _reply_names(tree)
+    docs, replies = _docstrings(tree) | _exports(tree), _reply_names(tree)
     out = set()
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
@@ -293,6 +305,7 @@ def test_a_planted_protocol_name_is_caught(code: str, what: str) -> None:
 
 CLEAN = [
     '"""Completed runs keep their result."""',
+    '__all__ = ["Completed", "Failed", "State"]',
     'x = f"{n:s}"',
     'cmd = ("XREAD", "COUNT", 1000)',
     "got = b.consumer.retry(q)\nif got == RetryReply.PAST_DEADLINE:\n    pass",
