@@ -15,19 +15,19 @@
 --
 -- A stream entry carries the run id in field 'r' beside the payload 'm', so a worker
 -- that cannot decode the payload still knows which run to fail.
--- The runs queued now share one Pending event (their ids space-separated); each
--- Scheduled run gets its own (it names its due time). The events stream is trimmed
--- once per call (by the Pending XADD, or an XTRIM when all were Scheduled) rather than
--- on every XADD (cheaper for a bulk enqueue).
+-- The runs queued now share Pending events (their ids space-separated, at most 16 per
+-- entry: lib_events.lua); each Scheduled run gets its own (it names its due time). The
+-- events stream is trimmed once per call (by the Pending XADDs, or an XTRIM when all
+-- were Scheduled) rather than on every XADD (cheaper for a bulk enqueue).
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
 -- already known (idempotent enqueue: a retried call never adds a second entry).
 --!include lib_time.lua
+--!include lib_events.lua
 local stream, events, delayed = KEYS[1], KEYS[2], KEYS[3]
 local cap, channel, mark = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 local added = 0
 local now_ms = nil
--- The runs queued at once share one Pending event (their ids space-separated).
 local pending = {}
 for i = 1, #KEYS - 3 do
   local run = KEYS[3 + i]
@@ -55,9 +55,8 @@ for i = 1, #KEYS - 3 do
   end
 end
 if #pending > 0 then
-  -- The events stream is trimmed by this XADD (one command, not XADD and XTRIM).
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(pending, ' '), 's',
-    'Pending')
+  -- The events stream is trimmed by these XADDs (no XTRIM of its own).
+  add_runs_event(events, cap, 'Pending', pending, nil)
 elseif added > 0 then
   redis.call('XTRIM', events, 'MAXLEN', '~', cap)
 end

@@ -13,13 +13,15 @@
 --           fence), final state, outcome payload, time to keep record and result (ms),
 --           error type ('' when none), error message
 --
--- Runs recorded without an error share one events-stream entry per final state (their
--- ids and attempts space-separated); a run with an error has its own, as in finish.lua.
+-- Runs recorded without an error share events-stream entries per final state (their ids
+-- and attempts space-separated, see lib_events.lua); a run with an error has its own,
+-- as in finish.lua.
 --
 -- Returns a list of n integers: 1 when run i was recorded, 0 when its attempt no longer
 -- held it (nothing changed for that run, as finish.lua).
 --!include lib_fence.lua
 --!include lib_finish.lua
+--!include lib_events.lua
 local stream, events = KEYS[1], KEYS[2]
 local group, cap = ARGV[1], ARGV[2]
 local out = {}
@@ -52,11 +54,13 @@ for i = 1, (#KEYS - 2) / 2 do
   end
 end
 for _, state in ipairs(order) do
-  add_batch_event(events, cap, state, plain[state][1], plain[state][2])
+  add_runs_event(events, cap, state, plain[state][1], plain[state][2])
 end
 -- The recorded runs' deliveries acked and deleted with one XACK and one XDEL.
-if #acked > 0 then
-  redis.call('XACK', stream, group, unpack(acked))
-  redis.call('XDEL', stream, unpack(acked))
+-- (In slices: unpack takes a few thousand values at most.)
+for i = 1, #acked, 1000 do
+  local j = math.min(i + 999, #acked)
+  redis.call('XACK', stream, group, unpack(acked, i, j))
+  redis.call('XDEL', stream, unpack(acked, i, j))
 end
 return out

@@ -2,8 +2,8 @@
 -- --!include), for finish.lua and finish_batch.lua; the caller has fenced the attempt.
 -- The record takes the final state (and the error, if any) and the result list the
 -- outcome, both kept `ttl` ms; the final-state event goes on the queue's events stream
--- (record_outcome), or, for a batch of runs without an error, in one entry for them all
--- (record_result, then add_batch_event).
+-- (record_outcome), or, for a batch of runs without an error, in shared entries
+-- (record_result, then lib_events.lua's add_runs_event).
 local function record_result(run, result, attempt, state, payload, ttl, etype, emsg)
   if etype ~= '' then
     redis.call('HSET', run, 's', state, 'x' .. attempt, etype .. ': ' .. emsg)
@@ -27,10 +27,3 @@ local function record_outcome(run, result, events, cap, rid, attempt, state, pay
   end
 end
 
--- add_batch_event: one events-stream entry telling that the runs `rids` (their attempts
--- `attempts`, in order) moved to `state`: the ids and the attempts space-separated.
-local function add_batch_event(events, cap, state, rids, attempts)
-  if #rids == 0 then return end
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(rids, ' '), 's', state,
-    'a', table.concat(attempts, ' '))
-end

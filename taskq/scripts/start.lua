@@ -31,13 +31,14 @@
 -- before the new one starts, which fences the old attempt's late writes off.
 --!include lib_states.lua
 --!include lib_time.lua
+--!include lib_events.lua
 local stream, events = KEYS[1], KEYS[2]
 local group, cap, worker = ARGV[1], ARGV[2], ARGV[3]
 local now_ms = tostring(server_ms())
 local out = {}
--- The runs that move to Running (or Retrying) share one events-stream entry per state,
--- added after the loop (a Crashed event of the attempt before comes first): the run ids
--- and the attempts space-separated, in order.
+-- The runs that move to Running (or Retrying) share events-stream entries per state
+-- (lib_events.lua), added after the loop (a Crashed event of the attempt before comes
+-- first).
 local running, running_a, retrying, retrying_a = {}, {}, {}, {}
 for i = 1, #KEYS - 2 do
   local run = KEYS[2 + i]
@@ -96,12 +97,6 @@ for i = 1, #KEYS - 2 do
   out[#out + 1] = a
   out[#out + 1] = deliveries
 end
-if #running > 0 then
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(running, ' '), 's',
-    'Running', 'a', table.concat(running_a, ' '))
-end
-if #retrying > 0 then
-  redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', table.concat(retrying, ' '), 's',
-    'Retrying', 'a', table.concat(retrying_a, ' '))
-end
+add_runs_event(events, cap, 'Running', running, running_a)
+add_runs_event(events, cap, 'Retrying', retrying, retrying_a)
 return out
