@@ -142,3 +142,19 @@ def test_a_batch_tells_its_transitions_in_one_event_entry_per_state(app: taskq.A
     ]
     queued = split_event({"r": " ".join(ids[:2]), "s": "Pending"})
     assert queued == [{"r": ids[0], "s": "Pending"}, {"r": ids[1], "s": "Pending"}]
+
+
+def test_shared_entries_hold_at_most_16_runs(app: taskq.App) -> None:
+    """A bulk enqueue's Pending entries name at most 16 runs each (the stream's memory
+    stays bounded by its cap, which counts transitions)."""
+
+    @app.task(name="batch.many")
+    def many(i: int) -> int:
+        return i
+
+    futures = many.map(range(40))
+    raw = app.broker.execute("XRANGE", app.keys.events("default"), "-", "+")
+    sizes = [len(dict(zip(f[::2], f[1::2], strict=True))[b"r"].split(b" ")) for _, f in raw]
+    assert sizes == [16, 16, 8]
+    seen = [e.run_id for e in read_events(app.broker, "default") if e.state == "Pending"]
+    assert seen == [f.run_id for f in futures]
