@@ -1,9 +1,10 @@
 -- lib_events: one transition of several runs on the queue's events stream (inserted where
 -- a script says --!include), for the scripts that move runs in batches (enqueue, start,
 -- finish_batch). The runs go in entries of at most EVENT_BATCH runs: `r` their ids and
--- `a` their attempts (when given), space-separated. The stream keeps about `cap`
--- transitions, not entries: an entry of n runs trims the stream to cap / n entries, so
--- batching neither grows the stream's memory nor shortens the history it keeps.
+-- `a` their attempts (when given), space-separated. The stream is capped at about `cap`
+-- entries, as with one entry per run: it keeps at least as long a history as before
+-- (a reader that lags behind loses nothing it did not lose then), and its memory stays
+-- bounded by cap entries of at most EVENT_BATCH runs each.
 local EVENT_BATCH = 16
 
 local function add_runs_event(events, cap, state, rids, attempts)
@@ -12,12 +13,11 @@ local function add_runs_event(events, cap, state, rids, attempts)
   while i <= n do
     local j = math.min(i + EVENT_BATCH - 1, n)
     local ids = table.concat(rids, ' ', i, j)
-    local keep = math.max(1, math.floor(tonumber(cap) / (j - i + 1)))
     if attempts then
-      redis.call('XADD', events, 'MAXLEN', '~', keep, '*', 'r', ids, 's', state,
+      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', ids, 's', state,
         'a', table.concat(attempts, ' ', i, j))
     else
-      redis.call('XADD', events, 'MAXLEN', '~', keep, '*', 'r', ids, 's', state)
+      redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', ids, 's', state)
     end
     i = j + 1
   end
