@@ -201,7 +201,10 @@ class Future(Generic[R]):
         """The run's current state, read from Redis (final states are cached)."""
         if self._outcome is not None:
             o = self._outcome
-            return State(o.state, o.attempt, o.error)
+            error = outcome_error(self.run_id, o)
+            return State(
+                o.state, o.attempt, o.error, value=o.value, run_id=self.run_id, exception=error
+            )
         record = self._broker.producer.run_record(self.queue, self.run_id)
         if not record:
             raw = self._broker.producer.peek_results(self.queue, [self.run_id])[0]
@@ -212,7 +215,8 @@ class Future(Generic[R]):
         if RecordField.DEAD in record:
             err = ErrorInfo(ErrorType.DEAD_LETTERED.value, record[RecordField.DEAD])
         name = record.get(RecordField.STATE, StateName.PENDING.value)
-        return State(name, int(record.get(RecordField.ATTEMPT, 0)), err, dict(record))
+        attempt = int(record.get(RecordField.ATTEMPT, 0))
+        return State(name, attempt, err, dict(record), run_id=self.run_id)
 
 
 def outcome_error(run_id: str, outcome: Outcome, *, child: bool = False) -> TaskqError | None:

@@ -14,7 +14,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskq.errors import Cancel, ErrorInfo, FailedStateReturned
+from taskq.errors import (
+    Cancel,
+    ErrorInfo,
+    FailedStateReturned,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskqError,
+    error_info,
+)
 from taskq.protocol import FINAL, StateName
 
 
@@ -62,8 +70,12 @@ class State:
         attempt: The attempt number the state belongs to (0 before the first start).
         error: The error of a failed attempt, if any.
         data: Other fields of the run record (timestamps, worker id, ...).
-        exception: The live exception, only inside the worker that caught it
-            (for ``retry_condition_fn``); never stored.
+        exception: The exception :meth:`result` raises: the live one where this
+            process caught it (for ``retry_condition_fn``, a direct call's
+            ``return_state=True``), or the error a read of the stored outcome raises;
+            never stored.
+        value: A completed state's value (see :meth:`result`).
+        run_id: The run the state is of ("" where unknown; ``"local"`` for a direct call).
     """
 
     name: str
@@ -73,6 +85,7 @@ class State:
     exception: BaseException | None = field(default=None, compare=False, repr=False)
     #: The value a task body's returned ``Completed(value)`` carries (see :func:`Completed`).
     value: Any = field(default=None, compare=False, repr=False)
+    run_id: str = field(default="", compare=False, repr=False)
 
     @property
     def type(self) -> StateType:
@@ -87,6 +100,34 @@ class State:
 
     def is_failed(self) -> bool:
         return self.type in (StateType.FAILED, StateType.CRASHED)
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """The state's value, as Prefect's ``State.result()``: a Completed (or Cached)
+        state's value; a failed or cancelled state's error is raised (returned with
+        ``raise_on_failure=False``).
+
+        Raises:
+            TaskFailedError: A Failed state read from Redis (``ChildFailedError`` in a
+                flow); a state this process made holds the live exception instead.
+            TaskCancelledError: A Cancelled state read from Redis.
+            TaskqError: The state is not final: there is no result yet.
+        """
+        if self.type is StateType.COMPLETED:
+            return self.value
+        error = self.exception
+        if error is None:
+            if not self.is_final():
+                raise TaskqError(
+                    f"run {self.run_id or '?'} is {self.name}, not final: it has no result yet"
+                )
+            info = self.error or ErrorInfo("UnknownError", f"run ended {self.name}")
+            if self.type is StateType.CANCELLED:
+                error = TaskCancelledError(self.run_id, info.message)
+            else:
+                error = TaskFailedError(self.run_id, info, self.attempt)
+        if raise_on_failure:
+            raise error
+        return error
 
     def __repr__(self) -> str:
         return f"State(name={self.name!r}, type={self.type.value}, attempt={self.attempt})"
@@ -151,3 +192,14 @@ def returned_value(value: Any) -> Any:
     if isinstance(value, State):
         return value.value
     return [s.value for s in states]
+
+
+def local_state(attempt: int, value: Any = None, error: BaseException | None = None) -> State:
+    """The final state of a direct (in-process) call made with ``return_state=True``:
+    Completed with ``value``, or Failed (Cancelled for :class:`Cancel`) holding ``error``,
+    which :meth:`State.result` raises as it was."""
+    if error is None:
+        return State(StateName.COMPLETED.value, attempt, value=value, run_id="local")
+    info = error_info(error)
+    name = StateName.CANCELLED if isinstance(error, Cancel) else StateName.FAILED
+    return State(name.value, attempt, info, exception=error, run_id="local")

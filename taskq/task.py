@@ -14,14 +14,14 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
-from taskq.errors import ConfigurationError, MessageError, Retry
+from taskq.errors import Cancel, ConfigurationError, MessageError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
 from taskq.mapping import spread as spread_calls
 from taskq.message import Message, encode_call, encode_calls, encode_message, new_run_id
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
-from taskq.states import TaskRun, returned_value
+from taskq.states import TaskRun, local_state, returned_value
 from taskq.upstream import wait_upstream
 
 if TYPE_CHECKING:
@@ -177,6 +177,13 @@ class Task(Generic[P, R]):
             return f"d{round(delay * 1000)}"
         return ""
 
+    def _return_state(self, kwargs: dict[str, Any]) -> bool:
+        """Pop Prefect's ``return_state`` from a call's ``kwargs`` (unless the function
+        takes a parameter of that name): whether the call returns the final State."""
+        if "return_state" in kwargs and "return_state" not in self._params:
+            return bool(kwargs.pop("return_state"))
+        return False
+
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Enqueue one run on the task's queue and return its future.
 
@@ -188,12 +195,21 @@ class Task(Generic[P, R]):
         next partition in this process's round robin, or, with
         ``with_options(partition_key=...)``, to that key's partition.
 
+        ``return_state=True`` (Prefect's) waits for the run and returns its final
+        :class:`~taskq.states.State` instead of the future (``state.result()`` gives
+        the value); untyped, like ``wait_for``: ``submit(...).wait()`` is the typed
+        spelling.
+
         Raises:
             MessageError: An argument cannot be serialized with msgpack, or the
                 payload breaks a limit the workers check (see :mod:`taskq.message`).
             RedisUnavailableError: Redis did not answer.
         """
         kw = dict(kwargs)
+        if self._return_state(kw):
+            future = self.submit(*args, **kw)  # type: ignore[arg-type]
+            future.wait()
+            return future.state  # type: ignore[return-value]
         due = self._due(kw)
         args, kw = resolve_futures(args), resolve_futures(kw)
         runner = current_flow.get()
@@ -277,20 +293,26 @@ class Task(Generic[P, R]):
         As in Prefect, a failed attempt is retried after its delay (slept here),
         up to ``retries`` times; the last error is raised as it was. Inside a
         running flow, the call instead submits a child run and waits for it.
+        ``return_state=True`` returns the final :class:`~taskq.states.State` instead
+        (nothing raised; ``state.result()`` gives the value or raises the error).
         """
+        want_state = self._return_state(kwargs)
         if current_flow.get() is not None:
-            return self.submit(*args, **kwargs).result()
+            future = self.submit(*args, **kwargs)
+            if want_state:
+                future.wait()
+                return future.state  # type: ignore[return-value]
+            return future.result()
         attempt = 1
         while True:
             try:
-                return returned_value(self.fn(*args, **kwargs))  # type: ignore[no-any-return]
-            except Exception as exc:
-                delay = self._local_retry_delay(attempt, exc)
+                value = returned_value(self.fn(*args, **kwargs))
+                return local_state(attempt, value) if want_state else value  # type: ignore[return-value]
+            except (Exception, Retry, Cancel) as exc:
+                delay = None if isinstance(exc, Cancel) else self._local_retry_delay(attempt, exc)
                 if delay is None:
-                    raise
-            except Retry as sig:
-                delay = self._local_retry_delay(attempt, sig)
-                if delay is None:
+                    if want_state:
+                        return local_state(attempt, error=exc)  # type: ignore[return-value]
                     raise
             time.sleep(delay)
             attempt += 1
@@ -307,19 +329,29 @@ class AsyncTask(Task[P, R]):
     def __call__(  # type: ignore[override]
         self, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, R]:
+        want_state = self._return_state(kwargs)
         if current_flow.get() is not None:
-            return _ready(self.submit(*args, **kwargs).result())
-        return self._call_with_retries(*args, **kwargs)
+            future = self.submit(*args, **kwargs)
+            if want_state:
+                future.wait()
+                return _ready(future.state)  # type: ignore[arg-type]
+            return _ready(future.result())
+        return self._call_with_retries(want_state, *args, **kwargs)
 
-    async def _call_with_retries(self, *args: Any, **kwargs: Any) -> R:
+    async def _call_with_retries(self, want_state: bool, *args: Any, **kwargs: Any) -> R:
         attempt = 1
         while True:
             try:
-                return returned_value(await self.fn(*args, **kwargs))  # type: ignore[no-any-return]
-            except (Exception, Retry) as exc:
-                run = TaskRun("local", self.queue, self.name, attempt)
-                delay = await retry_decision_async(self, self.options.retry, run, exc)
+                value = returned_value(await self.fn(*args, **kwargs))
+                return local_state(attempt, value) if want_state else value  # type: ignore[return-value]
+            except (Exception, Retry, Cancel) as exc:
+                delay = None
+                if not isinstance(exc, Cancel):
+                    run = TaskRun("local", self.queue, self.name, attempt)
+                    delay = await retry_decision_async(self, self.options.retry, run, exc)
                 if delay is None:
+                    if want_state:
+                        return local_state(attempt, error=exc)  # type: ignore[return-value]
                     raise
             await asyncio.sleep(delay)
             attempt += 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import ParamSpec, TypeVar
 
+from taskq.errors import Cancel, Retry
 from taskq.flows.run import FlowRun, call_body
 from taskq.message import new_run_id
+from taskq.states import local_state
 from taskq.task import Task, current_flow
 
 P = ParamSpec("P")
@@ -21,11 +23,23 @@ class Flow(Task[P, R]):
     """
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the flow (see the class); ``return_state=True`` returns its final
+        :class:`~taskq.states.State` instead of its value, as a task's call does."""
+        want_state = self._return_state(kwargs)
         if current_flow.get() is not None:
-            return self.submit(*args, **kwargs).result()
+            future = self.submit(*args, **kwargs)
+            if want_state:
+                future.wait()
+                return future.state  # type: ignore[return-value]
+            return future.result()
         runner = FlowRun(self.app, self, new_run_id(), self.queue, durable=False)
         token = current_flow.set(runner)
         try:
-            return call_body(self, args, kwargs)  # type: ignore[no-any-return]
+            value = call_body(self, args, kwargs)
+        except (Exception, Retry, Cancel) as exc:
+            if want_state:
+                return local_state(1, error=exc)  # type: ignore[return-value]
+            raise
         finally:
             current_flow.reset(token)
+        return local_state(1, value) if want_state else value  # type: ignore[return-value]

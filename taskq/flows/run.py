@@ -14,10 +14,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from taskq.errors import NonDeterministicFlowError
 from taskq.futures import Future, WaitGroup, outcome_error
+from taskq.futures import wait as wait_all
 from taskq.message import Message, Outcome, decode_outcome, encode_message, pack
 from taskq.partitions import stable_hash
 from taskq.protocol import MetaKey, WaitMode
-from taskq.states import NAME_TO_TYPE, State, StateType
+from taskq.states import NAME_TO_TYPE, State, StateType, returned_value
 from taskq.task import Host, Task
 
 P = ParamSpec("P")
@@ -40,10 +41,36 @@ def call_digest(task: str, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes
 
 
 def call_body(flow: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    """Run a flow body, sync or ``async def`` (the latter on a private event loop)."""
+    """Run a flow body, sync or ``async def`` (the latter on a private event loop), and
+    return what its return value means (:func:`returned_states`)."""
     if flow.is_async:
-        return asyncio.run(flow.fn(*args, **kwargs))
-    return flow.fn(*args, **kwargs)
+        return returned_states(asyncio.run(flow.fn(*args, **kwargs)))
+    return returned_states(flow.fn(*args, **kwargs))
+
+
+def returned_states(value: Any) -> Any:
+    """What a flow body's return value means, as in Prefect: a returned state (or list
+    of states) sets the outcome as for a task (:func:`taskq.states.returned_value`),
+    and so does a returned future, or a list of futures (and states): each is waited
+    for (in a durable flow the wait may suspend it) and stands for its final state.
+
+    Raises:
+        FailedStateReturned: A returned state, or a returned future's run, failed.
+        Cancel: A returned state is Cancelled.
+    """
+    if isinstance(value, Future):
+        value.wait()
+        return returned_value(value.state)
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and any(isinstance(v, Future) for v in value)
+        and all(isinstance(v, Future | State) for v in value)
+    ):
+        wait_all([v for v in value if isinstance(v, Future)])
+        states = [v.state if isinstance(v, Future) else v for v in value]
+        return returned_value(states)
+    return returned_value(value)
 
 
 class ChildFuture(Future[R]):
@@ -89,7 +116,10 @@ class ChildFuture(Future[R]):
         """The child's state: its outcome once its flow has learned it, else from Redis."""
         o = self._runner.outcome(self.run_id)
         if o is not None:
-            return State(o.state, o.attempt, o.error)
+            error = outcome_error(self.run_id, o, child=True)
+            return State(
+                o.state, o.attempt, o.error, value=o.value, run_id=self.run_id, exception=error
+            )
         return super().state
 
 
