@@ -58,3 +58,24 @@ class Delivery:
         return (
             float(ttl) if isinstance(ttl, int | float) and ttl > 0 else self.task.options.result_ttl
         )
+
+    @property
+    def persist_result(self) -> bool:
+        """Whether its value is kept (per-submission override first). A flow child's
+        always is: its flow reads it through Redis."""
+        meta = self.message.meta
+        if not meta:
+            return self.task.options.persist_result
+        if meta.get(MetaKey.PARENT) is not None:
+            return True
+        keep = meta.get(MetaKey.PERSIST_RESULT)
+        return keep if isinstance(keep, bool) else self.task.options.persist_result
+
+    @property
+    def result_storage_key(self) -> str | None:
+        """Its ``result_storage_key`` template (per-submission override first)."""
+        meta = self.message.meta
+        if meta and MetaKey.RESULT_STORAGE_KEY in meta:
+            key = meta[MetaKey.RESULT_STORAGE_KEY]
+            return key if isinstance(key, str) and key else None
+        return self.task.options.result_storage_key

@@ -38,6 +38,7 @@ from taskq.options import RETRY_OPTIONS
 from taskq.outbox import Outbox
 from taskq.partitions import logical_queue
 from taskq.protocol import ErrorType, MetaKey, RetryReply, StateName
+from taskq.results import TaskRunInfo, fill_key
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State, returned_value
 
@@ -144,6 +145,11 @@ class Engine:
         value = decode_outcome(raw).value
         hooks = d.task.options.on_completion
         outcome = encode_outcome(StateName.CACHED.value, d.attempt, value, call=d.child_call)
+        if d.result_storage_key is not None:
+            try:
+                self._store_named(d, d.result_storage_key, outcome)
+            except ConfigurationError as exc:
+                log.warning("run %s: its cached result is not stored by name: %s", d.run_id, exc)
         if self._finish(d, StateName.CACHED.value, outcome, None, bool(hooks)):
             self._hooks(d, d.task.options.on_completion, State(StateName.CACHED.value, d.attempt))
         return True
@@ -159,6 +165,26 @@ class Engine:
         if d.cache_key is None or not self.app.spread.partitioned(logical):
             return d.queue
         return self.app.spread.pick(logical, d.cache_key)
+
+    def _store_named(self, d: Delivery, template: str, outcome: bytes) -> None:
+        """Store a completed outcome under its filled ``result_storage_key`` (on the
+        name's home partition of a partitioned queue), before the outcome is recorded,
+        so whoever sees the run end finds it; a crash in between costs a rerun that
+        stores it again.
+
+        Raises:
+            ConfigurationError: The template cannot be filled for this run.
+        """
+        parent = d.parent
+        args = bind_arguments(d.task.fn, d.message.args, d.message.kwargs)
+        name = d.message.meta.get(MetaKey.NAME) or d.task.name
+        info = TaskRunInfo(d.run_id, str(name), d.task.name)
+        key = fill_key(template, args, info, parent.flow_id if parent is not None else None)
+        logical = logical_queue(d.queue)
+        home = (
+            self.app.spread.pick(logical, key) if self.app.spread.partitioned(logical) else d.queue
+        )
+        self.broker.stored.store(home, key, outcome, d.result_ttl)
 
     def _queue_of(self, d: Delivery, run_id: str) -> str:
         """The partition of ``d``'s queue holding run ``run_id`` (``d``'s queue if none)."""
@@ -227,8 +253,15 @@ class Engine:
     def handle_success(self, d: Delivery, value: Any) -> None:
         """Record Completed with the return value (Failed, not retried, if it cannot be
         serialized or its encoding is larger than ``max_result_bytes``)."""
+        kept = d.persist_result
         try:
-            outcome = encode_outcome(StateName.COMPLETED.value, d.attempt, value, call=d.child_call)
+            outcome = encode_outcome(
+                StateName.COMPLETED.value,
+                d.attempt,
+                value if kept else None,
+                call=d.child_call,
+                kept=kept,
+            )
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
             return
@@ -239,6 +272,12 @@ class Engine:
             msg = f"task result of {size} bytes exceeds max_result_bytes={limit}"
             self.handle_failure(d, MessageError(msg))
             return
+        if d.result_storage_key is not None:
+            try:
+                self._store_named(d, d.result_storage_key, outcome)
+            except ConfigurationError as exc:  # deterministic: never retried
+                self.handle_failure(d, exc)
+                return
         if self._finish(
             d, StateName.COMPLETED.value, outcome, None, bool(d.task.options.on_completion)
         ):

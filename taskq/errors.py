@@ -71,6 +71,14 @@ class UnknownTaskError(TaskqError, LookupError):
     """A message names a task that is not registered in this app."""
 
 
+class ResultNotPersistedError(TaskqError):
+    """A run completed, but its task has ``persist_result=False``: no value was kept."""
+
+
+class ResultNotFoundError(TaskqError, LookupError):
+    """No result is stored under a ``result_storage_key`` (never written, or expired)."""
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     """An error carried as data: never re-instantiated from its type name.

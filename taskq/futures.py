@@ -21,6 +21,7 @@ from taskq.errors import (
     ConfigurationError,
     ErrorInfo,
     ResultInTaskError,
+    ResultNotPersistedError,
     ResultTimeoutError,
     TaskCancelledError,
     TaskFailedError,
@@ -191,6 +192,8 @@ class Future(Generic[R]):
             raise ResultTimeoutError(_explain(head, [self]))
         error = outcome_error(self.run_id, outcome)
         if error is None:
+            if not outcome.kept:
+                raise not_kept(self.run_id, self.task_name)
             return outcome.value  # type: ignore[no-any-return]
         if raise_on_failure:
             raise error
@@ -201,7 +204,9 @@ class Future(Generic[R]):
         """The run's current state, read from Redis (final states are cached)."""
         if self._outcome is not None:
             o = self._outcome
-            error = outcome_error(self.run_id, o)
+            error = outcome_error(self.run_id, o) or (
+                None if o.kept else not_kept(self.run_id, self.task_name)
+            )
             return State(
                 o.state, o.attempt, o.error, value=o.value, run_id=self.run_id, exception=error
             )
@@ -217,6 +222,14 @@ class Future(Generic[R]):
         name = record.get(RecordField.STATE, StateName.PENDING.value)
         attempt = int(record.get(RecordField.ATTEMPT, 0))
         return State(name, attempt, err, dict(record), run_id=self.run_id)
+
+
+def not_kept(run_id: str, task_name: str) -> ResultNotPersistedError:
+    """The error a completed run's result read raises when its value was not kept."""
+    return ResultNotPersistedError(
+        f"run {run_id} completed, but task {task_name!r} has persist_result=False: "
+        "no value was kept"
+    )
 
 
 def outcome_error(run_id: str, outcome: Outcome, *, child: bool = False) -> TaskqError | None:

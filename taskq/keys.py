@@ -12,6 +12,7 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:result:<run_id> one-element list holding the final outcome
     taskq:{default}:wake            pub/sub channel (not a key) waking delay-queue movers
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
+    taskq:{default}:stored:<name>   a completed outcome stored by name (result_storage_key)
     taskq:{default}:flow:<id>:...   a flow's fan-in keys (results, order, wait, ping), on
                                     the flow's queue tag
 
@@ -120,6 +121,10 @@ class Keyspace:
     def cache_lock(self, queue: str, key: str) -> str:
         """Held by the run computing a SERIALIZABLE cache entry (its value: the run id)."""
         return f"{self._tag(queue)}:cache:{key}:lock"
+
+    def stored(self, queue: str, name: str) -> str:
+        """A result stored by name (``result_storage_key``)."""
+        return f"{self._tag(queue)}:stored:{name}"
 
     def wake_channel(self, queue: str) -> str:
         """Pub/sub channel on which the delay-queue movers of ``queue`` are woken."""

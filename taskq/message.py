@@ -358,6 +358,7 @@ OUTCOME_LIMITS = Limits(max_bytes=1 << 31, max_depth=1 << 10, max_args=1 << 31)
 # An outcome map's keys as plain str (msgpack packs them as before; no enum lookups).
 _STATE, _ATTEMPT = OutcomeField.STATE.value, OutcomeField.ATTEMPT.value
 _ERROR, _VALUE, _CALL = OutcomeField.ERROR.value, OutcomeField.VALUE.value, OutcomeField.CALL.value
+_UNKEPT = OutcomeField.UNKEPT.value
 
 
 def encode_outcome(
@@ -366,11 +367,14 @@ def encode_outcome(
     value: Any = None,
     error: ErrorInfo | None = None,
     call: tuple[str, bytes] | None = None,
+    kept: bool = True,
 ) -> bytes:
     """The payload stored for a finished run.
 
     ``call`` (a flow child's): ``(task name, digest of its arguments)``, stored as
-    field ``c`` so that a replayed flow can check it makes the same call.
+    field ``c`` so that a replayed flow can check it makes the same call. ``kept``
+    False (``persist_result=False``): the value is left out (never checked or
+    packed) and field ``n`` says so.
 
     Raises:
         MessageError: ``value`` holds what a reader would refuse.
@@ -378,6 +382,8 @@ def encode_outcome(
     body: dict[str, Any] = {_STATE: state, _ATTEMPT: attempt}
     if error is not None:
         body[_ERROR] = [error.type, error.message, error.traceback]
+    elif not kept:
+        body[_UNKEPT] = 1
     else:
         if type(value) not in _SCALARS:
             # What decode_outcome would refuse (a non-string map key, ...) is refused
@@ -392,13 +398,15 @@ def encode_outcome(
 @dataclass(frozen=True)
 class Outcome:
     """A finished run's state name, attempt count, value or error; for a flow child,
-    the call it was (``(task name, argument digest)``, None if not recorded)."""
+    the call it was (``(task name, argument digest)``, None if not recorded); ``kept``
+    False when the value was not stored (``persist_result=False``)."""
 
     state: str
     attempt: int
     value: Any = None
     error: ErrorInfo | None = None
     call: tuple[str, bytes] | None = None
+    kept: bool = True
 
 
 def decode_outcome(data: bytes) -> Outcome:
@@ -410,4 +418,5 @@ def decode_outcome(data: bytes) -> Outcome:
     error = ErrorInfo(str(err[0]), str(err[1]), str(err[2])) if err else None
     c = body.get(_CALL)
     call = (c[0], c[1]) if isinstance(c, list) and len(c) == 2 else None
-    return Outcome(str(body[_STATE]), int(body.get(_ATTEMPT, 0)), body.get(_VALUE), error, call)
+    state, attempt, kept = str(body[_STATE]), int(body.get(_ATTEMPT, 0)), _UNKEPT not in body
+    return Outcome(state, attempt, body.get(_VALUE), error, call, kept)

@@ -17,6 +17,7 @@ from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
 from taskq.keys import check_name
 from taskq.protocol import PRIORITIES, RETRY_OVERRIDES, MetaKey
+from taskq.results import check_template
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ class TaskOptionsDict(TypedDict, total=False):
     delay: float | timedelta | None
     scheduled_at: datetime | None
     partition_key: str | None
+    persist_result: bool
+    result_storage_key: str | None
+    description: str | None
+    version: str | None
 
 
 class FlowOptionsDict(TaskOptionsDict, total=False):
@@ -101,6 +106,21 @@ class TaskOptions:
     delay: float | None = None
     scheduled_at: datetime | None = None
     partition_key: str | None = None
+    persist_result: bool = True
+    result_storage_key: str | None = None
+    description: str | None = None
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.persist_result and self.cache.enabled:
+            raise ConfigurationError(
+                "persist_result=False keeps no value, so there is nothing to cache: "
+                "drop the cache options or persist the result"
+            )
+        if not self.persist_result and self.result_storage_key is not None:
+            raise ConfigurationError(
+                "result_storage_key stores the value, which persist_result=False does not keep"
+            )
 
     def merged(self, changes: dict[str, Any]) -> TaskOptions:
         """A copy with ``changes`` (validated) applied."""
@@ -128,6 +148,10 @@ class TaskOptions:
             out[MetaKey.TIMEOUT.value] = self.timeout_seconds
         if self.cache.refresh != base.cache.refresh:
             out[MetaKey.REFRESH_CACHE.value] = self.cache.refresh
+        if self.persist_result != base.persist_result:
+            out[MetaKey.PERSIST_RESULT.value] = self.persist_result
+        if self.result_storage_key != base.result_storage_key:
+            out[MetaKey.RESULT_STORAGE_KEY.value] = self.result_storage_key
         mc, bc = self.cache, base.cache
         if (mc.key_fn, mc.policy, mc.expiration) != (bc.key_fn, bc.policy, bc.expiration):
             raise ConfigurationError(
@@ -209,6 +233,20 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
             out[key] = check_delay(value)
         elif key == "partition_key":
             out[key] = check_partition_key(value)
+        elif key == "persist_result":
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"persist_result must be True or False, got {value!r}")
+            out[key] = value
+        elif key == "result_storage_key":
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(
+                    f"result_storage_key must be a non-empty template string, got {value!r}"
+                )
+            out[key] = None if value is None else check_template(value)
+        elif key in ("description", "version"):
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{key} must be a string, got {value!r}")
+            out[key] = value
         elif key == "scheduled_at":
             if value is not None and not isinstance(value, datetime):
                 raise ConfigurationError(f"scheduled_at must be a datetime, got {value!r}")

@@ -268,6 +268,8 @@ class OutcomeField(enum.StrEnum):
     ERROR = "e"
     VALUE = "v"
     CALL = "c"
+    #: Present (1) when the run's value was not kept (``persist_result=False``).
+    UNKEPT = "n"
 
 
 # -- message meta -----------------------------------------------------------------------
@@ -283,6 +285,10 @@ class MetaKey(enum.StrEnum):
     PARENT = "parent"
     #: A flow child's call digest (bytes), checked when its flow replays.
     CALL = "c"
+    #: ``persist_result`` changed per submission (``with_options``).
+    PERSIST_RESULT = "persist_result"
+    #: ``result_storage_key`` changed per submission (``with_options``).
+    RESULT_STORAGE_KEY = "result_storage_key"
 
 
 #: Retry options a message may override (the options of ``taskq.options`` of the same names).

@@ -110,11 +110,14 @@ class State:
             TaskFailedError: A Failed state read from Redis (``ChildFailedError`` in a
                 flow); a state this process made holds the live exception instead.
             TaskCancelledError: A Cancelled state read from Redis.
+            ResultNotPersistedError: Completed, but its task has ``persist_result=False``.
             TaskqError: The state is not final: there is no result yet.
         """
-        if self.type is StateType.COMPLETED:
-            return self.value
         error = self.exception
+        if self.type is StateType.COMPLETED:
+            if error is not None:  # completed, but its value was not kept
+                raise error
+            return self.value
         if error is None:
             if not self.is_final():
                 raise TaskqError(

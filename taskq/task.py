@@ -14,10 +14,17 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
-from taskq.errors import Cancel, ConfigurationError, MessageError, Retry
+from taskq.errors import Cancel, ConfigurationError, MessageError, ResultNotFoundError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
 from taskq.mapping import spread as spread_calls
-from taskq.message import Message, encode_call, encode_calls, encode_message, new_run_id
+from taskq.message import (
+    Message,
+    decode_outcome,
+    encode_call,
+    encode_calls,
+    encode_message,
+    new_run_id,
+)
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
@@ -111,6 +118,12 @@ class Task(Generic[P, R]):
         except (TypeError, ValueError):
             self._params = frozenset()
         self.__doc__ = fn.__doc__
+        #: Prefect's ``description``: the option, else the function's docstring.
+        self.description = (
+            options.description if options.description is not None else inspect.getdoc(fn)
+        )
+        #: Prefect's ``version`` (None unless set).
+        self.version = options.version
         self.__wrapped__ = fn
 
     def __repr__(self) -> str:
@@ -237,6 +250,22 @@ class Task(Generic[P, R]):
             names = self.app.spread.names(queue)
             queue = broker.producer.holder(names, run_id) or names[0]
         return Future(broker, queue, run_id, self.name)
+
+    def stored_result(self, name: str) -> R:
+        """The value a run of this task stored under ``name`` (its filled
+        ``result_storage_key``, see :mod:`taskq.results`), read from the task's queue
+        (of a partitioned queue, the name's home partition).
+
+        Raises:
+            ResultNotFoundError: Nothing is stored under ``name`` (never, or expired).
+        """
+        queue = self.queue
+        if self.app.spread.partitioned(queue):
+            queue = self.app.spread.pick(queue, name)
+        raw = self.app.broker.stored.get(queue, name)
+        if raw is None:
+            raise ResultNotFoundError(f"no result is stored under {name!r} on queue {queue!r}")
+        return decode_outcome(raw).value  # type: ignore[no-any-return]
 
     def map(self, *args: Any, **kwargs: Any) -> list[Future[R]]:
         """Enqueue one run per element, in one bulk call; futures come back in input order.

@@ -8,6 +8,7 @@ holding that connection:
 - ``broker.consumer`` (:mod:`~taskq.broker.consumer`): fetch, start, finish, retry,
   renew, reclaim, hand back, release, dead-letter, park;
 - ``broker.caches`` (:mod:`~taskq.broker.caches`): the task cache's reads, lock and stores;
+- ``broker.stored`` (:mod:`~taskq.broker.stored`): results stored by name (``result_storage_key``);
 - ``broker.delay`` (:mod:`~taskq.broker.delay`): the mover's promote, delayed counts;
 - ``broker.flows`` (:mod:`~taskq.broker.flows`): suspend, notify, reset, fan-in reads;
 - ``broker.inspect`` (:mod:`~taskq.broker.inspection`): read-only views for the CLI.
@@ -30,6 +31,7 @@ from taskq.broker.delay import Delays, delay_mark
 from taskq.broker.flows import Flows
 from taskq.broker.inspection import Inspection, WaitFacts
 from taskq.broker.producer import ENQUEUE_BATCH, Producer
+from taskq.broker.stored import StoredResults
 from taskq.broker.subscription import Subscription
 from taskq.config import Settings
 from taskq.keys import Keyspace
@@ -64,6 +66,7 @@ class Broker:
         self.producer = Producer(self.connection, self.signer)
         self.consumer = Consumer(self.connection)
         self.caches = Caches(self.connection)
+        self.stored = StoredResults(self.connection)
         self.delay = Delays(self.connection)
         self.flows = Flows(self.connection)
         self.inspect = Inspection(self.connection)

@@ -222,6 +222,17 @@ def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) 
 
 
 @cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+def tasks(app_spec: str) -> None:
+    """List the tasks and flows of the app at MODULE:APP: name, kind, queue, version,
+    retries, result options and the first line of each description (no Redis needed)."""
+    from taskq.app import load_app
+    from taskq.cli.show import task_lines
+
+    click.echo("\n".join(task_lines(load_app(app_spec))))
+
+
+@cli.command()
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
 @click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 def queues(redis_url: str | None, prefix: str) -> None:

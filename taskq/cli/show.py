@@ -1,5 +1,5 @@
-"""The CLI's printers: what ``taskq events``, ``taskq run``, ``taskq dead`` and
-``taskq queues`` show.
+"""The CLI's printers: what ``taskq events``, ``taskq run``, ``taskq dead``,
+``taskq queues`` and ``taskq tasks`` show.
 
 A partitioned queue (:mod:`taskq.partitions`) is shown as one queue: its partitions are
 listed under it and their counts summed, its events merged in time order.
@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 
 import click
 
+from taskq.app import App
 from taskq.broker import Broker
 from taskq.broker.inspection import QueueCounts
 from taskq.events import Event, follow, read_events, recent_events
+from taskq.flows.flow import Flow
 from taskq.message import decode_outcome
 from taskq.partitions import is_partition_name, logical_queue
 from taskq.protocol import DELAYED, DeadField, EventField, RecordField, error_field, started_field
@@ -195,7 +197,11 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         if error_field(a) in record:
             how = "failed: " + record[error_field(a)]
         elif a == attempts and final is not None:
-            how = final.state
+            how = (
+                final.state
+                if final.kept
+                else f"{final.state} (value not kept: persist_result=False)"
+            )
         else:
             how = state if a == attempts else "?"
         lines.append(f"  attempt {a}: started {began}  {how}")
@@ -242,3 +248,23 @@ def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -
             )
         lines.append(f"    {child}  {state}")
     return lines
+
+
+def task_lines(app: App) -> list[str]:
+    """What ``taskq tasks`` prints: one block per registered task or flow, by name."""
+    lines: list[str] = []
+    for name in sorted(app.registry):
+        task = app.registry[name]
+        o = task.options
+        kind = "flow" if isinstance(task, Flow) else "task"
+        head = f"{name}  {kind}  queue={task.queue}  retries={o.retry.retries}"
+        if task.version is not None:
+            head += f"  version={task.version}"
+        if not o.persist_result:
+            head += "  persist_result=False"
+        if o.result_storage_key is not None:
+            head += f"  result_storage_key={o.result_storage_key!r}"
+        lines.append(head)
+        if task.description:
+            lines.append(f"  {task.description.splitlines()[0]}")
+    return lines or ["no tasks registered"]

@@ -385,6 +385,23 @@ def test_a_cache_entry_is_found_by_runs_on_every_partition(
     assert stored == [home]
 
 
+def test_a_result_stored_by_name_lives_on_its_home_partition(
+    app: taskq.App, client: redis.Redis, burst_worker: BurstWorker
+) -> None:
+    @app.task(queue="hot", result_storage_key="cube-{parameters[x]}")
+    def cube(x: int) -> int:
+        return x**3
+
+    futures = [cube.submit(x) for x in range(4)]  # round robin: every partition
+    assert {f.queue for f in futures} == set(HOT)
+    burst_worker(app, ["hot"])
+    assert [cube.stored_result(f"cube-{x}") for x in range(4)] == [0, 1, 8, 27]
+    for x in range(4):
+        name = f"cube-{x}"
+        home = HOT[zlib.crc32(name.encode()) % 4]
+        assert [q for q in HOT if client.exists(app.keys.stored(q, name))] == [home]
+
+
 def test_serializable_caching_computes_once_across_partitions(
     app: taskq.App, burst_worker: BurstWorker
 ) -> None:
