@@ -29,7 +29,7 @@ log = logging.getLogger("taskq.engine")
 _warned_unknown: set[str] = set()
 
 #: Kinds whose delivery now holds an attempt (or resumes a flow) and must run.
-_RUNS = frozenset({StartKind.STARTED, StartKind.RESUMED, StartKind.RETRYING})
+_RUNS = frozenset({StartKind.STARTED, StartKind.RESUMED, StartKind.RETRYING, StartKind.RECOVERED})
 
 _PAYLOAD, _RUN = EntryField.PAYLOAD.encode(), EntryField.RUN.encode()
 
@@ -88,6 +88,7 @@ class Admission:
         for d, (kind, attempt, deliveries) in zip(batch, started, strict=True):
             d.attempt = attempt
             d.resumed, d.retry_start = kind is StartKind.RESUMED, kind is StartKind.RETRYING
+            d.recovered = kind is StartKind.RECOVERED
             if kind in _RUNS:
                 runs.append(d)
             elif kind is StartKind.LOST:

@@ -24,6 +24,8 @@ class Delivery:
     attempt: int = 0
     resumed: bool = False
     retry_start: bool = False
+    #: Its attempt before was recorded Crashed as this one started (a lost worker).
+    recovered: bool = False
     cache_key: str | None = None
     level: int = 0
     #: Its outcome waits in the worker's outbox, to be recorded with the next fetch.

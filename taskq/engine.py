@@ -73,7 +73,10 @@ class Engine:
         if isinstance(d.task, Flow):
             self.run_flow(d)
             return
-        if d.task.options.cache.enabled and self._from_cache(d):
+        options = d.task.options
+        if d.recovered or options.on_running:
+            self.starting(d)
+        if options.cache.enabled and self._from_cache(d):
             return
         try:
             with running_task(d.run_id):  # waits for results are refused in it
@@ -89,7 +92,10 @@ class Engine:
         With a time limit the coroutine is cancelled when it passes it, and the
         attempt ends with :class:`TaskTimeoutError` (retried per the task's policy).
         """
-        if d.task.options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
+        options = d.task.options
+        if d.recovered or options.on_running:
+            self.starting(d)
+        if options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
             return
         limit = self.timeout_of(d)
         scope: asyncio.Timeout | None = None
@@ -112,7 +118,21 @@ class Engine:
 
     def run_flow(self, d: Delivery) -> None:
         """Run a flow body on this thread (see :func:`taskq.flows.resume.run_flow`)."""
+        if d.recovered or d.task.options.on_running:
+            self.starting(d)
         run_flow(self.app, d, self, self.can_block)
+
+    def starting(self, d: Delivery) -> None:
+        """The hooks of an attempt's start: ``on_crashed`` with the attempt before, when
+        it was just recorded Crashed (its worker was lost), then ``on_running`` (not
+        for a flow resuming after its children: that is the same attempt)."""
+        options = d.task.options
+        if d.recovered and options.on_crashed:
+            crash = ErrorInfo(StateName.CRASHED.value, "worker lost (lease expired)")
+            self._hooks(d, options.on_crashed, State(StateName.CRASHED.value, d.attempt - 1, crash))
+        if options.on_running and not d.resumed:
+            name = StateName.RETRYING if d.retry_start else StateName.RUNNING
+            self._hooks(d, options.on_running, State(name.value, d.attempt))
 
     def _from_cache(self, d: Delivery) -> bool:
         """Complete the run as Cached if its cache key has a value; True if it did.
@@ -388,9 +408,11 @@ class Engine:
         """Record Cancelled; the run never retries."""
         err = ErrorInfo(ErrorType.CANCELLED.value, reason)
         outcome = encode_outcome(StateName.CANCELLED.value, d.attempt, error=err, call=d.child_call)
-        self._finish(
-            d, StateName.CANCELLED.value, outcome, (ErrorType.CANCELLED.value, reason), False
-        )
+        hooks = d.task.options.on_cancellation
+        if self._finish(
+            d, StateName.CANCELLED.value, outcome, (ErrorType.CANCELLED.value, reason), bool(hooks)
+        ):
+            self._hooks(d, hooks, State(StateName.CANCELLED.value, d.attempt, err))
 
     def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:
         for hook in hooks:

@@ -36,6 +36,9 @@ class TaskOptionsDict(TypedDict, total=False):
     tags: Iterable[str]
     on_completion: list[Hook]
     on_failure: list[Hook]
+    on_running: list[Hook]
+    on_cancellation: list[Hook]
+    on_crashed: list[Hook]
     retries: int
     retry_delay_seconds: DelaySpec
     retry_jitter_factor: float | None
@@ -70,6 +73,8 @@ CACHE_OPTIONS = ("cache_key_fn", "cache_policy", "cache_expiration", "refresh_ca
 #: The retry options, which a message may also override: the protocol names them, as
 #: they travel in a message's meta. (An alias for the modules that still use this name.)
 RETRY_OPTIONS = RETRY_OVERRIDES
+#: The state-change hooks, each a list of ``hook(task, task_run, state)`` callables.
+HOOKS = ("on_completion", "on_failure", "on_running", "on_cancellation", "on_crashed")
 #: Options only flows take.
 FLOW_ONLY = ("inline_wait_seconds",)
 #: Per-submission options: only ``with_options`` (or ``submit``) takes them.
@@ -96,6 +101,9 @@ class TaskOptions:
     tags: frozenset[str] = frozenset()
     on_completion: tuple[Hook, ...] = ()
     on_failure: tuple[Hook, ...] = ()
+    on_running: tuple[Hook, ...] = ()
+    on_cancellation: tuple[Hook, ...] = ()
+    on_crashed: tuple[Hook, ...] = ()
     retry_raw: dict[str, Any] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_deliveries: int = 5
@@ -211,7 +219,7 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, str):
                 raise ConfigurationError("tags must be a collection of strings, not one string")
             out[key] = frozenset(str(t) for t in value)
-        elif key in ("on_completion", "on_failure"):
+        elif key in HOOKS:
             out[key] = _hooks(key, value)
         elif key == "max_deliveries":
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -79,6 +79,8 @@ class StartKind(enum.IntEnum):
     POISON = 3
     RETRYING = 4
     LOST = 5
+    #: Started, a new attempt (Running) after the one before was recorded Crashed.
+    RECOVERED = 6
 
 
 class FinishReply(enum.IntEnum):

@@ -27,6 +27,8 @@
 --      and another worker took it, or it was acked meanwhile); nothing changed.
 --      Checked for every run past its first start (a run still Pending or
 --      Scheduled has had no attempt that another worker could have taken).
+--   6  started after a crash: as 1, and the attempt before (Running or Retrying,
+--      its worker lost) was recorded Crashed first
 -- A run found Running/Retrying lost its worker: that attempt is recorded Crashed
 -- before the new one starts, which fences the old attempt's late writes off.
 --!include lib_states.lua
@@ -79,6 +81,7 @@ for i = 1, #KEYS - 2 do
       name = 'Retrying'
     end
     if HELD[s] then
+      kind = 6
       redis.call('HSET', run, 'x' .. a, 'Crashed: worker lost (lease expired)')
       redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Crashed', 'a', a,
         'et', 'Crashed', 'em', 'worker lost (lease expired)')

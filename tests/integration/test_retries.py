@@ -426,7 +426,7 @@ def test_an_attempt_after_a_crash_is_running_and_after_a_failure_retrying(
     # The lease expired and another worker reclaimed the delivery (XAUTOCLAIM's effect).
     stream = taskq_app.keys.stream("default")
     broker.execute("XCLAIM", stream, "taskq", "healer", 0, eid, "JUSTID")
-    assert broker.consumer.start("default", "healer", [(eid, fut.run_id, 5, "")])[0][:2] == (1, 2)
+    assert broker.consumer.start("default", "healer", [(eid, fut.run_id, 5, "")])[0][:2] == (6, 2)
     assert _story(taskq_app, fut.run_id) == [
         ("Pending", 0),
         ("Running", 1),
