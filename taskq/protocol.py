@@ -291,6 +291,9 @@ class MetaKey(enum.StrEnum):
     PERSIST_RESULT = "persist_result"
     #: ``result_storage_key`` changed per submission (``with_options``).
     RESULT_STORAGE_KEY = "result_storage_key"
+    #: The digest of a flow's parameters (16 bytes), sent with a child only when the
+    #: child's cache policy reads them (``FLOW_PARAMETERS``).
+    FLOW_PARAMETERS = "fp"
 
 
 #: Retry options a message may override (the options of ``taskq.options`` of the same names).
@@ -367,6 +370,7 @@ class Meta:
         name: The run's display name (``task_run_name``).
         parent: The flow this run is a child of.
         call: A flow child's call digest.
+        flow_parameters: The digest of a flow child's flow's parameters.
         extra: Everything else, as it came.
     """
 
@@ -377,6 +381,7 @@ class Meta:
     name: str | None = None
     parent: Parent | None = None
     call: bytes | None = None
+    flow_parameters: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -411,6 +416,8 @@ class Meta:
             self.parent = parent
         elif key == MetaKey.CALL and isinstance(value, bytes):
             self.call = value
+        elif key == MetaKey.FLOW_PARAMETERS and isinstance(value, bytes):
+            self.flow_parameters = value
         else:
             return False
         return True
@@ -432,5 +439,7 @@ class Meta:
             out[MetaKey.PARENT.value] = [p.queue, p.flow_id, p.level]
         if self.call is not None:
             out[MetaKey.CALL.value] = self.call
+        if self.flow_parameters is not None:
+            out[MetaKey.FLOW_PARAMETERS.value] = self.flow_parameters
         out.update(self.extra)
         return out

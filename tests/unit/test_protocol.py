@@ -74,7 +74,7 @@ def _metas() -> list[dict[str, Any]]:
     plain = fetch.make_message(["a"], {}).meta
     full = changed.make_message(["b"], {}).meta
     # As FlowRun._message adds a durable flow's fields to its child's message.
-    child = {**full, "parent": ["q", "flow-id", 7], "c": b"\x01\x02"}
+    child = {**full, "parent": ["q", "flow-id", 7], "c": b"\x01\x02", "fp": b"\x03" * 16}
     return [{}, plain, full, child, {"parent": ["q", "f", 0]}]
 
 
@@ -90,6 +90,7 @@ def test_meta_typed_fields() -> None:
     meta = Meta.from_dict(_metas()[3])
     assert meta.parent == Parent("q", "flow-id", 7)
     assert meta.call == b"\x01\x02"
+    assert meta.flow_parameters == b"\x03" * 16
     assert meta.name == "fetch-b"
     assert (meta.result_ttl, meta.timeout_seconds, meta.refresh_cache) == (60, 2.5, True)
     assert meta.retry == {
