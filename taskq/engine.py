@@ -141,10 +141,14 @@ class Engine:
         run waits for that run (up to the lock's life) and then reads the cache.
         """
         cache = d.task.options.cache
-        context = TaskRunContext(d.task, d.run_id, d.queue)
+        parent = d.parent
+        context = TaskRunContext(d.task, d.run_id, d.queue, parent.flow_id if parent else None)
+        params = d.message.meta.get(MetaKey.FLOW_PARAMETERS)
         try:
             args = bind_arguments(d.task.fn, d.message.args, d.message.kwargs)
-            d.cache_key = cache.key(context, args)
+            d.cache_key = cache.key(
+                context, args, params.hex() if isinstance(params, bytes) else None
+            )
         except Exception:
             log.exception("cache key of run %s could not be computed; running it", d.run_id)
             return False

@@ -32,7 +32,9 @@ class Flow(Task[P, R]):
                 future.wait()
                 return future.state  # type: ignore[return-value]
             return future.result()
-        runner = FlowRun(self.app, self, new_run_id(), self.queue, durable=False)
+        runner = FlowRun(
+            self.app, self, new_run_id(), self.queue, durable=False, params=(args, kwargs)
+        )
         token = current_flow.set(runner)
         try:
             value = call_body(self, args, kwargs)

@@ -60,6 +60,7 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
             can_block=can_block,
             retrying=d.retry_start,
             level=d.level,
+            params=(d.message.args, d.message.kwargs),
         )
         runner.load()
         token = current_flow.set(runner)

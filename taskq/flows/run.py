@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from taskq.cache import flow_parameters_digest
 from taskq.errors import NonDeterministicFlowError
 from taskq.futures import Future, WaitGroup, outcome_error
 from taskq.futures import wait as wait_all
@@ -135,6 +136,8 @@ class FlowRun:
             False for a direct call in application code (waits block).
         can_block: Whether the worker has a free slot, so blocking inline can help.
         retrying: This execution is a retry: children that failed run again.
+        params: The flow's ``(args, kwargs)``: children whose cache policy reads the flow's
+            parameters get their digest (None: no flow parameters).
     """
 
     def __init__(
@@ -148,8 +151,11 @@ class FlowRun:
         can_block: Callable[[], bool] = lambda: True,
         retrying: bool = False,
         level: int = 0,
+        params: tuple[Sequence[Any], dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
+        self.params = params
+        self._params_digest: bytes | None = None
         self.level = level
         self.flow = flow
         self.run_id = run_id
@@ -221,6 +227,14 @@ class FlowRun:
         self.seq += 1
         return f"{self.run_id}.{self.seq}"
 
+    def params_digest(self) -> bytes | None:
+        """The digest of the flow's parameters (computed once, when a child needs it)."""
+        if self._params_digest is None and self.params is not None:
+            args, kwargs = self.params
+            digest = flow_parameters_digest(self.flow.fn, args, kwargs, self.run_id)
+            self._params_digest = digest or b""
+        return self._params_digest or None
+
     def _message(
         self,
         task: Task[Any, Any],
@@ -235,6 +249,8 @@ class FlowRun:
             msg.meta[MetaKey.PARENT.value] = [self.queue, self.run_id, self.level]
             if digest is not None:
                 msg.meta[MetaKey.CALL.value] = digest
+        if task.options.cache.flow_parameters and (params := self.params_digest()) is not None:
+            msg.meta[MetaKey.FLOW_PARAMETERS.value] = params
         return msg
 
     def map_children(

@@ -80,17 +80,20 @@ def test_task_source_policy_and_combinations(
         calls.append("b")
         return x
 
+    # As in Prefect, NO_CACHE adds nothing: INPUTS + NO_CACHE is INPUTS (before issue 14
+    # it disabled caching).
     @taskq_app.task(cache_policy=taskq.INPUTS + taskq.NO_CACHE)
-    def never(x: int) -> int:
+    def inputs_only(x: int) -> int:
         calls.append("n")
         return x
 
-    futures = [constant.submit(1), both.submit(1), never.submit(1)]
+    futures = [constant.submit(1), both.submit(1), inputs_only.submit(1)]
     burst_worker(taskq_app)
-    futures += [constant.submit(2), both.submit(1), both.submit(2), never.submit(1)]
+    futures += [constant.submit(2), both.submit(1), both.submit(2), inputs_only.submit(1)]
     burst_worker(taskq_app)
     assert [f.result() for f in futures] == ["same", 1, 1, "same", 1, 2, 1]
-    assert Counter(calls) == {"c": 1, "b": 2, "n": 2}
+    assert Counter(calls) == {"c": 1, "b": 2, "n": 1}
+    assert futures[-1].state.name == "Cached"
 
 
 def test_failed_runs_are_not_cached(taskq_app: taskq.App, burst_worker: BurstWorker) -> None:
