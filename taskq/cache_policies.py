@@ -56,7 +56,7 @@ class TaskRunContext:
     flow_run_id: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class CachePolicy:
     """Base of the cache policies: subclass it and implement :meth:`compute_key`."""
 
@@ -105,7 +105,7 @@ class CachePolicy:
         return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class NoCache(CachePolicy):
     """Never a key: the run is not cached. Adding it to a policy gives that policy."""
 
@@ -125,7 +125,7 @@ class NoCache(CachePolicy):
         return other
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Inputs(CachePolicy):
     """The run's arguments, bound to the task's parameter names, less ``exclude``."""
 
@@ -162,7 +162,7 @@ class Inputs(CachePolicy):
         return dataclasses.replace(self, exclude=(*self.exclude, other))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class TaskSource(CachePolicy):
     """The task's code (:func:`taskq.codehash.code_digest`), not its name."""
 
@@ -179,7 +179,7 @@ class TaskSource(CachePolicy):
         return False
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class RunId(CachePolicy):
     """The run id of the flow the run is a child of, else the run's own (as Prefect)."""
 
@@ -196,7 +196,7 @@ class RunId(CachePolicy):
         return False
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class FlowParameters(CachePolicy):
     """The parameters of the flow the run is a child of; None when it has none."""
 
@@ -210,7 +210,7 @@ class FlowParameters(CachePolicy):
         return flow_parameters or None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class CompoundCachePolicy(CachePolicy):
     """The sum of ``policies``: a key from every part's key (parts giving None left out)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,22 @@ class Even(CachePolicy):
         return False
 
 
+@dataclass
+class Prefixed(CachePolicy):
+    """Written as Prefect's docs write one: a dataclass with a field of its own."""
+
+    prefix: str
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: str | None,
+        **kwargs: Any,
+    ) -> str | None:
+        return f"{self.prefix}-{inputs['x']}"
+
+
 class Ducky:
     def compute_key(
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: Any, **kw: Any
@@ -263,6 +280,8 @@ def test_custom_policies() -> None:
     assert key(Even(), x=2) == key(Even(), x=4) == "even-True"  # a custom key is used as is
     assert key(Even(), x=-1) is None
     assert key(Ducky(), fp="ab") == "duck-ab"
+    assert key(Prefixed(prefix="v1"), x=3) == "v1-3"
+    assert (Prefixed(prefix="v1") + INPUTS).isolation_level is None
     for policy in (Even(), Ducky()):
         assert build_cache({"cache_policy": policy}).enabled
     # A custom policy is assumed to read the flow's parameters unless it says otherwise.
