@@ -185,6 +185,12 @@ class Settings:
             (``TASKQ_TASKS_REFRESH_CACHE``; Prefect's ``PREFECT_TASKS_REFRESH_CACHE``).
         caching_disabled: Every task defined while it is set runs without its cache
             (no look-up, no store), whatever its cache options (``TASKQ_CACHING_DISABLED``).
+        run_log_max_lines: Lines a run's log keeps, the newest (``get_run_logger()``,
+            ``log_prints``, the engine's retry and failure messages;
+            ``TASKQ_RUN_LOG_MAX_LINES``, default 1,000; 0: run logs are not written).
+        run_log_line_bytes: Longest message of a run's log line, in UTF-8 bytes; a
+            longer one is cut and ends with ``... [truncated]``
+            (``TASKQ_RUN_LOG_LINE_BYTES``, default 8,192; at least 64).
         partitions: Queues split over several hash tags, and into how many
             (``TASKQ_PARTITIONS="hot=8,bulk=4"``); see :mod:`taskq.partitions`. Producers
             and workers must agree on it: the names of the partitions depend on the count.
@@ -214,6 +220,8 @@ class Settings:
     task_default_retry_delay_seconds: tuple[float, ...] = ()
     tasks_refresh_cache: bool = False
     caching_disabled: bool = False
+    run_log_max_lines: int = 1000
+    run_log_line_bytes: int = 8192
 
     def __post_init__(self) -> None:
         # A copy of its own, checked: the caller's dict may change later.
@@ -252,6 +260,15 @@ class Settings:
                 raise ConfigurationError(
                     f"{flag} must be True or False, got {getattr(self, flag)!r}"
                 )
+        lines, size = self.run_log_max_lines, self.run_log_line_bytes
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise ConfigurationError(
+                f"run_log_max_lines must be a whole number >= 0, got {lines!r}"
+            )
+        if isinstance(size, bool) or not isinstance(size, int) or size < 64:
+            raise ConfigurationError(
+                f"run_log_line_bytes must be a whole number >= 64, got {size!r}"
+            )
         if not self.unknown_task_grace >= 0:
             raise ConfigurationError(
                 f"unknown_task_grace must be >= 0 seconds, got {self.unknown_task_grace}"
@@ -284,6 +301,8 @@ class Settings:
             task_default_retry_delay_seconds=_env_delays("TASKQ_TASK_DEFAULT_RETRY_DELAY_SECONDS"),
             tasks_refresh_cache=_env_bool("TASKQ_TASKS_REFRESH_CACHE", False),
             caching_disabled=_env_bool("TASKQ_CACHING_DISABLED", False),
+            run_log_max_lines=_env_whole("TASKQ_RUN_LOG_MAX_LINES", 1000),
+            run_log_line_bytes=_env_whole("TASKQ_RUN_LOG_LINE_BYTES", 8192),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "signing_keys" in given:

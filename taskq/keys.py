@@ -13,6 +13,8 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:wake            pub/sub channel (not a key) waking delay-queue movers
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
     taskq:{default}:stored:<name>   a completed outcome stored by name (result_storage_key)
+    taskq:{default}:log:<run_id>    the run's log lines (capped list; only if it logged),
+                                    and a flow's :mark (lines its replays already wrote)
     taskq:{default}:flow:<id>:...   a flow's fan-in keys (results, order, wait, ping), on
                                     the flow's queue tag
 
@@ -97,6 +99,15 @@ class Keyspace:
 
     def result(self, queue: str, run_id: str) -> str:
         return f"{self._tag(queue)}:result:{run_id}"
+
+    def run_log(self, queue: str, run_id: str) -> str:
+        """List: the run's log lines, oldest first (capped; see :mod:`taskq.runlogs`)."""
+        return f"{self._tag(queue)}:log:{run_id}"
+
+    def run_log_mark(self, queue: str, run_id: str) -> str:
+        """String ``<attempt>:<lines>``: how many log lines of a flow's attempt its
+        executions wrote, so that a replay of the body does not write them again."""
+        return f"{self._tag(queue)}:log:{run_id}:mark"
 
     def flow_results(self, queue: str, flow_id: str) -> str:
         """Hash: child run id -> outcome payload, for every child of the flow that ended."""

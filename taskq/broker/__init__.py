@@ -11,6 +11,7 @@ holding that connection:
 - ``broker.stored`` (:mod:`~taskq.broker.stored`): results stored by name (``result_storage_key``);
 - ``broker.delay`` (:mod:`~taskq.broker.delay`): the mover's promote, delayed counts;
 - ``broker.flows`` (:mod:`~taskq.broker.flows`): suspend, notify, reset, fan-in reads;
+- ``broker.logs`` (:mod:`~taskq.broker.logs`): appends to run logs;
 - ``broker.inspect`` (:mod:`~taskq.broker.inspection`): read-only views for the CLI.
 
 Everything above this package sees :class:`~taskq.errors.RedisUnavailableError` and
@@ -30,6 +31,7 @@ from taskq.broker.consumer import Consumer, FinishCall
 from taskq.broker.delay import Delays, delay_mark
 from taskq.broker.flows import Flows
 from taskq.broker.inspection import Inspection, WaitFacts
+from taskq.broker.logs import Logs
 from taskq.broker.producer import ENQUEUE_BATCH, Producer
 from taskq.broker.stored import StoredResults
 from taskq.broker.subscription import Subscription
@@ -69,6 +71,7 @@ class Broker:
         self.stored = StoredResults(self.connection)
         self.delay = Delays(self.connection)
         self.flows = Flows(self.connection)
+        self.logs = Logs(self.connection)
         self.inspect = Inspection(self.connection)
 
     @cached_property

@@ -1,5 +1,5 @@
-"""The read-only inspection role: events, dead letters, queue sizes and names, server
-settings, what a timed-out result wait can report."""
+"""The read-only inspection role: events, run logs, dead letters, queue sizes and names,
+server settings, what a timed-out result wait can report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from taskq.broker.connection import Connection, text
+from taskq.broker.logs import LogLine, parse_line
 from taskq.errors import TaskqError
 from taskq.keys import GROUP
 from taskq.protocol import EventField, RecordField, split_event
@@ -61,6 +62,13 @@ class Inspection:
             if needle in fields.get(_EVENT_RUN, b""):  # the run, or a batch that may hold it
                 out += [e for e in _per_run(eid, fields) if e[1][EventField.RUN] == run_id]
         return out
+
+    def run_logs(self, queue: str, run_id: str) -> list[LogLine]:
+        """The run's log lines (``get_run_logger()``, ``log_prints``, the engine's retry
+        and failure messages), oldest first: at most the newest ``run_log_max_lines``;
+        empty when it logged nothing or its log expired. One ``LRANGE``."""
+        raw = self.conn.execute("LRANGE", self.keys.run_log(queue, run_id), 0, -1)
+        return [parse_line(r) for r in raw or ()]
 
     def dead_entries(self, queue: str, count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
         """The oldest ``count`` dead-lettered entries of a queue."""
