@@ -35,6 +35,7 @@ from taskq.errors import (
     ConfigurationError,
     ErrorInfo,
     MessageError,
+    MissingContextError,
     NonDeterministicFlowError,
     RedisFullError,
     RedisUnavailableError,
@@ -53,6 +54,7 @@ from taskq.flows.flow import Flow
 from taskq.futures import DoneAndNotDone, Future, as_completed, wait
 from taskq.mapping import unmapped
 from taskq.retry import exponential_backoff
+from taskq.runlogs import get_run_logger
 from taskq.states import Cancelled, Completed, Failed, State, StateType, TaskRun
 from taskq.task import AsyncTask, Task
 from taskq.upstream import allow_failure
@@ -79,6 +81,7 @@ __all__ = [
     "INPUTS",
     "Inputs",
     "MessageError",
+    "MissingContextError",
     "NO_CACHE",
     "NonDeterministicFlowError",
     "RUN_ID",
@@ -104,6 +107,7 @@ __all__ = [
     "allow_failure",
     "as_completed",
     "exponential_backoff",
+    "get_run_logger",
     "load_app",
     "task_input_hash",
     "unmapped",

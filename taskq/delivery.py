@@ -4,12 +4,15 @@ to :mod:`taskq.engine` (and the worker holds it until its outcome is recorded)."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.message import Message
 from taskq.protocol import MetaKey, Parent
 from taskq.states import TaskRun
 from taskq.task import Task
+
+if TYPE_CHECKING:
+    from taskq.runlogs import RunLog
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Delivery:
     level: int = 0
     #: Its outcome waits in the worker's outbox, to be recorded with the next fetch.
     deferred: bool = False
+    #: The log lines its attempt buffered (None until it logs one; see taskq.runlogs).
+    log: RunLog | None = None
 
     @property
     def parent(self) -> Parent | None:
@@ -52,6 +57,13 @@ class Delivery:
     def run(self) -> TaskRun:
         """The run as task hooks and retry conditions see it."""
         return TaskRun(self.run_id, self.queue, self.task.name, self.attempt)
+
+    @property
+    def log_prints(self) -> bool:
+        """Whether ``print()`` in its body goes to its log: as its message says (a flow
+        child inheriting its flow's, a ``with_options`` change), else as its task says."""
+        value = self.message.meta.get(MetaKey.LOG_PRINTS)
+        return value if isinstance(value, bool) else self.task.options.log_prints is True
 
     @property
     def result_ttl(self) -> float | None:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from taskq import runlogs
 from taskq.app import App
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.delivery import Delivery
@@ -29,7 +30,7 @@ from taskq.errors import (
     TaskTimeoutError,
     error_info,
 )
-from taskq.failures import log_failure, log_retry
+from taskq.failures import failure_message, log_failure, log_retry, retry_message
 from taskq.flows.flow import Flow
 from taskq.flows.resume import run_flow
 from taskq.futures import running_task
@@ -78,12 +79,15 @@ class Engine:
             self.starting(d)
         if options.cache.enabled and self._from_cache(d):
             return
+        token = runlogs.enter(d)  # the current run, for get_run_logger() and log_prints
         try:
             with running_task(d.run_id):  # waits for results are refused in it
                 value = returned_value(d.task.fn(*d.message.args, **d.message.kwargs))
         except BaseException as exc:
+            runlogs.leave(token)
             self.handle_exception(d, exc)
         else:
+            runlogs.leave(token)
             self.handle_success(d, value)
 
     async def run_async(self, d: Delivery) -> None:
@@ -99,6 +103,7 @@ class Engine:
             return
         limit = self.timeout_of(d)
         scope: asyncio.Timeout | None = None
+        token = runlogs.enter(d)  # this asyncio task's current run
         try:
             with running_task(d.run_id):  # waits for results are refused in it
                 coro = d.task.fn(*d.message.args, **d.message.kwargs)
@@ -110,10 +115,12 @@ class Engine:
                     async with asyncio.timeout(limit) as scope:
                         value = returned_value(await coro)
         except BaseException as exc:
+            runlogs.leave(token)
             if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
                 exc = TaskTimeoutError(f"timed out after {limit} s")
             await self._handle_exception_async(d, exc)
         else:
+            runlogs.leave(token)
             self.handle_success(d, value)
 
     def run_flow(self, d: Delivery) -> None:
@@ -289,6 +296,8 @@ class Engine:
         except MessageError as exc:
             self.handle_failure(d, MessageError(f"task result cannot be stored: {exc}"))
             return
+        if d.log is not None:  # the run logged: its lines, before its outcome
+            runlogs.flush(d)
         limit = self.app.settings.max_result_bytes
         if len(outcome) > limit:
             # Deterministic, so never retried: the same value would be refused again.
@@ -372,8 +381,14 @@ class Engine:
     def handle_retry(
         self, d: Delivery, exc: BaseException, delay: float, policy: RetryPolicy
     ) -> None:
-        """Ack the attempt and put the run in the delay queue (AwaitingRetry), in one script."""
+        """Ack the attempt and put the run in the delay queue (AwaitingRetry), in one script.
+
+        The retry message goes to the run's log first (with the attempt's lines, one call),
+        so that it comes before the lines of the next attempt.
+        """
         err = error_info(exc)
+        of = policy.retries + 1
+        runlogs.engine_line(d, logging.WARNING, retry_message(d.attempt, of, err, delay))
         got = self.broker.consumer.retry(
             d.queue,
             d.entry_id,
@@ -391,13 +406,16 @@ class Engine:
         elif got == RetryReply.FENCED:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
         elif log.isEnabledFor(logging.WARNING):
-            log_retry(d.task.name, d.run_id, d.attempt, policy.retries + 1, err, delay)
+            log_retry(d.task.name, d.run_id, d.attempt, of, err, delay)
 
     def handle_failure(self, d: Delivery, exc: BaseException) -> None:
-        """Record Failed with the error as data (and log it at ERROR, with its traceback)."""
+        """Record Failed with the error as data (and log it at ERROR, with its traceback,
+        to ``taskq.engine`` and to the run's log)."""
         err = error_info(exc)
+        of = self._policy(d).retries + 1
         if log.isEnabledFor(logging.ERROR):  # the formatting costs nothing when filtered out
-            log_failure(d.task.name, d.run_id, d.attempt, self._policy(d).retries + 1, err)
+            log_failure(d.task.name, d.run_id, d.attempt, of, err)
+        runlogs.engine_line(d, logging.ERROR, failure_message(d.attempt, of, err))
         outcome = encode_outcome(StateName.FAILED.value, d.attempt, error=err, call=d.child_call)
         if self._finish(
             d,
@@ -411,6 +429,8 @@ class Engine:
     def handle_cancel(self, d: Delivery, reason: str) -> None:
         """Record Cancelled; the run never retries."""
         err = ErrorInfo(ErrorType.CANCELLED.value, reason)
+        if d.log is not None:
+            runlogs.flush(d)
         outcome = encode_outcome(StateName.CANCELLED.value, d.attempt, error=err, call=d.child_call)
         hooks = d.task.options.on_cancellation
         if self._finish(

@@ -10,6 +10,7 @@
     ├── MessageError              a stream entry that cannot be decoded or is too large / deep
     ├── ResultTimeoutError        Future.result(timeout=...) ran out of time
     ├── ResultInTaskError         a result waited for inside a running task (can deadlock the pool)
+    ├── MissingContextError       get_run_logger() called outside a task or flow run
     ├── TaskTimeoutError          an attempt ran past its timeout_seconds (retried per policy)
     ├── TaskFailedError           the run ended Failed / Crashed; carries the error as data
     │   └── ChildFailedError      inside a flow: a child run ended Failed or Cancelled
@@ -61,6 +62,11 @@ class ResultTimeoutError(TaskqError, TimeoutError):
 
 class ResultInTaskError(TaskqError, RuntimeError):
     """A task running on a worker waited for a run's result (which can deadlock the pool)."""
+
+
+class MissingContextError(TaskqError, RuntimeError):
+    """:func:`taskq.get_run_logger` was called outside a task or flow run (Prefect's
+    ``MissingContextError``)."""
 
 
 class TaskTimeoutError(TaskqError, TimeoutError):

@@ -60,6 +60,7 @@ class TaskOptionsDict(TypedDict, total=False):
     result_storage_key: str | None
     description: str | None
     version: str | None
+    log_prints: bool | None
 
 
 class FlowOptionsDict(TaskOptionsDict, total=False):
@@ -129,6 +130,10 @@ class TaskOptions:
             raise ConfigurationError(
                 "result_storage_key stores the value, which persist_result=False does not keep"
             )
+
+    #: ``print()`` in the body goes to the run's log too (None: as the run's flow has it,
+    #: else off). See :mod:`taskq.runlogs`.
+    log_prints: bool | None = None
 
     def merged(self, changes: dict[str, Any]) -> TaskOptions:
         """A copy with ``changes`` (validated) applied."""
@@ -254,6 +259,10 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
         elif key in ("description", "version"):
             if value is not None and not isinstance(value, str):
                 raise ConfigurationError(f"{key} must be a string, got {value!r}")
+            out[key] = value
+        elif key == "log_prints":
+            if value is not None and not isinstance(value, bool):
+                raise ConfigurationError(f"log_prints must be True, False or None, got {value!r}")
             out[key] = value
         elif key == "scheduled_at":
             if value is not None and not isinstance(value, datetime):

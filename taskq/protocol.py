@@ -284,6 +284,9 @@ class MetaKey(enum.StrEnum):
     TIMEOUT = "timeout_seconds"
     REFRESH_CACHE = "refresh_cache"
     NAME = "name"
+    #: ``log_prints`` a flow child inherits from its flow (written only when the child's
+    #: task leaves it unset, and the flow's is on).
+    LOG_PRINTS = "log_prints"
     PARENT = "parent"
     #: A flow child's call digest (bytes), checked when its flow replays.
     CALL = "c"
@@ -368,6 +371,7 @@ class Meta:
         refresh_cache: Per-submission ``refresh_cache``.
         retry: Per-submission retry options, by option name.
         name: The run's display name (``task_run_name``).
+        log_prints: ``log_prints`` inherited from the run's flow.
         parent: The flow this run is a child of.
         call: A flow child's call digest.
         flow_parameters: The digest of a flow child's flow's parameters.
@@ -379,6 +383,7 @@ class Meta:
     refresh_cache: bool | None = None
     retry: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    log_prints: bool | None = None
     parent: Parent | None = None
     call: bytes | None = None
     flow_parameters: bytes | None = None
@@ -412,6 +417,8 @@ class Meta:
             self.refresh_cache = value
         elif key == MetaKey.NAME and isinstance(value, str):
             self.name = value
+        elif key == MetaKey.LOG_PRINTS and isinstance(value, bool):
+            self.log_prints = value
         elif key == MetaKey.PARENT and (parent := Parent.parse(value)) is not None:
             self.parent = parent
         elif key == MetaKey.CALL and isinstance(value, bytes):
@@ -434,6 +441,8 @@ class Meta:
         out.update(self.retry)
         if self.name is not None:
             out[MetaKey.NAME.value] = self.name
+        if self.log_prints is not None:
+            out[MetaKey.LOG_PRINTS.value] = self.log_prints
         if self.parent is not None:
             p = self.parent
             out[MetaKey.PARENT.value] = [p.queue, p.flow_id, p.level]

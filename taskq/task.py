@@ -28,6 +28,7 @@ from taskq.message import (
 from taskq.options import TaskOptions, TaskOptionsDict, check_delay
 from taskq.protocol import MetaKey
 from taskq.retry import retry_decision, retry_decision_async
+from taskq.runlogs import current_run, enter_local
 from taskq.states import TaskRun, local_state, returned_value
 from taskq.upstream import wait_upstream
 
@@ -154,6 +155,9 @@ class Task(Generic[P, R]):
         meta = self.options.overrides(base.options) if base is not None and base is not self else {}
         if self.options.task_run_name is not None:
             meta[MetaKey.NAME.value] = self.run_name(args, kwargs)
+        prints = self.options.log_prints  # with_options(log_prints=...) rides along too
+        if prints is not None and base is not None and prints != base.options.log_prints:
+            meta[MetaKey.LOG_PRINTS.value] = prints
         return Message(run_id or new_run_id(), self.name, list(args), kwargs, meta)
 
     def run_name(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
@@ -332,19 +336,25 @@ class Task(Generic[P, R]):
                 future.wait()
                 return future.state  # type: ignore[return-value]
             return future.result()
-        attempt = 1
-        while True:
-            try:
-                value = returned_value(self.fn(*args, **kwargs))
-                return local_state(attempt, value) if want_state else value  # type: ignore[return-value]
-            except (Exception, Retry, Cancel) as exc:
-                delay = None if isinstance(exc, Cancel) else self._local_retry_delay(attempt, exc)
-                if delay is None:
-                    if want_state:
-                        return local_state(attempt, error=exc)  # type: ignore[return-value]
-                    raise
-            time.sleep(delay)
-            attempt += 1
+        local = enter_local(self.name, self.queue)  # get_run_logger(): Python logging only
+        try:
+            attempt = 1
+            while True:
+                try:
+                    value = returned_value(self.fn(*args, **kwargs))
+                    return local_state(attempt, value) if want_state else value  # type: ignore[return-value]
+                except (Exception, Retry, Cancel) as exc:
+                    delay = (
+                        None if isinstance(exc, Cancel) else self._local_retry_delay(attempt, exc)
+                    )
+                    if delay is None:
+                        if want_state:
+                            return local_state(attempt, error=exc)  # type: ignore[return-value]
+                        raise
+                time.sleep(delay)
+                attempt += 1
+        finally:
+            current_run.reset(local)
 
     def _local_retry_delay(self, attempt: int, exc: BaseException) -> float | None:
         """The delay before the next in-process attempt, or None to give up."""
@@ -368,22 +378,26 @@ class AsyncTask(Task[P, R]):
         return self._call_with_retries(want_state, *args, **kwargs)
 
     async def _call_with_retries(self, want_state: bool, *args: Any, **kwargs: Any) -> R:
-        attempt = 1
-        while True:
-            try:
-                value = returned_value(await self.fn(*args, **kwargs))
-                return local_state(attempt, value) if want_state else value  # type: ignore[return-value]
-            except (Exception, Retry, Cancel) as exc:
-                delay = None
-                if not isinstance(exc, Cancel):
-                    run = TaskRun("local", self.queue, self.name, attempt)
-                    delay = await retry_decision_async(self, self.options.retry, run, exc)
-                if delay is None:
-                    if want_state:
-                        return local_state(attempt, error=exc)  # type: ignore[return-value]
-                    raise
-            await asyncio.sleep(delay)
-            attempt += 1
+        local = enter_local(self.name, self.queue)  # get_run_logger(): Python logging only
+        try:
+            attempt = 1
+            while True:
+                try:
+                    value = returned_value(await self.fn(*args, **kwargs))
+                    return local_state(attempt, value) if want_state else value  # type: ignore[return-value]
+                except (Exception, Retry, Cancel) as exc:
+                    delay = None
+                    if not isinstance(exc, Cancel):
+                        run = TaskRun("local", self.queue, self.name, attempt)
+                        delay = await retry_decision_async(self, self.options.retry, run, exc)
+                    if delay is None:
+                        if want_state:
+                            return local_state(attempt, error=exc)  # type: ignore[return-value]
+                        raise
+                await asyncio.sleep(delay)
+                attempt += 1
+        finally:
+            current_run.reset(local)
 
 
 async def _ready(value: R) -> R:

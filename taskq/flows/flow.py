@@ -7,6 +7,7 @@ from typing import ParamSpec, TypeVar
 from taskq.errors import Cancel, Retry
 from taskq.flows.run import FlowRun, call_body
 from taskq.message import new_run_id
+from taskq.runlogs import current_run, enter_local
 from taskq.states import local_state
 from taskq.task import Task, current_flow
 
@@ -32,10 +33,18 @@ class Flow(Task[P, R]):
                 future.wait()
                 return future.state  # type: ignore[return-value]
             return future.result()
+        prints = self.options.log_prints is True
         runner = FlowRun(
-            self.app, self, new_run_id(), self.queue, durable=False, params=(args, kwargs)
+            self.app,
+            self,
+            new_run_id(),
+            self.queue,
+            durable=False,
+            params=(args, kwargs),
+            log_prints=prints,
         )
         token = current_flow.set(runner)
+        local = enter_local(self.name, self.queue, runner.run_id)
         try:
             value = call_body(self, args, kwargs)
         except (Exception, Retry, Cancel) as exc:
@@ -43,5 +52,6 @@ class Flow(Task[P, R]):
                 return local_state(1, error=exc)  # type: ignore[return-value]
             raise
         finally:
+            current_run.reset(local)
             current_flow.reset(token)
         return local_state(1, value) if want_state else value  # type: ignore[return-value]

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from taskq import runlogs
 from taskq.broker import Broker
 from taskq.delivery import Delivery
 from taskq.errors import ErrorInfo
@@ -48,7 +49,9 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
     """Run a flow body; replay it at once if its wait is already satisfied.
 
     Its end is recorded through ``outcomes`` while the flow is still the current
-    one, as its hooks have always seen it.
+    one, as its hooks have always seen it. Each execution is the current run of
+    :mod:`taskq.runlogs` while the body runs; its log lines are written before it
+    suspends (before another worker can resume it), or with its outcome.
     """
     while True:
         runner = FlowRun(
@@ -61,24 +64,30 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
             retrying=d.retry_start,
             level=d.level,
             params=(d.message.args, d.message.kwargs),
+            log_prints=d.log_prints,
         )
         runner.load()
         token = current_flow.set(runner)
+        run_token = runlogs.enter(d)
         try:
             value = call_body(d.task, d.message.args, d.message.kwargs)
         except Suspend as sig:
+            runlogs.leave(run_token)
             if runner.violation is not None:  # caught by the body, and fatal still
                 outcomes.handle_failure(d, runner.violation)
                 return
+            runlogs.end_execution(d)
             if _suspend(host.broker, d, runner, sig) is SuspendReply.SATISFIED:
                 d.retry_start = False  # failed children were already reset
                 continue
             return
         except BaseException as exc:
+            runlogs.leave(run_token)
             outcomes.handle_exception(d, runner.violation or exc)
             return
         finally:
             current_flow.reset(token)
+        runlogs.leave(run_token)
         if runner.violation is not None:  # caught by the body, and fatal still
             outcomes.handle_failure(d, runner.violation)
             return

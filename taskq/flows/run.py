@@ -138,6 +138,9 @@ class FlowRun:
         retrying: This execution is a retry: children that failed run again.
         params: The flow's ``(args, kwargs)``: children whose cache policy reads the flow's
             parameters get their digest (None: no flow parameters).
+        level: The flow's priority level.
+        log_prints: The flow's ``log_prints``: its children whose task leaves theirs
+            unset inherit it (their messages carry it), as in Prefect.
     """
 
     def __init__(
@@ -152,11 +155,13 @@ class FlowRun:
         retrying: bool = False,
         level: int = 0,
         params: tuple[Sequence[Any], dict[str, Any]] | None = None,
+        log_prints: bool = False,
     ) -> None:
         self.app = app
         self.params = params
         self._params_digest: bytes | None = None
         self.level = level
+        self.log_prints = log_prints
         self.flow = flow
         self.run_id = run_id
         self.queue = queue
@@ -244,6 +249,8 @@ class FlowRun:
         digest: bytes | None = None,
     ) -> Message:
         msg = task.make_message(args, kwargs, rid)
+        if self.log_prints and task.options.log_prints is None:
+            msg.meta.setdefault(MetaKey.LOG_PRINTS.value, True)
         if self.durable:
             # The flow's priority level travels too: its resume goes back to that stream.
             msg.meta[MetaKey.PARENT.value] = [self.queue, self.run_id, self.level]
