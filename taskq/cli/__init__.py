@@ -200,7 +200,8 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
 @click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) -> None:
-    """Show a run: its state, every attempt (start, error) and its events."""
+    """Show a run: its state, every attempt (start, error), its events and its log
+    (get_run_logger(), log_prints, retry and failure messages)."""
     from taskq.app import App, check_queue
     from taskq.cli.show import describe
 

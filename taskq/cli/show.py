@@ -18,6 +18,7 @@ import click
 from taskq.app import App
 from taskq.broker import Broker
 from taskq.broker.inspection import QueueCounts
+from taskq.broker.logs import LogLine
 from taskq.events import Event, follow, read_events, recent_events
 from taskq.flows.flow import Flow
 from taskq.message import decode_outcome
@@ -175,7 +176,7 @@ def _when(ms: str) -> str:
 
 
 def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
-    """Lines describing the run: state, one line per attempt, then its events.
+    """Lines describing the run: state, one line per attempt, its events, then its log.
 
     Returns:
         The lines, or an empty list when the run is unknown (or expired).
@@ -213,7 +214,22 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         lines.append("  events:")
         for eid, f in events:
             lines.append(f"    {_when(eid.split('-')[0])}  {_event_line(f)}")
+    lines += log_lines(broker.inspect.run_logs(queue, run_id))
     return lines
+
+
+def log_lines(logs: Sequence[LogLine]) -> list[str]:
+    """A run's log as ``taskq run`` lists it: time, level, attempt, then the message
+    (its further lines indented under it). Empty when there is none."""
+    if not logs:
+        return []
+    out = ["  log:"]
+    for line in logs:
+        first, *rest = line.message.split("\n")
+        head = f"    {_when(str(line.time_ms))}  {line.level_name:<8} #{line.attempt}  "
+        out.append(head + first)
+        out += [" " * len(head) + more for more in rest]
+    return out
 
 
 def _event_line(f: dict[str, str]) -> str:
