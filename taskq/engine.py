@@ -263,7 +263,7 @@ class Engine:
         self, d: Delivery, exc: BaseException, policy: RetryPolicy, delay: float | None
     ) -> None:
         if delay is None:
-            self.handle_failure(d, exc)
+            self.handle_failure(d, exc, policy)
         else:
             self.handle_retry(d, exc, delay, policy)
 
@@ -402,17 +402,20 @@ class Engine:
         )
         if got == RetryReply.PAST_DEADLINE:
             log.info("run %s: retry would pass its retry deadline; failing it", d.run_id)
-            self.handle_failure(d, exc)
+            self.handle_failure(d, exc, policy)
         elif got == RetryReply.FENCED:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
         elif log.isEnabledFor(logging.WARNING):
             log_retry(d.task.name, d.run_id, d.attempt, of, err, delay)
 
-    def handle_failure(self, d: Delivery, exc: BaseException) -> None:
+    def handle_failure(
+        self, d: Delivery, exc: BaseException, policy: RetryPolicy | None = None
+    ) -> None:
         """Record Failed with the error as data (and log it at ERROR, with its traceback,
-        to ``taskq.engine`` and to the run's log)."""
+        to ``taskq.engine`` and to the run's log). ``policy``: the run's retry policy,
+        when the caller has looked it up (it names the attempts allowed)."""
         err = error_info(exc)
-        of = self._policy(d).retries + 1
+        of = (policy or self._policy(d)).retries + 1
         if log.isEnabledFor(logging.ERROR):  # the formatting costs nothing when filtered out
             log_failure(d.task.name, d.run_id, d.attempt, of, err)
         runlogs.engine_line(d, logging.ERROR, failure_message(d.attempt, of, err))
