@@ -177,7 +177,8 @@ class ScriptMachine(RuleBasedStateMachine):
                     STATS["poison dead-lettered"] += 1
                     continue
                 retrying = r.state == "AwaitingRetry"
-                assert kind == (4 if retrying else 1), (kind, r)
+                # 6: a new attempt after the one before was recorded Crashed (its worker lost).
+                assert kind == (4 if retrying else 6 if r.state in RUNNING else 1), (kind, r)
                 if r.state in RUNNING:
                     STATS["crashed attempts"] += 1
                 r.attempt += 1
