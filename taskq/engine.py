@@ -54,6 +54,10 @@ class Engine:
         outbox: The worker's outbox, which may take a finish call to send with its
             next fetch (None: every call is sent at once).
         can_block: Whether a flow blocking inline could see its children run here.
+        restart: Asked before a delivery goes on as its next attempt in place (a retry
+            with no delay): its time limit starts again; False if it may not (its slot
+            was given up: the attempt timed out meanwhile). None: always True.
+        next_attempt: Told once the delivery holds that next attempt.
     """
 
     def __init__(
@@ -61,10 +65,14 @@ class Engine:
         app: App,
         outbox: Outbox | None = None,
         can_block: Callable[[], bool] = lambda: True,
+        restart: Callable[[Delivery], bool] | None = None,
+        next_attempt: Callable[[Delivery], None] | None = None,
     ) -> None:
         self.app = app
         self.outbox = outbox
         self.can_block = can_block
+        self.restart = restart or (lambda d: True)
+        self.next_attempt = next_attempt or (lambda d: None)
         self.broker = app.broker
 
     # -- execution ----------------------------------------------------------------------
@@ -79,16 +87,21 @@ class Engine:
             self.starting(d)
         if options.cache.enabled and self._from_cache(d):
             return
-        token = runlogs.enter(d)  # the current run, for get_run_logger() and log_prints
-        try:
-            with running_task(d.run_id):  # waits for results are refused in it
-                value = returned_value(d.task.fn(*d.message.args, **d.message.kwargs))
-        except BaseException as exc:
-            runlogs.leave(token)
-            self.handle_exception(d, exc)
-        else:
-            runlogs.leave(token)
-            self.handle_success(d, value)
+        while True:  # a retry with no delay runs again here, as the next attempt
+            token = runlogs.enter(d)  # the current run, for get_run_logger() and log_prints
+            try:
+                with running_task(d.run_id):  # waits for results are refused in it
+                    value = returned_value(d.task.fn(*d.message.args, **d.message.kwargs))
+            except BaseException as exc:
+                runlogs.leave(token)
+                if self.handle_exception(d, exc, in_place=True):
+                    if options.on_running:
+                        self.starting(d)
+                    continue
+            else:
+                runlogs.leave(token)
+                self.handle_success(d, value)
+            return
 
     async def run_async(self, d: Delivery) -> None:
         """Await an async task on the running loop and record its outcome.
@@ -102,26 +115,31 @@ class Engine:
         if options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
             return
         limit = self.timeout_of(d)
-        scope: asyncio.Timeout | None = None
-        token = runlogs.enter(d)  # this asyncio task's current run
-        try:
-            with running_task(d.run_id):  # waits for results are refused in it
-                coro = d.task.fn(*d.message.args, **d.message.kwargs)
-                if limit is None:
-                    value = returned_value(await coro)
-                else:
-                    # asyncio.timeout (not wait_for): expired() tells the limit apart from a
-                    # TimeoutError the task raises itself, which is an ordinary error.
-                    async with asyncio.timeout(limit) as scope:
+        while True:  # a retry with no delay runs again here, as the next attempt
+            scope: asyncio.Timeout | None = None
+            token = runlogs.enter(d)  # this asyncio task's current run
+            try:
+                with running_task(d.run_id):  # waits for results are refused in it
+                    coro = d.task.fn(*d.message.args, **d.message.kwargs)
+                    if limit is None:
                         value = returned_value(await coro)
-        except BaseException as exc:
-            runlogs.leave(token)
-            if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
-                exc = TaskTimeoutError(f"timed out after {limit} s")
-            await self._handle_exception_async(d, exc)
-        else:
-            runlogs.leave(token)
-            self.handle_success(d, value)
+                    else:
+                        # asyncio.timeout (not wait_for): expired() tells the limit apart
+                        # from a TimeoutError the task raises itself, an ordinary error.
+                        async with asyncio.timeout(limit) as scope:
+                            value = returned_value(await coro)
+            except BaseException as exc:
+                runlogs.leave(token)
+                if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
+                    exc = TaskTimeoutError(f"timed out after {limit} s")
+                if await self._handle_exception_async(d, exc, in_place=True):
+                    if options.on_running:
+                        self.starting(d)
+                    continue
+            else:
+                runlogs.leave(token)
+                self.handle_success(d, value)
+            return
 
     def run_flow(self, d: Delivery) -> None:
         """Run a flow body on this thread (see :func:`taskq.flows.resume.run_flow`)."""
@@ -236,36 +254,83 @@ class Engine:
         """Record an attempt that overran its time limit: retried per the task's policy."""
         self.handle_exception(d, TaskTimeoutError(f"timed out after {self.timeout_of(d)} s"))
 
-    def handle_exception(self, d: Delivery, exc: BaseException) -> None:
+    def handle_exception(self, d: Delivery, exc: BaseException, in_place: bool = False) -> bool:
         """Record an attempt that raised: Cancelled, retried or Failed, per its policy
-        (``KeyboardInterrupt`` and ``SystemExit`` are recorded Failed, then re-raised)."""
+        (``KeyboardInterrupt`` and ``SystemExit`` are recorded Failed, then re-raised).
+
+        Args:
+            in_place: The caller is the thread (or task) that ran the attempt and can
+                run the next one at once: a retry with no delay is then started in
+                place (:meth:`retry_now`) rather than through the delay queue.
+
+        Returns:
+            True when the next attempt started in place: the caller runs it now.
+        """
         if isinstance(exc, Cancel):
             self.handle_cancel(d, exc.reason or "cancelled")
-            return
+            return False
         if not isinstance(exc, Exception | Retry):
             # KeyboardInterrupt, SystemExit: record, then let the process go on stopping.
             self.handle_failure(d, exc)
             raise exc
         policy = self._policy(d)
-        self._retry_or_fail(d, exc, policy, retry_decision(d.task, policy, d.run, exc))
+        delay = retry_decision(d.task, policy, d.run, exc)
+        return self._retry_or_fail(d, exc, policy, delay, in_place)
 
-    async def _handle_exception_async(self, d: Delivery, exc: BaseException) -> None:
+    async def _handle_exception_async(
+        self, d: Delivery, exc: BaseException, in_place: bool = False
+    ) -> bool:
         """:meth:`handle_exception` on the event loop: an async ``retry_condition_fn``
         is awaited on this loop rather than run on a loop of its own."""
         if not isinstance(exc, Exception | Retry):
-            self.handle_exception(d, exc)
-            return
+            return self.handle_exception(d, exc)
         policy = self._policy(d)
         delay = await retry_decision_async(d.task, policy, d.run, exc)
-        self._retry_or_fail(d, exc, policy, delay)
+        return self._retry_or_fail(d, exc, policy, delay, in_place)
 
     def _retry_or_fail(
-        self, d: Delivery, exc: BaseException, policy: RetryPolicy, delay: float | None
-    ) -> None:
+        self,
+        d: Delivery,
+        exc: BaseException,
+        policy: RetryPolicy,
+        delay: float | None,
+        in_place: bool = False,
+    ) -> bool:
         if delay is None:
             self.handle_failure(d, exc, policy)
-        else:
-            self.handle_retry(d, exc, delay, policy)
+            return False
+        if delay == 0 and in_place and self.restart(d):
+            return self.retry_now(d, exc, policy)
+        self.handle_retry(d, exc, delay, policy)
+        return False
+
+    def retry_now(self, d: Delivery, exc: BaseException, policy: RetryPolicy) -> bool:
+        """A retry with no delay: record the failed attempt and start the next one,
+        Retrying, on this delivery (``retry_now.lua``), as Prefect retries at once; no
+        ``AwaitingRetry`` stop. True when the caller should run it now.
+
+        The caller has restarted the attempt's clock (:attr:`restart`). Flows keep
+        retrying through the delay queue (``in_place`` is never set for them).
+        """
+        err = error_info(exc)
+        of = policy.retries + 1
+        runlogs.engine_line(d, logging.WARNING, retry_message(d.attempt, of, err, 0.0))
+        got = self.broker.consumer.retry_now(
+            d.queue, d.run_id, d.attempt, (err.type, err.message), policy.deadline
+        )
+        if got == RetryReply.PAST_DEADLINE:
+            log.info("run %s: retry would pass its retry deadline; failing it", d.run_id)
+            self.handle_failure(d, exc, policy)
+            return False
+        if got == RetryReply.FENCED:
+            log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
+            return False
+        if log.isEnabledFor(logging.WARNING):
+            log_retry(d.task.name, d.run_id, d.attempt, of, err, 0.0)
+        d.attempt += 1
+        d.retry_start, d.recovered = True, False
+        self.next_attempt(d)
+        return True
 
     def _policy(self, d: Delivery) -> RetryPolicy:
         """The task's retry policy, with per-submission overrides from the message."""

@@ -91,7 +91,7 @@ class FinishReply(enum.IntEnum):
 
 
 class RetryReply(enum.IntEnum):
-    """``retry.lua``."""
+    """``retry.lua`` and ``retry_now.lua`` (SCHEDULED: the next attempt started, for the latter)."""
 
     FENCED = 0
     SCHEDULED = 1

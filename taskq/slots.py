@@ -80,6 +80,17 @@ class Slots:
             self._started[key] = started = time.monotonic()
         return started
 
+    def restart(self, d: Delivery) -> bool:
+        """``d`` goes on as a new attempt on the same slot (a retry with no delay): its
+        clock starts again. False, changing nothing, if its slot was given up (its
+        attempt timed out meanwhile)."""
+        key = key_of(d)
+        with self.cond:
+            if key in self._abandoned or key not in self._started:
+                return False
+            self._started[key] = time.monotonic()
+            return True
+
     def done(self, d: Delivery) -> None:
         """``d``'s run ended; free its slot (unless its timeout freed it already)."""
         key = key_of(d)

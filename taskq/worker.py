@@ -111,7 +111,13 @@ class Worker:
             self.admission.parked = {}
         self.outbox = Outbox(app.broker.consumer, self._stopping)
         # A flow blocking inline helps only while its children could run here.
-        self.engine = Engine(app, self.outbox, can_block=self.slots.has_free)
+        self.engine = Engine(
+            app,
+            self.outbox,
+            can_block=self.slots.has_free,
+            restart=self._restart,
+            next_attempt=self._next_attempt,
+        )
         self._hurry = threading.Event()
         self._consumed = threading.Event()  # the fetch loop has returned
         self._exited = threading.Event()
@@ -355,6 +361,23 @@ class Worker:
             log.exception("recording the outcome of run %s failed", d.run_id)
         finally:
             self._done(d)
+
+    def _restart(self, d: Delivery) -> bool:
+        """``d`` is about to go on as its next attempt in place (a retry with no delay):
+        its time limit starts again, here and at the supervisor (which learns the new
+        attempt's number from :meth:`_next_attempt`). False if its slot was given up, or
+        the worker is stopping: the retry then goes through the delay queue, to a worker
+        that is not."""
+        if self._stopping.is_set() or not self.slots.restart(d):
+            return False
+        if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
+            self.report_deadline(d, None)
+        return True
+
+    def _next_attempt(self, d: Delivery) -> None:
+        """``d`` now holds its next attempt (started in place)."""
+        if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
+            self.report_deadline(d, time.monotonic() + limit)
 
     def _done(self, d: Delivery) -> None:
         if self.report_deadline is not None and self.engine.timeout_of(d) is not None:

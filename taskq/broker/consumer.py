@@ -402,6 +402,33 @@ class Consumer:
         ]
         return RetryReply(int(self.conn.call(scripts.RETRY, keys, args)))
 
+    def retry_now(
+        self,
+        queue: str,
+        run_id: str,
+        attempt: int,
+        error: tuple[str, str],
+        deadline: float | None,
+    ) -> RetryReply:
+        """Record a failed attempt and start the next one at once, Retrying, on the
+        delivery this worker holds (``retry_now.lua``): a retry with no delay.
+
+        Returns:
+            SCHEDULED (attempt ``attempt + 1`` is running); FENCED (the attempt no
+            longer holds the run); or PAST_DEADLINE (starting now passes ``deadline``).
+        """
+        k = self.keys
+        keys = [k.run(queue, run_id), k.events(queue)]
+        args = [
+            self.settings.events_maxlen,
+            run_id,
+            attempt,
+            error[0],
+            error[1][:1000],
+            -1 if deadline is None else int(deadline * 1000),
+        ]
+        return RetryReply(int(self.conn.call(scripts.RETRY_NOW, keys, args)))
+
     def dead_letter(
         self,
         queue: str,

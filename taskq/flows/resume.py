@@ -35,8 +35,9 @@ class Outcomes(Protocol):
     def handle_failure(self, d: Delivery, exc: BaseException) -> None:
         """Record Failed, never retried (a non-deterministic replay)."""
 
-    def handle_exception(self, d: Delivery, exc: BaseException) -> None:
-        """Record what the body raised, through the flow's retry policy."""
+    def handle_exception(self, d: Delivery, exc: BaseException) -> object:
+        """Record what the body raised, through the flow's retry policy (a flow never
+        retries in place: what it returns is not used)."""
 
 
 def parent_of(msg: Message) -> tuple[str, str, int] | None:

@@ -286,7 +286,8 @@ def test_a_member_whose_run_id_cannot_be_read_is_still_moved(taskq_app: taskq.Ap
 def test_a_retry_stays_awaiting_retry_until_it_starts(
     taskq_app: taskq.App, burst_worker: BurstWorker
 ) -> None:
-    @taskq_app.task(retries=1)
+    # A retry with a delay (one with none goes on at once, Retrying: test_retries).
+    @taskq_app.task(retries=1, retry_delay_seconds=0.01)
     def flaky(x: int) -> int:
         if broker.client.incr(taskq_app.keys.run("default", "calls")) == 1:
             raise ValueError("first attempt fails")

@@ -548,3 +548,109 @@ def test_seed_example_flaky_fetch_retries_with_scaled_delays(
     cleaned = transform.submit(raw)
     burst_worker(taskq_app)
     assert cleaned.result(timeout=5) == {"name": "Ada Lovelace", "role": "analyst"}
+
+
+def test_a_retry_with_no_delay_goes_straight_to_retrying(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    """As in Prefect: no AwaitingRetry stop; the next attempt runs at once on the same
+    worker and delivery, and the record keeps each attempt's error and start."""
+    calls: list[int] = []
+
+    @taskq_app.task(retries=3)  # Prefect's default delay: 0
+    def flaky(x: int) -> int:
+        calls.append(x)
+        if len(calls) < 3:
+            raise ValueError(f"attempt {len(calls)} fails")
+        return x
+
+    @taskq_app.task(retries=1)
+    async def async_flaky() -> str:
+        calls.append(0)
+        if calls.count(0) == 1:
+            raise taskq.Retry(delay=0)
+        return "async ok"
+
+    fut, afut = flaky.submit(5), async_flaky.submit()
+    worker = burst_worker(taskq_app, concurrency=1)
+    assert fut.result(timeout=5) == 5 and afut.result(timeout=5) == "async ok"
+    assert _story(taskq_app, fut.run_id) == [
+        ("Pending", 0),
+        ("Running", 1),
+        ("Retrying", 2),
+        ("Retrying", 3),
+        ("Completed", 3),
+    ]
+    assert _story(taskq_app, afut.run_id) == [
+        ("Pending", 0),
+        ("Running", 1),
+        ("Retrying", 2),
+        ("Completed", 2),
+    ]
+    retrying = [e for e in read_events(taskq_app.broker, "default") if e.run_id == fut.run_id][2]
+    assert (retrying.error_type, retrying.error_message) == ("ValueError", "attempt 1 fails")
+    record = taskq_app.broker.producer.run_record("default", fut.run_id)
+    assert record["x1"] == "ValueError: attempt 1 fails"
+    assert record["x2"] == "ValueError: attempt 2 fails"
+    assert int(record["t1"]) <= int(record["t2"]) <= int(record["t3"])
+    assert worker.processed == 2  # one delivery each: the retries ran in place
+    assert taskq_app.broker.client.zcard(taskq_app.keys.delayed("default")) == 0
+
+
+def test_a_retry_in_place_gets_a_fresh_time_limit(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    calls: list[int] = []
+
+    @taskq_app.task(retries=1, timeout_seconds=1.0)
+    def slowish() -> int:
+        calls.append(1)
+        time.sleep(0.6)  # each attempt within the limit, the two together past it
+        if len(calls) == 1:
+            raise RuntimeError("first attempt fails late")
+        return len(calls)
+
+    fut = slowish.submit()
+    worker = burst_worker(taskq_app)
+    assert fut.result(timeout=10) == 2
+    assert worker.timed_out == 0
+    assert [s for s, _ in _story(taskq_app, fut.run_id)][-2:] == ["Retrying", "Completed"]
+
+
+def test_a_retry_in_place_respects_the_retry_deadline(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    @taskq_app.task(retries=5, retry_deadline_seconds=0.2)
+    def stubborn() -> None:
+        time.sleep(0.3)
+        raise RuntimeError("always")
+
+    fut = stubborn.submit()
+    burst_worker(taskq_app)
+    state = fut.wait(timeout=10)
+    assert state.name == "Failed" and state.attempt == 1  # a retry now is past the deadline
+
+
+def test_a_flow_with_no_retry_delay_still_waits_in_the_delay_queue(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    """A flow's retry replays its body afresh through a new delivery (see README)."""
+    tries: list[int] = []
+
+    @taskq_app.flow(retries=1)
+    def shaky() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("flow fails once")
+        return "flow ok"
+
+    fut = shaky.submit()
+    burst_worker(taskq_app)
+    assert fut.result(timeout=10) == "flow ok"
+    assert [s for s, _ in _story(taskq_app, fut.run_id)] == [
+        "Pending",
+        "Running",
+        "AwaitingRetry",
+        "Retrying",
+        "Completed",
+    ]

@@ -318,6 +318,23 @@ class ScriptMachine(RuleBasedStateMachine):
         else:
             STATS["stale retries fenced"] += 1
 
+    @precondition(lambda self: self.holdings)
+    @rule(data=st.data())
+    def retry_now(self, data: st.DataObject) -> None:
+        """A retry with no delay goes on in place: same delivery, same holder, next attempt."""
+        h = self._take_holding(data)
+        r = self.runs[h.rid]
+        expect = 1 if self._holds(h) else 0
+        got = self.broker.consumer.retry_now(QUEUE, h.rid, h.attempt, ("ValueError", "boom"), None)
+        assert got == expect
+        if got:  # the delivery stays pending to the same consumer, Retrying attempt n+1
+            r.attempt += 1
+            r.state = "Retrying"
+            self.holdings.append(Holding(h.consumer, h.level, h.eid, h.rid, r.attempt))
+            STATS["retries in place"] += 1
+        else:
+            STATS["stale retries in place fenced"] += 1
+
     @rule()
     def promote(self) -> None:
         moved, next_due, now = self.broker.delay.promote(QUEUE, 1000)
