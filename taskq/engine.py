@@ -185,8 +185,14 @@ class Engine:
         raw = None if refresh else caches.get(home, d.cache_key)
         if raw is None and cache.serializable and not refresh:
             ttl = self.app.settings.lease_seconds * 4
-            holder = caches.lock(home, d.cache_key, d.run_id, ttl)
-            if holder is not None and holder != d.run_id:
+            holder, raw = caches.lock(home, d.cache_key, d.run_id, ttl)
+            mine = holder is None or holder == d.run_id
+            if raw is not None and mine:
+                # The last holder stored the entry just before this run took the lock:
+                # complete from it, and free the lock (a Cached outcome stores nothing).
+                caches.store(home, d.cache_key, d.run_id, StateName.CACHED.value, raw, None)
+            elif raw is None and not mine:
+                assert holder is not None
                 self.broker.producer.wait_result(self._queue_of(d, holder), holder, ttl)
                 raw = caches.get(home, d.cache_key)
         if raw is None:

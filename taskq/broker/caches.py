@@ -40,13 +40,26 @@ class Caches:
         exp = -1 if expiration is None else int(expiration * 1000)
         self.conn.call(scripts.CACHE_STORE, keys, [run_id, state, outcome, exp])
 
-    def lock(self, queue: str, key: str, run_id: str, ttl: float) -> str | None:
-        """Take the key's lock for ``run_id``; None if taken, else the holder's run id."""
-        lock = self.keys.cache_lock(queue, key)
+    def lock(
+        self, queue: str, key: str, run_id: str, ttl: float
+    ) -> tuple[str | None, bytes | None]:
+        """Take the key's lock for ``run_id``, then read the entry, in one round trip.
+
+        Returns:
+            ``(holder, entry)``: holder None if the lock was taken here, else the
+            holder's run id; entry the cached outcome read after the lock, if any. A run
+            that took the lock just after the previous holder stored the entry (and
+            released the lock) finds the entry here, and must not compute it again.
+        """
+        lock, entry = self.keys.cache_lock(queue, key), self.keys.cache(queue, key)
         # One command (Redis >= 7.0): set only if absent, and return the old holder, so
-        # nothing can take or free the lock between the try and the read.
-        holder = self.conn.send([("SET", lock, run_id, "NX", "GET", "PX", int(ttl * 1000))])[0]
+        # nothing can take or free the lock between the try and the read. The entry is
+        # read after it: a holder stores the entry and frees the lock in one script.
+        holder, raw = self.conn.send(
+            [("SET", lock, run_id, "NX", "GET", "PX", int(ttl * 1000)), ("GET", entry)]
+        )
         if isinstance(holder, Exception):
             # Refused (a full Redis refuses SET): the lock was not taken; say who holds it.
             holder = self.conn.send([("GET", lock)])[0]
-        return None if holder is None else text(holder)
+        cached = raw if isinstance(raw, bytes) else None
+        return (None if holder is None else text(holder)), cached

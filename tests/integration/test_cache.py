@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 import taskq
+from taskq.broker.caches import Caches
 from taskq.events import read_events
 from taskq.testing import BurstWorker
 
@@ -145,3 +146,39 @@ def test_bad_cache_options_are_refused() -> None:
         app.task(cache_expiration=-1)(lambda: 1)
     with pytest.raises(taskq.ConfigurationError, match="isolation_level"):
         taskq.INPUTS.configure(isolation_level="SNAPSHOT")
+
+
+def test_a_serializable_run_taking_the_lock_just_after_the_value_was_stored_uses_it(
+    taskq_app: taskq.App, burst_worker: BurstWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between a run's first read of the entry and its lock: the holder stored
+    the entry and freed the lock in it. The run must complete Cached, not compute again
+    (it did under load: the lock was free, so it took it and ran the function)."""
+    calls: list[int] = []
+
+    @taskq_app.task(cache_policy=taskq.INPUTS.configure(isolation_level="SERIALIZABLE"))
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    first = compute.submit(3)
+    burst_worker(taskq_app)
+    assert first.result(timeout=5) == 30 and calls == [3]
+
+    # The second run's first read misses, as if the entry were stored just after it.
+    real_get = Caches.get
+    misses = [1]
+
+    def read_before_the_store(self: Caches, queue: str, key: str) -> bytes | None:
+        if misses:
+            misses.pop()
+            return None
+        return real_get(self, queue, key)
+
+    monkeypatch.setattr(Caches, "get", read_before_the_store)
+    second = compute.submit(3)
+    burst_worker(taskq_app)
+    assert not misses  # the window was opened
+    assert second.result(timeout=5) == 30
+    assert calls == [3] and second.state.name == "Cached"
+    assert not taskq_app.broker.execute("KEYS", f"{taskq_app.settings.prefix}:*:lock")
