@@ -96,7 +96,7 @@ class Admission:
             elif kind is StartKind.POISON:
                 self._poison(d, attempt, deliveries)
             else:
-                log.info("run %s already ended; duplicate delivery dropped", d.run_id)
+                log.info("run %s ended or runs from another entry; this one dropped", d.run_id)
                 renotify(self.broker, d)
                 duplicates.append(d.entry_id)
         if duplicates:

@@ -17,8 +17,9 @@
 --   1  started: a new attempt (start time recorded as t<attempt>, server ms), named
 --      Running: the first, or one after a hand-back (Pending) or a crash (reclaimed)
 --   2  resumed: a flow that waited for its children runs again, same attempt
---   0  duplicate: the run already ended; nothing changed (the caller acks it,
---      after re-sending a flow child's notification)
+--   0  duplicate: the run already ended, or is running from another entry (this
+--      one is a stale copy); nothing changed (the caller acks it, after re-sending
+--      a flow child's notification)
 --   3  poison: delivered more than max_deliveries times; nothing changed (the
 --      caller dead-letters it)
 --   4  started: a new attempt of a run that was AwaitingRetry, named Retrying (a
@@ -53,7 +54,7 @@ for i = 1, #KEYS - 2 do
   else
     maxdel = 1
   end
-  local cur = redis.call('HMGET', run, 's', 'a')
+  local cur = redis.call('HMGET', run, 's', 'a', 'e')
   local s, a = cur[1], tonumber(cur[2] or '0')
   local kind = 1
   local owned = true
@@ -64,6 +65,11 @@ for i = 1, #KEYS - 2 do
   if not owned then
     kind = 5
   elseif s and FINAL[s] then
+    kind = 0
+  elseif HELD[s] and cur[3] and cur[3] ~= eid then
+    -- Running from another entry of this run: this one is a stale copy (an entry left
+    -- behind when the run was reset and enqueued again, or one cancelled while
+    -- queued), not a lost worker's delivery, which keeps its entry id when reclaimed.
     kind = 0
   elseif deliveries > maxdel then
     kind = 3

@@ -654,3 +654,33 @@ def test_a_flow_with_no_retry_delay_still_waits_in_the_delay_queue(
         "Retrying",
         "Completed",
     ]
+
+
+def test_a_stale_entry_of_a_running_run_is_dropped_not_taken_for_a_crash(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    """A second entry of a run that is running from another (left behind when a flow's
+    child was reset and enqueued again) is acked and dropped; before, start.lua took it
+    for a lost worker's delivery, recorded a crash and ran the run a second time."""
+    calls: list[int] = []
+
+    @taskq_app.task
+    def once(x: int) -> int:
+        calls.append(x)
+        return x
+
+    fut = once.submit(1)
+    broker, stream = taskq_app.broker, taskq_app.keys.stream("default")
+    broker.consumer.ensure_group("default")
+    [(_, eid, fields, _)] = broker.consumer.read(["default"], "busy-worker", 1, None)
+    assert broker.consumer.start("default", "busy-worker", [(eid, fut.run_id, 0, "")])[0][:2] == (
+        1,
+        1,
+    )
+    stale = broker.execute("XADD", stream, "*", "m", fields[b"m"], "r", fut.run_id)
+    burst_worker(taskq_app)
+    assert calls == []  # not run again: busy-worker still runs it
+    record = broker.producer.run_record("default", fut.run_id)
+    assert (record["s"], record["a"], record["e"]) == ("Running", "1", eid.decode())
+    assert broker.execute("XPENDING", stream, "taskq", stale, stale, 1) == []  # acked
+    assert [s for s, _ in _story(taskq_app, fut.run_id)] == ["Pending", "Running"]
