@@ -28,6 +28,7 @@ from taskq.cache import (
     TaskRunContext,
     task_input_hash,
 )
+from taskq.cancel import cancel_requested
 from taskq.errors import (
     BrokerError,
     Cancel,
@@ -53,6 +54,7 @@ from taskq.errors import (
 from taskq.flows.flow import Flow
 from taskq.futures import DoneAndNotDone, Future, as_completed, wait
 from taskq.mapping import unmapped
+from taskq.protocol import CancelReply
 from taskq.retry import exponential_backoff
 from taskq.runlogs import get_run_logger
 from taskq.states import Cancelled, Completed, Failed, State, StateType, TaskRun
@@ -66,6 +68,7 @@ __all__ = [
     "BrokerError",
     "CachePolicy",
     "Cancel",
+    "CancelReply",
     "Cancelled",
     "ChildFailedError",
     "Completed",
@@ -106,6 +109,7 @@ __all__ = [
     "Worker",
     "allow_failure",
     "as_completed",
+    "cancel_requested",
     "exponential_backoff",
     "get_run_logger",
     "load_app",

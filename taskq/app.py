@@ -25,6 +25,7 @@ from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
 from taskq.options import FlowOptionsDict, TaskOptionsDict
 from taskq.partitions import Spread, is_partition_name, logical_queue
+from taskq.protocol import CancelReply
 from taskq.task import AsyncTask, Task
 
 P = ParamSpec("P")
@@ -196,6 +197,28 @@ class App:
             return self.registry[name]
         except KeyError:
             raise UnknownTaskError(f"no task named {name!r} is registered") from None
+
+    def cancel(self, run_id: str, queue: str | None = None, reason: str = "") -> CancelReply:
+        """Cancel a run by id (see :mod:`taskq.cancel`): one that has not started ends
+        ``Cancelled`` and never starts; a running one is asked to stop; a flow's
+        unfinished children are cancelled too.
+
+        Args:
+            run_id: The run.
+            queue: Its queue (default: found as :meth:`future` finds it).
+            reason: Why, recorded with the run (default ``"cancelled"``).
+
+        Returns:
+            ``CancelReply.CANCELLED``, ``REQUESTED`` (running), ``ENDED`` (it had
+            ended: nothing changed) or ``UNKNOWN`` (no such run, or its record expired).
+
+        Raises:
+            ConfigurationError: ``run_id`` is not a valid run id.
+        """
+        from taskq.cancel import cancel_run
+
+        check_run_id(run_id)
+        return cancel_run(self.broker, self.locate(run_id, queue), run_id, reason)
 
     def future(self, run_id: str, queue: str | None = None) -> Future[Any]:
         """The future of a run submitted earlier, by any process, from its id

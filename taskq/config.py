@@ -191,6 +191,9 @@ class Settings:
         run_log_line_bytes: Longest message of a run's log line, in UTF-8 bytes; a
             longer one is cut and ends with ``... [truncated]``
             (``TASKQ_RUN_LOG_LINE_BYTES``, default 8,192; at least 64).
+        cancel_grace_seconds: How long a running sync run asked to stop (``app.cancel``)
+            may go on before its worker abandons it, as a timed-out one, and records it
+            Cancelled (``TASKQ_CANCEL_GRACE_SECONDS``, default 10; 0: at once).
         partitions: Queues split over several hash tags, and into how many
             (``TASKQ_PARTITIONS="hot=8,bulk=4"``); see :mod:`taskq.partitions`. Producers
             and workers must agree on it: the names of the partitions depend on the count.
@@ -222,6 +225,7 @@ class Settings:
     caching_disabled: bool = False
     run_log_max_lines: int = 1000
     run_log_line_bytes: int = 8192
+    cancel_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         # A copy of its own, checked: the caller's dict may change later.
@@ -269,6 +273,10 @@ class Settings:
             raise ConfigurationError(
                 f"run_log_line_bytes must be a whole number >= 64, got {size!r}"
             )
+        if not self.cancel_grace_seconds >= 0:
+            raise ConfigurationError(
+                f"cancel_grace_seconds must be >= 0 seconds, got {self.cancel_grace_seconds}"
+            )
         if not self.unknown_task_grace >= 0:
             raise ConfigurationError(
                 f"unknown_task_grace must be >= 0 seconds, got {self.unknown_task_grace}"
@@ -291,6 +299,7 @@ class Settings:
             result_ttl=_env_float("TASKQ_RESULT_TTL", 86_400.0),
             lease_seconds=_env_float("TASKQ_LEASE_SECONDS", 15.0),
             unknown_task_grace=_env_float("TASKQ_UNKNOWN_TASK_GRACE", 300.0),
+            cancel_grace_seconds=_env_float("TASKQ_CANCEL_GRACE_SECONDS", 10.0),
             failover_timeout=_env_float("TASKQ_FAILOVER_TIMEOUT", 15.0),
             wait_replicas=int(_env_float("TASKQ_WAIT_REPLICAS", 0)),
             signing_keys=tuple(

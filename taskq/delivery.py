@@ -33,6 +33,13 @@ class Delivery:
     level: int = 0
     #: Its outcome waits in the worker's outbox, to be recorded with the next fetch.
     deferred: bool = False
+    #: Why it was asked to stop (``app.cancel``) while running, and when its worker
+    #: learned of it (monotonic seconds); None while not.
+    cancel_reason: str | None = None
+    cancel_at: float = 0.0
+    #: A flow's children so far, ``(highest sequence number, their queues)``, set when
+    #: its body returns or raises (a cancelled flow cancels them).
+    children: tuple[int, list[str]] | None = None
     #: The log lines its attempt buffered (None until it logs one; see taskq.runlogs).
     log: RunLog | None = None
 

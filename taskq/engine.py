@@ -20,6 +20,7 @@ from typing import Any
 from taskq import runlogs
 from taskq.app import App
 from taskq.cache import TaskRunContext, bind_arguments
+from taskq.cancel import cancel_children
 from taskq.delivery import Delivery
 from taskq.errors import (
     Cancel,
@@ -132,6 +133,8 @@ class Engine:
                 runlogs.leave(token)
                 if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
                     exc = TaskTimeoutError(f"timed out after {limit} s")
+                elif isinstance(exc, asyncio.CancelledError) and d.cancel_reason is not None:
+                    exc = Cancel(d.cancel_reason)  # asked to stop (app.cancel)
                 if await self._handle_exception_async(d, exc, in_place=True):
                     if options.on_running:
                         self.starting(d)
@@ -274,6 +277,10 @@ class Engine:
         """
         if isinstance(exc, Cancel):
             self.handle_cancel(d, exc.reason or "cancelled")
+            return False
+        if d.cancel_reason is not None and isinstance(exc, Exception | Retry):
+            # Asked to stop, it ended with an error: it is cancelled, not retried.
+            self.handle_cancel(d, d.cancel_reason)
             return False
         if not isinstance(exc, Exception | Retry):
             # KeyboardInterrupt, SystemExit: record, then let the process go on stopping.
@@ -507,9 +514,17 @@ class Engine:
             runlogs.flush(d)
         outcome = encode_outcome(StateName.CANCELLED.value, d.attempt, error=err, call=d.child_call)
         hooks = d.task.options.on_cancellation
+        is_flow = isinstance(d.task, Flow)
         if self._finish(
-            d, StateName.CANCELLED.value, outcome, (ErrorType.CANCELLED.value, reason), bool(hooks)
+            d,
+            StateName.CANCELLED.value,
+            outcome,
+            (ErrorType.CANCELLED.value, reason),
+            bool(hooks) or is_flow,
         ):
+            if is_flow:  # a cancelled flow leaves no unfinished children
+                seq, queues = d.children or (0, [])
+                cancel_children(self.broker, d.queue, d.run_id, seq, queues, reason)
             self._hooks(d, hooks, State(StateName.CANCELLED.value, d.attempt, err))
 
     def _hooks(self, d: Delivery, hooks: Sequence[Any], state: State) -> None:

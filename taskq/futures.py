@@ -28,7 +28,7 @@ from taskq.errors import (
     TaskqError,
 )
 from taskq.message import Outcome, decode_outcome
-from taskq.protocol import ErrorType, RecordField, StateName, WaitMode
+from taskq.protocol import CancelReply, ErrorType, RecordField, StateName, WaitMode
 from taskq.states import NAME_TO_TYPE, State, StateType
 
 if TYPE_CHECKING:
@@ -140,6 +140,12 @@ class Future(Generic[R]):
         if raw is not None and self._outcome is None:
             self._outcome = decode_outcome(raw)
         return self._outcome
+
+    def cancel(self, reason: str = "") -> CancelReply:
+        """Cancel the run (see :mod:`taskq.cancel` and :meth:`taskq.App.cancel`)."""
+        from taskq.cancel import cancel_run
+
+        return cancel_run(self._broker, self.queue, self.run_id, reason)
 
     def done(self) -> bool:
         """True once the run has a final outcome (one round trip unless already known)."""

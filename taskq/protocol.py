@@ -98,6 +98,15 @@ class RetryReply(enum.IntEnum):
     PAST_DEADLINE = 2
 
 
+class CancelReply(enum.IntEnum):
+    """``cancel.lua``: what a cancel found (and did)."""
+
+    UNKNOWN = 0
+    ENDED = 1
+    REQUESTED = 2
+    CANCELLED = 3
+
+
 class SuspendReply(enum.IntEnum):
     """``suspend.lua``."""
 
@@ -188,6 +197,10 @@ class RecordField(enum.StrEnum):
     CHILD_QUEUES = "cq"
     #: How many late writes of stale attempts were fenced off.
     FENCED = "fenced"
+    #: Why the run was cancelled (or asked to stop, while running).
+    CANCEL = "cx"
+    #: A suspended flow's priority level (its resume goes back to that stream).
+    LEVEL = "l"
 
 
 #: Per-attempt record fields: ``t<n>`` start time (server ms), ``x<n>`` the error.

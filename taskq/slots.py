@@ -54,6 +54,18 @@ class Slots:
         with self.cond:
             return list(self._held)
 
+    def held(self) -> list[Delivery]:
+        """Every delivery held and still running here (not abandoned, not deferred)."""
+        with self.cond:
+            return [
+                d for key, d in self._held.items() if key not in self._abandoned and not d.deferred
+            ]
+
+    def cancel_overdue(self, grace: float) -> list[Delivery]:
+        """Held deliveries asked to stop more than ``grace`` seconds ago, still running."""
+        now = time.monotonic()
+        return [d for d in self.held() if d.cancel_reason is not None and now - d.cancel_at > grace]
+
     def busy(self) -> bool:
         """Whether runs are in flight."""
         with self.cond:

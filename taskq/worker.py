@@ -30,12 +30,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from taskq.admission import Admission
 from taskq.app import App
 from taskq.backoff import Backoff
 from taskq.broker import Entry
+from taskq.cancelwatch import CancelWatch
 from taskq.delivery import Delivery
 from taskq.engine import Engine
 from taskq.errors import BrokerError, TaskqError
@@ -43,7 +45,7 @@ from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.outbox import Outbox
 from taskq.scheduler import Mover
-from taskq.slots import Slots
+from taskq.slots import Key, Slots, key_of
 from taskq.threads import LoopThread, TaskThreads
 
 log = logging.getLogger("taskq.worker")
@@ -123,7 +125,7 @@ class Worker:
         self._exited = threading.Event()
         self._threads = TaskThreads(concurrency)
         self._loop = LoopThread()
-        self._async_tasks: set[asyncio.Task[None]] = set()  # running async runs (loop thread)
+        self._async_tasks: dict[Key, asyncio.Task[None]] = {}  # running async runs (loop thread)
         self.timed_out = 0
         self.handed_back = 0
         #: Told each run with a time limit as it starts (its monotonic deadline) and
@@ -132,6 +134,13 @@ class Worker:
         self.mover = Mover(app.broker, self.queues)
         self.leases = LeaseKeeper(
             app.broker, self.id, app.settings.lease_seconds, self.slots.held_ids
+        )
+        self.cancels = CancelWatch(
+            app.broker,
+            self.queues,
+            self.slots.held,
+            self._asked_to_stop,
+            app.settings.lease_seconds / 3,
         )
 
     # -- control ------------------------------------------------------------------------
@@ -177,6 +186,7 @@ class Worker:
         log.info("worker %s consuming %s (concurrency %d)", self.id, self.queues, self.concurrency)
         self.mover.start()
         self.leases.start()
+        self.cancels.start()
         watchdog = threading.Thread(target=self._watch_timeouts, name="taskq-timeouts", daemon=True)
         watchdog.start()
         try:
@@ -186,8 +196,9 @@ class Worker:
             self.mover.stop()
             self._shutdown()
             self.leases.stop()
+            self.cancels.stop()
             self._exited.set()
-            self.mover.join(timeout=5)
+            self.mover.join(timeout=5)  # the cancel watch holds nothing: not waited for
 
     def _prepare(self) -> None:
         for q in self.queues:
@@ -343,8 +354,11 @@ class Worker:
         loop = self._loop.loop()
         for d in deliveries:
             task = loop.create_task(self._run_async(d))
-            self._async_tasks.add(task)
-            task.add_done_callback(self._async_tasks.discard)
+            self._async_tasks[key_of(d)] = task
+            task.add_done_callback(partial(self._async_done, key_of(d)))
+
+    def _async_done(self, key: Key, _task: asyncio.Task[None]) -> None:
+        self._async_tasks.pop(key, None)
 
     async def _run_async(self, d: Delivery) -> None:
         try:
@@ -394,6 +408,32 @@ class Worker:
         while not self._exited.wait(0.1):
             for d in self.slots.overdue(_on_thread, self.engine.timeout_of):
                 self._time_out(d)
+            for d in self.slots.cancel_overdue(self.app.settings.cancel_grace_seconds):
+                self._cancel_out(d)
+
+    def _asked_to_stop(self, d: Delivery) -> None:
+        """``d`` was asked to stop (:mod:`taskq.cancelwatch`): an ``async`` run gets
+        ``CancelledError`` now; a sync one reads :func:`taskq.cancel_requested` and is
+        ended by the watchdog after ``cancel_grace_seconds``."""
+        task = self._async_tasks.get(key_of(d))
+        if task is not None:
+            self._loop.loop().call_soon_threadsafe(task.cancel)
+
+    def _cancel_out(self, d: Delivery) -> None:
+        """A run asked to stop is still running after its grace: record it Cancelled
+        (fenced by its attempt: if it ended meanwhile, its own end stands) and free its
+        slot, as for a timeout; its thread may go on running it."""
+        reason = d.cancel_reason or "cancelled"
+        log.warning("run %s did not stop within its cancel grace; recording it Cancelled", d.run_id)
+        if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
+            self.report_deadline(d, None)
+        try:
+            self.engine.handle_cancel(d, reason)
+        except TaskqError as exc:
+            log.warning("could not record the cancel of %s: %s", d.run_id, exc)
+        self.slots.abandon(d)
+        if _on_thread(d):
+            self._threads.add_thread()  # the stuck job keeps its thread; the slot needs one
 
     def _time_out(self, d: Delivery) -> None:
         self.timed_out += 1

@@ -9,6 +9,7 @@ holding that connection:
   renew, reclaim, hand back, release, dead-letter, park;
 - ``broker.caches`` (:mod:`~taskq.broker.caches`): the task cache's reads, lock and stores;
 - ``broker.stored`` (:mod:`~taskq.broker.stored`): results stored by name (``result_storage_key``);
+- ``broker.control`` (:mod:`~taskq.broker.control`): cancel, and the stop requests of runs;
 - ``broker.delay`` (:mod:`~taskq.broker.delay`): the mover's promote, delayed counts;
 - ``broker.flows`` (:mod:`~taskq.broker.flows`): suspend, notify, reset, fan-in reads;
 - ``broker.logs`` (:mod:`~taskq.broker.logs`): appends to run logs;
@@ -28,6 +29,7 @@ from typing import Any
 from taskq.broker.caches import Caches
 from taskq.broker.connection import Connection, Entry
 from taskq.broker.consumer import Consumer, FinishCall
+from taskq.broker.control import Control
 from taskq.broker.delay import Delays, delay_mark
 from taskq.broker.flows import Flows
 from taskq.broker.inspection import Inspection, WaitFacts
@@ -69,6 +71,7 @@ class Broker:
         self.consumer = Consumer(self.connection)
         self.caches = Caches(self.connection)
         self.stored = StoredResults(self.connection)
+        self.control = Control(self.connection)
         self.delay = Delays(self.connection)
         self.flows = Flows(self.connection)
         self.logs = Logs(self.connection)

@@ -50,7 +50,8 @@ class Flows:
             k.flow_wait(queue, flow_id),
         ]
         args: list[Any] = [GROUP, self.settings.events_maxlen, entry_id, flow_id, attempt]
-        args += [payload, mode, self.conn.ttl_ms(ttl), seq, ",".join(child_queues), *waiting]
+        args += [payload, mode, self.conn.ttl_ms(ttl), seq, ",".join(child_queues), level]
+        args += waiting
         return SuspendReply(int(self.conn.call(scripts.SUSPEND, keys, args)))
 
     def notify(

@@ -223,6 +223,32 @@ def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) 
 
 
 @cli.command()
+@click.argument("run_id")
+@click.option("--queue", "-q", help="The run's queue [default: found by scanning].")
+@click.option("--reason", default="", help="Why, recorded with the run [default: cancelled].")
+@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
+@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
+def cancel(run_id: str, queue: str | None, reason: str, redis_url: str | None, prefix: str) -> None:
+    """Cancel a run: one not started yet ends Cancelled (it never starts), a running one is
+    asked to stop, a flow's unfinished children are cancelled too. Exit 1 if unknown."""
+    from taskq.app import App, check_queue
+    from taskq.protocol import CancelReply
+
+    app = App(redis_url, prefix=prefix)
+    if queue is not None:
+        check_queue(queue)
+    got = app.cancel(run_id, queue, reason)
+    said = {
+        CancelReply.CANCELLED: "cancelled: it will not start",
+        CancelReply.REQUESTED: "running: asked to stop (it ends Cancelled unless it ends first)",
+        CancelReply.ENDED: "already ended: nothing changed",
+    }
+    if got is CancelReply.UNKNOWN:
+        raise click.ClickException(f"no run {run_id!r} (unknown, or its record expired)")
+    click.echo(f"run {run_id}: {said[got]}")
+
+
+@cli.command()
 @click.argument("app_spec", metavar="MODULE:APP")
 def tasks(app_spec: str) -> None:
     """List the tasks and flows of the app at MODULE:APP: name, kind, queue, version,

@@ -71,7 +71,10 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
         token = current_flow.set(runner)
         run_token = runlogs.enter(d)
         try:
-            value = call_body(d.task, d.message.args, d.message.kwargs)
+            try:
+                value = call_body(d.task, d.message.args, d.message.kwargs)
+            finally:  # what it spawned, for a cancel of the flow (handle_cancel)
+                d.children = (runner.seq, list(runner.child_queues))
         except Suspend as sig:
             runlogs.leave(run_token)
             if runner.violation is not None:  # caught by the body, and fatal still

@@ -16,7 +16,9 @@
 -- ARGV[8]   time to keep the fan-in keys, in milliseconds
 -- ARGV[9]   highest child sequence number spawned so far
 -- ARGV[10]  the queues the children run on, comma-separated (for listing the tree)
--- ARGV[11..] child run ids waited for
+-- ARGV[11]  the flow delivery's priority level (recorded as 'l': a cancelled child's
+--           notice resumes it on that level's stream)
+-- ARGV[12..] child run ids waited for
 --
 -- Children that ended before this call are found in the results hash, so no
 -- completion is missed: both this script and the children's notify script run
@@ -30,7 +32,7 @@ local payload, mode, ttl = ARGV[6], ARGV[7], ARGV[8]
 if not fence(run, attempt) then return 0 end
 local missing = {}
 local ended = 0
-for i = 11, #ARGV do
+for i = 12, #ARGV do
   if redis.call('HEXISTS', results, ARGV[i]) == 1 then
     ended = ended + 1
   else
@@ -47,7 +49,7 @@ end
 redis.call('PEXPIRE', waitset, ttl)
 local wn = redis.call('HINCRBY', run, 'wn', 1)
 redis.call('HSET', run, 's', 'AwaitingChildren', 'wm', mode, 'p', payload, 'seq', ARGV[9],
-  'cq', ARGV[10])
+  'cq', ARGV[10], 'l', ARGV[11])
 redis.call('XACK', stream, group, eid)
 redis.call('XDEL', stream, eid)
 redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', fid, 's', 'AwaitingChildren', 'a', attempt,

@@ -151,6 +151,7 @@ REPLIES: dict[str, type[enum.IntEnum]] = {
     "finish": protocol.FinishReply,
     "retry": protocol.RetryReply,
     "retry_now": protocol.RetryReply,
+    "cancel": protocol.CancelReply,
     "suspend": protocol.SuspendReply,
     "park": protocol.ParkReply,
     "enqueue": protocol.EnqueueReply,

@@ -1,0 +1,48 @@
+"""Control of runs from outside them: cancel (``cancel.lua``), and the reads a worker
+makes to learn which of its running runs were asked to stop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from taskq import scripts
+from taskq.broker.connection import Connection, text
+from taskq.protocol import CancelReply, RecordField
+
+
+class Control:
+    """Cancel calls.
+
+    Args:
+        conn: The connection layer.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.keys = conn.keys
+
+    def cancel(
+        self, queue: str, run_id: str, outcome: bytes, reason: str, ttl: float | None
+    ) -> CancelReply:
+        """Cancel run ``run_id`` on ``queue`` (see ``cancel.lua``): ``outcome`` is stored
+        if it ends here (it had not started); a running one is asked to stop."""
+        k = self.keys
+        keys = [k.run(queue, run_id), k.result(queue, run_id), k.events(queue)]
+        args = [
+            self.conn.settings.events_maxlen,
+            run_id,
+            outcome,
+            self.conn.ttl_ms(ttl),
+            reason[:1000],
+            k.cancel_channel(queue),
+        ]
+        return CancelReply(int(self.conn.call(scripts.CANCEL, keys, args)))
+
+    def requests(self, runs: Sequence[tuple[str, str]]) -> list[str | None]:
+        """For each ``(queue, run id)``, the reason it was asked to stop, or None (one
+        pipelined round trip)."""
+        if not runs:
+            return []
+        field = RecordField.CANCEL.value
+        replies = self.conn.send([("HGET", self.keys.run(q, rid), field) for q, rid in runs])
+        return [text(r) if isinstance(r, bytes) else None for r in replies]
