@@ -18,6 +18,8 @@ from taskq.app import App
 from taskq.broker import Entry, delay_mark
 from taskq.delivery import Delivery
 from taskq.errors import MessageError, UnknownTaskError
+from taskq.flows.deadline import limit_of, time_left
+from taskq.flows.flow import Flow
 from taskq.flows.resume import notify_dead, renotify
 from taskq.message import Message, decode_message, peek_run_id
 from taskq.protocol import EntryField, MetaKey, ParkReply, StartKind
@@ -89,6 +91,9 @@ class Admission:
             d.attempt = attempt
             d.resumed, d.retry_start = kind is StartKind.RESUMED, kind is StartKind.RETRYING
             d.recovered = kind is StartKind.RECOVERED
+            if d.resumed and isinstance(d.task, Flow) and (limit := limit_of(d)) is not None:
+                # Its limit covers the whole attempt: what is left of it (one read).
+                d.time_left = time_left(self.broker, d, limit)
             if kind in _RUNS:
                 runs.append(d)
             elif kind is StartKind.LOST:

@@ -20,6 +20,7 @@ from taskq.broker import Broker, topology
 from taskq.broker.connection import redact_url
 from taskq.config import Settings
 from taskq.errors import ConfigurationError, UnknownTaskError
+from taskq.flows.deadline import DEADLINE_TASK, deadline_task
 from taskq.flows.flow import Flow
 from taskq.futures import Future, check_run_id
 from taskq.keys import Keyspace, check_name
@@ -80,6 +81,7 @@ class App:
         self.keys = Keyspace(self.settings.prefix)
         self.spread = Spread(self.settings.partitions)
         self.registry: dict[str, Task[Any, Any]] = {}
+        self._deadline: Task[Any, Any] | None = None
         self._broker: Broker | None = None
 
     def __repr__(self) -> str:
@@ -196,6 +198,10 @@ class App:
         try:
             return self.registry[name]
         except KeyError:
+            if name == DEADLINE_TASK:  # built in: every worker runs flows' deadline runs
+                if self._deadline is None:
+                    self._deadline = deadline_task(self)
+                return self._deadline
             raise UnknownTaskError(f"no task named {name!r} is registered") from None
 
     def cancel(self, run_id: str, queue: str | None = None, reason: str = "") -> CancelReply:

@@ -37,9 +37,12 @@ class Delivery:
     #: learned of it (monotonic seconds); None while not.
     cancel_reason: str | None = None
     cancel_at: float = 0.0
-    #: A flow's children so far, ``(highest sequence number, their queues)``, set when
-    #: its body returns or raises (a cancelled flow cancels them).
-    children: tuple[int, list[str]] | None = None
+    #: A flow's current execution here (a ``FlowRun``: what it spawned so far, for a
+    #: cancel or a timeout of the flow); None before its body ran here.
+    flow_run: Any = None
+    #: A resumed flow's time left of its attempt's ``timeout_seconds`` (None: no limit,
+    #: or not a resumed flow): see :mod:`taskq.flows.deadline`.
+    time_left: float | None = None
     #: The log lines its attempt buffered (None until it logs one; see taskq.runlogs).
     log: RunLog | None = None
 

@@ -32,6 +32,7 @@ from taskq.errors import (
     error_info,
 )
 from taskq.failures import failure_message, log_failure, log_retry, retry_message
+from taskq.flows.deadline import limit_of
 from taskq.flows.flow import Flow
 from taskq.flows.resume import run_flow
 from taskq.futures import running_task
@@ -39,7 +40,7 @@ from taskq.message import decode_outcome, encode_outcome
 from taskq.options import RETRY_OPTIONS
 from taskq.outbox import Outbox
 from taskq.partitions import logical_queue
-from taskq.protocol import ErrorType, MetaKey, RetryReply, StateName
+from taskq.protocol import ErrorType, MetaKey, RecordField, RetryReply, StateName
 from taskq.results import TaskRunInfo, fill_key
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State, returned_value
@@ -145,9 +146,14 @@ class Engine:
             return
 
     def run_flow(self, d: Delivery) -> None:
-        """Run a flow body on this thread (see :func:`taskq.flows.resume.run_flow`)."""
+        """Run a flow body on this thread (see :func:`taskq.flows.resume.run_flow`); a
+        resumed flow whose attempt has no time left times out instead (its deadline run
+        resumed it: :mod:`taskq.flows.deadline`)."""
         if d.recovered or d.task.options.on_running:
             self.starting(d)
+        if d.time_left is not None and d.time_left <= 0:
+            self.handle_timeout(d)
+            return
         run_flow(self.app, d, self, self.can_block)
 
     def starting(self, d: Delivery) -> None:
@@ -252,16 +258,39 @@ class Engine:
         names = self.app.spread.names(logical)
         return self.broker.producer.holder(names, run_id) or d.queue
 
-    def timeout_of(self, d: Delivery) -> float | None:
+    def limit_of(self, d: Delivery) -> float | None:
         """The attempt's time limit in seconds (per-submission override first)."""
-        t = d.message.meta.get(MetaKey.TIMEOUT)
-        if isinstance(t, int | float) and t > 0:
-            return float(t)
-        return d.task.options.timeout_seconds
+        return limit_of(d)
+
+    def timeout_of(self, d: Delivery) -> float | None:
+        """How long this execution may run: the attempt's limit, or for a resumed flow
+        what is left of it (a flow's limit covers its whole attempt)."""
+        limit = self.limit_of(d)
+        if limit is not None and d.time_left is not None:
+            return max(0.001, min(limit, d.time_left))
+        return limit
 
     def handle_timeout(self, d: Delivery) -> None:
-        """Record an attempt that overran its time limit: retried per the task's policy."""
-        self.handle_exception(d, TaskTimeoutError(f"timed out after {self.timeout_of(d)} s"))
+        """Record an attempt that overran its time limit: retried per the task's policy. A
+        flow's unfinished children are cancelled first (a retried flow runs them again)."""
+        limit = self.limit_of(d)
+        if isinstance(d.task, Flow):
+            seq, queues = self._children(d)
+            reason = f"its flow timed out after {limit} s"
+            cancel_children(self.broker, d.queue, d.run_id, seq, queues, reason)
+            exc = TaskTimeoutError(f"flow timed out after {limit} s (its whole attempt)")
+        else:
+            exc = TaskTimeoutError(f"timed out after {limit} s")
+        self.handle_exception(d, exc)
+
+    def _children(self, d: Delivery) -> tuple[int, list[str]]:
+        """A flow's children so far: from its body's run here, else from its record (as
+        of its last wait)."""
+        if d.flow_run is not None:
+            return d.flow_run.seq, list(d.flow_run.child_queues)
+        record = self.broker.producer.run_record(d.queue, d.run_id)
+        seq = int(record.get(RecordField.SEQ, 0) or 0)
+        return seq, [q for q in record.get(RecordField.CHILD_QUEUES, "").split(",") if q]
 
     def handle_exception(self, d: Delivery, exc: BaseException, in_place: bool = False) -> bool:
         """Record an attempt that raised: Cancelled, retried or Failed, per its policy
@@ -523,7 +552,7 @@ class Engine:
             bool(hooks) or is_flow,
         ):
             if is_flow:  # a cancelled flow leaves no unfinished children
-                seq, queues = d.children or (0, [])
+                seq, queues = self._children(d)
                 cancel_children(self.broker, d.queue, d.run_id, seq, queues, reason)
             self._hooks(d, hooks, State(StateName.CANCELLED.value, d.attempt, err))
 

@@ -84,6 +84,25 @@ class Flows:
         ]
         return int(self.conn.call(scripts.NOTIFY, keys, args)) == NotifyReply.RESUMED
 
+    def expire(self, queue: str, flow_id: str, attempt: int, level: int = 0) -> bool:
+        """Resume flow ``flow_id`` if it still waits for its children in ``attempt``
+        (``flow_expire.lua``): its time limit ran out. True if it was resumed."""
+        k = self.keys
+        keys = [
+            k.stream(queue, level),
+            k.events(queue),
+            k.run(queue, flow_id),
+            k.flow_wait(queue, flow_id),
+        ]
+        args = [self.settings.events_maxlen, flow_id, attempt]
+        return int(self.conn.call(scripts.FLOW_EXPIRE, keys, args)) == 1
+
+    def attempt_age(self, queue: str, run_id: str, attempt: int) -> float | None:
+        """Seconds since attempt ``attempt`` of the run started (server clock; None if
+        the record has no start for it), in one round trip."""
+        age = int(self.conn.call(scripts.ATTEMPT_AGE, [self.keys.run(queue, run_id)], [attempt]))
+        return None if age < 0 else age / 1000
+
     def reset_child(self, queue: str, run_id: str) -> bool:
         """Forget a Failed/Cancelled child so it can be enqueued again (flow retry)."""
         keys = [self.keys.run(queue, run_id), self.keys.result(queue, run_id)]

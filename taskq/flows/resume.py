@@ -17,6 +17,7 @@ from taskq import runlogs
 from taskq.broker import Broker
 from taskq.delivery import Delivery
 from taskq.errors import ErrorInfo
+from taskq.flows import deadline
 from taskq.flows.run import FlowRun, Suspend, call_body
 from taskq.message import Message, encode_outcome
 from taskq.protocol import ErrorType, MetaKey, Parent, StateName, SuspendReply
@@ -68,13 +69,11 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
             log_prints=d.log_prints,
         )
         runner.load()
+        d.flow_run = runner  # what it spawns, for a cancel or a timeout of the flow
         token = current_flow.set(runner)
         run_token = runlogs.enter(d)
         try:
-            try:
-                value = call_body(d.task, d.message.args, d.message.kwargs)
-            finally:  # what it spawned, for a cancel of the flow (handle_cancel)
-                d.children = (runner.seq, list(runner.child_queues))
+            value = call_body(d.task, d.message.args, d.message.kwargs)
         except Suspend as sig:
             runlogs.leave(run_token)
             if runner.violation is not None:  # caught by the body, and fatal still
@@ -118,6 +117,8 @@ def _suspend(broker: Broker, d: Delivery, runner: FlowRun, sig: Suspend) -> Susp
     )
     if got is SuspendReply.FENCED:
         log.warning("flow %s attempt %d was fenced off", d.run_id, d.attempt)
+    elif got is SuspendReply.SUSPENDED and (limit := deadline.limit_of(d)) is not None:
+        deadline.schedule(broker, d, limit)  # its limit covers the wait too
     return got
 
 
