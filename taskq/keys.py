@@ -12,6 +12,7 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:result:<run_id> one-element list holding the final outcome
     taskq:{default}:wake            pub/sub channel (not a key) waking delay-queue movers
     taskq:{default}:cancel          pub/sub channel (not a key): a running run was asked to stop
+    taskq:{default}:idem:<key>      the run id holding an idempotency key, for dedup_ttl
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
     taskq:{default}:stored:<name>   a completed outcome stored by name (result_storage_key)
     taskq:{default}:log:<run_id>    the run's log lines (capped list; only if it logged),
@@ -137,6 +138,10 @@ class Keyspace:
     def stored(self, queue: str, name: str) -> str:
         """A result stored by name (``result_storage_key``)."""
         return f"{self._tag(queue)}:stored:{name}"
+
+    def idempotency(self, queue: str, key: str) -> str:
+        """The run holding an idempotency key (``with_options(idempotency_key=...)``)."""
+        return f"{self._tag(queue)}:idem:{key}"
 
     def cancel_channel(self, queue: str) -> str:
         """Pub/sub channel telling the queue's workers that a running run was asked to stop."""

@@ -56,6 +56,8 @@ class TaskOptionsDict(TypedDict, total=False):
     delay: float | timedelta | None
     scheduled_at: datetime | None
     partition_key: str | None
+    idempotency_key: str | None
+    dedup_ttl: float | timedelta | None
     persist_result: bool
     result_storage_key: str | None
     description: str | None
@@ -80,7 +82,7 @@ HOOKS = ("on_completion", "on_failure", "on_running", "on_cancellation", "on_cra
 FLOW_ONLY = ("inline_wait_seconds",)
 #: Per-submission options: only ``with_options`` (or ``submit``) takes them.
 #: (``partition_key`` at decoration would send every run to one partition.)
-SUBMIT_ONLY = ("delay", "scheduled_at", "partition_key")
+SUBMIT_ONLY = ("delay", "scheduled_at", "partition_key", "idempotency_key")
 #: Options that travel in the message when ``with_options`` changes them: plain data only.
 OVERRIDABLE = (
     "result_ttl",
@@ -115,6 +117,8 @@ class TaskOptions:
     delay: float | None = None
     scheduled_at: datetime | None = None
     partition_key: str | None = None
+    idempotency_key: str | None = None
+    dedup_ttl: float | None = None
     persist_result: bool = True
     result_storage_key: str | None = None
     description: str | None = None
@@ -246,6 +250,14 @@ def _normalize(options: dict[str, Any]) -> dict[str, Any]:
             out[key] = check_delay(value)
         elif key == "partition_key":
             out[key] = check_partition_key(value)
+        elif key == "idempotency_key":
+            if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 1024):
+                raise ConfigurationError(
+                    f"idempotency_key must be a string of 1 to 1024 characters, got {value!r}"
+                )
+            out[key] = value
+        elif key == "dedup_ttl":
+            out[key] = None if value is None else seconds(key, value, POSITIVE)
         elif key == "persist_result":
             if not isinstance(value, bool):
                 raise ConfigurationError(f"persist_result must be True or False, got {value!r}")

@@ -212,6 +212,11 @@ class Task(Generic[P, R]):
         next partition in this process's round robin, or, with
         ``with_options(partition_key=...)``, to that key's partition.
 
+        ``with_options(idempotency_key="order-42")`` enqueues at most one run per key
+        (per queue) within ``dedup_ttl`` seconds (default: the settings' ``result_ttl``):
+        a later submit with the key enqueues nothing and returns the first run's future.
+        The check and the enqueue are one script, so two producers racing get one run.
+
         ``return_state=True`` (Prefect's) waits for the run and returns its final
         :class:`~taskq.states.State` instead of the future (``state.result()`` gives
         the value); untyped, like ``wait_for``: ``submit(...).wait()`` is the typed
@@ -230,13 +235,26 @@ class Task(Generic[P, R]):
         due = self._due(kw)
         args, kw = resolve_futures(args), resolve_futures(kw)
         runner = current_flow.get()
+        key = self.options.idempotency_key
         if runner is not None:
+            if key is not None:
+                raise ConfigurationError(
+                    "idempotency_key is for runs submitted from outside a flow: a flow's "
+                    "children are idempotent already (their run ids are deterministic)"
+                )
             return runner.submit_child(self, args, kw, due)
         msg = self.make_message(args, kw)
-        runs = [(msg.run_id, encode_message(msg, self.app.broker.limits), due)]
-        queue = self.app.spread.pick(self.queue, self.options.partition_key)
-        self.app.broker.producer.enqueue(queue, runs, self.options.priority)
-        return Future(self.app.broker, queue, msg.run_id, self.name)
+        run = (msg.run_id, encode_message(msg, self.app.broker.limits), due)
+        broker, priority = self.app.broker, self.options.priority
+        if key is None:
+            queue = self.app.spread.pick(self.queue, self.options.partition_key)
+            broker.producer.enqueue(queue, [run], priority)
+            return Future(broker, queue, msg.run_id, self.name)
+        # One run per key: the key picks the partition, so every submit of it meets there.
+        queue = self.app.spread.pick(self.queue, self.options.partition_key or key)
+        ttl = self.options.dedup_ttl or self.app.settings.result_ttl
+        holder = broker.producer.enqueue_once(queue, key, run, ttl, priority)
+        return Future(broker, queue, holder, self.name)
 
     delay = submit  # Prefect's name for a background run
 
@@ -281,6 +299,11 @@ class Task(Generic[P, R]):
         runs are dealt over the partitions in turn (all to one with a
         ``partition_key``), one bulk call per partition, all pipelined.
         """
+        if self.options.idempotency_key is not None:
+            raise ConfigurationError(
+                "idempotency_key names one run: use submit (or give each map item's run "
+                "its own key with one submit each)"
+            )
         kw = dict(kwargs)
         due = self._due(kw)
         rows, kws = spread_calls(args, kw, resolve_futures)

@@ -57,7 +57,20 @@ class Producer:
         """
         return self._send(list(self._enqueue_calls(queue, runs, level)))
 
-    def _send(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[int]:
+    def enqueue_once(
+        self, queue: str, key: str, run: tuple[str, bytes, str], ttl: float, level: int = 0
+    ) -> str:
+        """Enqueue one ``(run_id, payload, due)`` under an idempotency key held ``ttl``
+        seconds (``enqueue.lua``, atomically): the id of the run that holds the key, this
+        one's, or the first one's if another run took it within ``ttl`` (then nothing
+        is enqueued)."""
+        [(keys, args)] = list(self._enqueue_calls(queue, [run], level))
+        keys.append(self.keys.idempotency(queue, key))
+        args.append(max(1, round(ttl * 1000)))
+        [reply] = self._send([(keys, args)])
+        return text(reply) if isinstance(reply, bytes) else run[0]
+
+    def _send(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """The enqueue calls in one round trip, then ``WAIT`` for the replicas (once per
         queue written) when ``wait_replicas`` asks, retried through a failover."""
 

@@ -21,6 +21,11 @@
 -- were Scheduled) rather than on every XADD (cheaper for a bulk enqueue).
 -- Returns an array with, per run, 1 if it was enqueued or 0 if the run id was
 -- already known (idempotent enqueue: a retried call never adds a second entry).
+--
+-- With an idempotency key (one run only): one more KEYS, last, the key's entry
+-- (<queue tag>:idem:<key>), and one more ARGV, last, how long it holds (ms). When the
+-- key is held by another run, nothing is enqueued and the reply is {that run's id};
+-- otherwise the key is taken for this run (SET PX) as it is enqueued.
 --!include lib_time.lua
 --!include lib_events.lua
 local stream, events, delayed = KEYS[1], KEYS[2], KEYS[3]
@@ -29,7 +34,14 @@ local out = {}
 local added = 0
 local now_ms = nil
 local pending = {}
-for i = 1, #KEYS - 3 do
+local runs = #KEYS - 3
+if #ARGV == 3 * (runs - 1) + 4 then  -- an idempotency key (see above): one run
+  runs = runs - 1
+  local idem, holder = KEYS[#KEYS], redis.call('GET', KEYS[#KEYS])
+  if holder and holder ~= ARGV[4] then return {holder} end
+  redis.call('SET', idem, ARGV[4], 'PX', ARGV[#ARGV])
+end
+for i = 1, runs do
   local run = KEYS[3 + i]
   local rid, payload, due = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
   -- HSETNX both tests and creates the record: a known run id is refused.
