@@ -29,6 +29,7 @@ from taskq.cache import (
     task_input_hash,
 )
 from taskq.cancel import cancel_requested
+from taskq.context import RunContext, context
 from taskq.errors import (
     BrokerError,
     Cancel,
@@ -95,6 +96,7 @@ __all__ = [
     "ResultNotPersistedError",
     "ResultTimeoutError",
     "Retry",
+    "RunContext",
     "State",
     "StateType",
     "TASK_SOURCE",
@@ -110,6 +112,7 @@ __all__ = [
     "allow_failure",
     "as_completed",
     "cancel_requested",
+    "context",
     "exponential_backoff",
     "get_run_logger",
     "load_app",

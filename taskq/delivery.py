@@ -40,6 +40,10 @@ class Delivery:
     #: A flow's current execution here (a ``FlowRun``: what it spawned so far, for a
     #: cancel or a timeout of the flow); None before its body ran here.
     flow_run: Any = None
+    #: A progress report not written yet (``taskq.context().progress``), and when the
+    #: last one was written (monotonic seconds).
+    progress_pending: tuple[float, str] | None = None
+    progress_at: float = 0.0
     #: A resumed flow's time left of its attempt's ``timeout_seconds`` (None: no limit,
     #: or not a resumed flow): see :mod:`taskq.flows.deadline`.
     time_left: float | None = None

@@ -21,6 +21,7 @@ from taskq import runlogs
 from taskq.app import App
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.cancel import cancel_children
+from taskq.context import flush_progress
 from taskq.delivery import Delivery
 from taskq.errors import (
     Cancel,
@@ -445,6 +446,8 @@ class Engine:
         is stored (and its lock released) by a call of its own before the outcome, not
         fenced: a stale attempt may store a value too (a value computed for the same key).
         """
+        if d.progress_pending is not None:  # its last progress report lands first
+            flush_progress(d)
         parent = d.parent
         ttl = d.result_ttl
         cache = None

@@ -201,6 +201,9 @@ class RecordField(enum.StrEnum):
     CANCEL = "cx"
     #: A suspended flow's priority level (its resume goes back to that stream).
     LEVEL = "l"
+    #: The running attempt's latest progress report: fraction done, and its message.
+    PROGRESS = "pg"
+    PROGRESS_MESSAGE = "pm"
 
 
 #: Per-attempt record fields: ``t<n>`` start time (server ms), ``x<n>`` the error.
@@ -238,6 +241,14 @@ class EventField(enum.StrEnum):
     DUE = "due"
     #: How many children a flow that suspended waits for.
     WAITING = "waiting"
+    #: A ``Progress`` entry's fraction done and message (it names no state change).
+    PROGRESS = "pg"
+    PROGRESS_MESSAGE = "pm"
+
+
+#: The ``s`` of an events-stream entry that reports a running attempt's progress: not a
+#: state (the run stays in its state), so no reader waiting for states stops at it.
+PROGRESS_EVENT: Final = "Progress"
 
 
 #: What separates the run ids (and the attempts) of a batch entry of the events stream.

@@ -82,13 +82,15 @@ class LocalRun:
     """A task or flow called directly in this process: it has a run logger (Python
     logging only), but no run log."""
 
-    __slots__ = ("attempt", "queue", "run_id", "task_name")
+    __slots__ = ("attempt", "progress", "queue", "run_id", "task_name")
 
     def __init__(self, task_name: str, queue: str, run_id: str | None = None) -> None:
         self.task_name = task_name
         self.queue = queue
         self.run_id = run_id
         self.attempt: int | None = None
+        #: The latest ``taskq.context().progress`` report (kept here only).
+        self.progress: tuple[float, str] | None = None
 
 
 #: The run the current thread or asyncio task executes (None: none).

@@ -38,6 +38,16 @@ class Control:
         ]
         return CancelReply(int(self.conn.call(scripts.CANCEL, keys, args)))
 
+    def progress(
+        self, queue: str, run_id: str, attempt: int, fraction: float, message: str
+    ) -> bool:
+        """Record attempt ``attempt``'s progress report (``progress.lua``, fenced); True
+        if recorded."""
+        k = self.keys
+        keys = [k.run(queue, run_id), k.events(queue)]
+        args = [self.conn.settings.events_maxlen, run_id, attempt, f"{fraction:.4g}", message]
+        return int(self.conn.call(scripts.PROGRESS, keys, args)) == 1
+
     def requests(self, runs: Sequence[tuple[str, str]]) -> list[str | None]:
         """For each ``(queue, run id)``, the reason it was asked to stop, or None (one
         pipelined round trip)."""

@@ -208,6 +208,12 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         lines.append(f"  attempt {a}: started {began}  {how}")
     if RecordField.DEAD in record:
         lines.append(f"  dead-lettered: {record[RecordField.DEAD]}")
+    if RecordField.CANCEL in record:
+        lines.append(f"  cancel: {record[RecordField.CANCEL]}")
+    if RecordField.PROGRESS in record:
+        done = float(record[RecordField.PROGRESS])
+        note = record.get(RecordField.PROGRESS_MESSAGE, "")
+        lines.append(f"  progress: {done:.0%}" + (f"  {note}" if note else ""))
     lines += _children(broker, queue, run_id, record)
     events = broker.inspect.run_events(queue, run_id)
     if events:
@@ -237,6 +243,9 @@ def _event_line(f: dict[str, str]) -> str:
     et = f.get(EventField.ERROR_TYPE)
     err = f"  {et}: {f.get(EventField.ERROR_MESSAGE, '')}" if et else ""
     due = f"  due {_when(f[EventField.DUE])}" if EventField.DUE in f else ""
+    if EventField.PROGRESS in f:
+        note = f.get(EventField.PROGRESS_MESSAGE, "")
+        due += f"  {float(f[EventField.PROGRESS]):.0%}" + (f" {note}" if note else "")
     return f"{f.get(EventField.STATE, '?'):<13}{err}{due}"
 
 
