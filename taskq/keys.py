@@ -13,6 +13,7 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:wake            pub/sub channel (not a key) waking delay-queue movers
     taskq:{default}:cancel          pub/sub channel (not a key): a running run was asked to stop
     taskq:{default}:idem:<key>      the run id holding an idempotency key, for dedup_ttl
+    taskq:{default}:sched           hash: each scheduled task's last tick fired (Unix ms)
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
     taskq:{default}:stored:<name>   a completed outcome stored by name (result_storage_key)
     taskq:{default}:log:<run_id>    the run's log lines (capped list; only if it logged),
@@ -138,6 +139,10 @@ class Keyspace:
     def stored(self, queue: str, name: str) -> str:
         """A result stored by name (``result_storage_key``)."""
         return f"{self._tag(queue)}:stored:{name}"
+
+    def schedules(self, queue: str) -> str:
+        """The last tick fired of each scheduled task of the queue (hash, Unix ms)."""
+        return f"{self._tag(queue)}:sched"
 
     def idempotency(self, queue: str, key: str) -> str:
         """The run holding an idempotency key (``with_options(idempotency_key=...)``)."""

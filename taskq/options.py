@@ -19,6 +19,7 @@ from taskq.keys import check_name
 from taskq.protocol import PRIORITIES, RETRY_OVERRIDES, MetaKey
 from taskq.results import check_template
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
+from taskq.schedules import Schedule, build_schedule
 
 if TYPE_CHECKING:
     from taskq.config import Settings
@@ -58,6 +59,9 @@ class TaskOptionsDict(TypedDict, total=False):
     partition_key: str | None
     idempotency_key: str | None
     dedup_ttl: float | timedelta | None
+    schedule: str | float | timedelta | None
+    schedule_tz: str | None
+    missed_ticks: str | None
     persist_result: bool
     result_storage_key: str | None
     description: str | None
@@ -72,6 +76,7 @@ class FlowOptionsDict(TaskOptionsDict, total=False):
 
 
 KNOWN = frozenset(TaskOptionsDict.__annotations__) | {"inline_wait_seconds"}
+SCHEDULE_OPTIONS = ("schedule", "schedule_tz", "missed_ticks")
 CACHE_OPTIONS = ("cache_key_fn", "cache_policy", "cache_expiration", "refresh_cache")
 #: The retry options, which a message may also override: the protocol names them, as
 #: they travel in a message's meta. (An alias for the modules that still use this name.)
@@ -119,6 +124,7 @@ class TaskOptions:
     partition_key: str | None = None
     idempotency_key: str | None = None
     dedup_ttl: float | None = None
+    schedule: Schedule | None = None
     persist_result: bool = True
     result_storage_key: str | None = None
     description: str | None = None
@@ -141,6 +147,10 @@ class TaskOptions:
 
     def merged(self, changes: dict[str, Any]) -> TaskOptions:
         """A copy with ``changes`` (validated) applied."""
+        if any(k in changes for k in SCHEDULE_OPTIONS):
+            raise ConfigurationError(
+                "a schedule belongs to the registered task: it cannot change per submission"
+            )
         norm = _normalize(changes)
         raw = {**self.retry_raw, **{k: v for k, v in changes.items() if k in RETRY_OVERRIDES}}
         norm["retry_raw"], norm["retry"] = raw, build_policy(raw)
@@ -336,6 +346,9 @@ def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> 
     """Validate decorator options into a :class:`TaskOptions`."""
     check_known(options, decorator=True, flow=flow)
     norm = _normalize(options)
+    norm["schedule"] = build_schedule(
+        options.get("schedule"), options.get("schedule_tz"), options.get("missed_ticks")
+    )
     norm.setdefault("name", default_name)
     raw = {k: v for k, v in options.items() if k in RETRY_OVERRIDES}
     cache = build_cache({k: v for k, v in options.items() if k in CACHE_OPTIONS})

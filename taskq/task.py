@@ -118,6 +118,14 @@ class Task(Generic[P, R]):
             self._params = frozenset(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
             self._params = frozenset()
+        if options.schedule is not None:
+            try:
+                inspect.signature(fn).bind()
+            except TypeError:
+                raise ConfigurationError(
+                    f"scheduled task {options.name!r} must be callable without arguments "
+                    "(each tick runs it with none)"
+                ) from None
         self.__doc__ = fn.__doc__
         #: Prefect's ``description``: the option, else the function's docstring.
         self.description = (

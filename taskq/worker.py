@@ -44,7 +44,9 @@ from taskq.errors import BrokerError, TaskqError
 from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.outbox import Outbox
+from taskq.partitions import logical_queue
 from taskq.scheduler import Mover
+from taskq.schedules import ScheduleRunner
 from taskq.slots import Key, Slots, key_of
 from taskq.threads import LoopThread, TaskThreads
 
@@ -132,6 +134,11 @@ class Worker:
         #: ends (None): how ``taskq worker``'s supervisor enforces hard timeouts.
         self.report_deadline: Callable[[Delivery, float | None], None] | None = None
         self.mover = Mover(app.broker, self.queues)
+        logical = {logical_queue(q) for q in self.queues}
+        self.schedules = ScheduleRunner(
+            app,
+            [t for t in app.registry.values() if t.options.schedule and t.queue in logical],
+        )
         self.leases = LeaseKeeper(
             app.broker, self.id, app.settings.lease_seconds, self.slots.held_ids
         )
@@ -187,6 +194,7 @@ class Worker:
         self.mover.start()
         self.leases.start()
         self.cancels.start()
+        self.schedules.start()
         watchdog = threading.Thread(target=self._watch_timeouts, name="taskq-timeouts", daemon=True)
         watchdog.start()
         try:
@@ -197,6 +205,7 @@ class Worker:
             self._shutdown()
             self.leases.stop()
             self.cancels.stop()
+            self.schedules.stop()
             self._exited.set()
             self.mover.join(timeout=5)  # the cancel watch holds nothing: not waited for
 

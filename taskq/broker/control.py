@@ -48,6 +48,21 @@ class Control:
         args = [self.conn.settings.events_maxlen, run_id, attempt, f"{fraction:.4g}", message]
         return int(self.conn.call(scripts.PROGRESS, keys, args)) == 1
 
+    def server_ms(self) -> int:
+        """The Redis server's clock, Unix ms (schedules fire on it)."""
+        sec, usec = self.conn.execute("TIME")
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def last_tick(self, queue: str, task_name: str) -> int | None:
+        """The last tick of ``task_name``'s schedule fired (None: never)."""
+        got = self.conn.execute("HGET", self.keys.schedules(queue), task_name)
+        return None if got is None else int(got)
+
+    def record_tick(self, queue: str, task_name: str, tick_ms: int) -> bool:
+        """Record that tick ``tick_ms`` fired (``sched_tick.lua``: never moves back)."""
+        keys = [self.keys.schedules(queue)]
+        return int(self.conn.call(scripts.SCHED_TICK, keys, [task_name, tick_ms])) == 1
+
     def requests(self, runs: Sequence[tuple[str, str]]) -> list[str | None]:
         """For each ``(queue, run id)``, the reason it was asked to stop, or None (one
         pipelined round trip)."""

@@ -250,6 +250,19 @@ def cancel(run_id: str, queue: str | None, reason: str, redis_url: str | None, p
 
 @cli.command()
 @click.argument("app_spec", metavar="MODULE:APP")
+@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
+def schedules(app_spec: str, redis_url: str | None) -> None:
+    """List the app's scheduled tasks: schedule, missed-tick policy, last tick fired, next."""
+    from taskq.app import load_app
+    from taskq.schedules import schedule_lines
+
+    app = load_app(app_spec)
+    app.configure(redis_url=redis_url)
+    click.echo("\n".join(schedule_lines(app)))
+
+
+@cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
 def tasks(app_spec: str) -> None:
     """List the tasks and flows of the app at MODULE:APP: name, kind, queue, version,
     retries, result options and the first line of each description (no Redis needed)."""
