@@ -64,7 +64,8 @@ SCALE_LINK = (
     "Scale-out (worker processes, Redis Cluster queues and partitions, where the ceiling "
     "is): [SCALE.md](SCALE.md), written by `.venv/bin/python -m bench.scale`. A/B "
     "of each hot-path change against the commit before it: [AB.md](AB.md), by "
-    "`.venv/bin/python -m bench.ab`."
+    "`.venv/bin/python -m bench.ab`. A rate limit under load from several worker "
+    "processes: [RATELIMIT.md](RATELIMIT.md), by `.venv/bin/python -m bench.ratelimit`."
 )
 #: Calls per alternating block in the single-call enqueue measurement.
 SUBMIT_BLOCK = 500

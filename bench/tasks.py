@@ -99,3 +99,13 @@ def fanout(n: int) -> int:
     futures = noop.map(range(n))
     taskq.wait(futures)
     return sum(f.result() for f in futures)
+
+
+#: The rate limit ``bench.ratelimit`` drains under (runs per second, all workers together).
+LIMITED_RATE = 200
+
+
+@app.task(rate_limit=f"{LIMITED_RATE}/s")
+def limited(i: int) -> int:
+    """A no-op under a rate limit of ``LIMITED_RATE`` per second (``bench.ratelimit``)."""
+    return i

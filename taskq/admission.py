@@ -21,7 +21,8 @@ from taskq.errors import MessageError, UnknownTaskError
 from taskq.flows.deadline import limit_of, time_left
 from taskq.flows.flow import Flow
 from taskq.flows.resume import notify_dead, renotify
-from taskq.message import Message, decode_message, peek_run_id
+from taskq.message import Message, decode_message, encode_message, peek_run_id
+from taskq.partitions import logical_queue
 from taskq.protocol import EntryField, MetaKey, ParkReply, StartKind
 
 # The engine's logger: what a worker logs about a run stays under one name.
@@ -67,8 +68,43 @@ class Admission:
                 by_lane.setdefault((queue, level), []).append(d)
         admitted: list[Delivery] = []
         for (queue, level), batch in by_lane.items():
-            admitted.extend(self._start(queue, level, batch, fresh))
+            if any(d.task.options.rate is not None for d in batch):
+                batch = self._rate_limit(batch)
+            if batch:
+                admitted.extend(self._start(queue, level, batch, fresh))
         return admitted
+
+    def _rate_limit(self, batch: list[Delivery]) -> list[Delivery]:
+        """The deliveries of ``batch`` that may start now; the others, whose rate-limit
+        slot is later, go back to the delay queue due at it (see :mod:`taskq.ratelimits`)."""
+        now: list[Delivery] = []
+        asking: dict[str, list[Delivery]] = {}
+        for d in batch:
+            rate = d.task.options.rate
+            if rate is None or MetaKey.RATE_SLOT in d.message.meta:  # none, or its slot came
+                now.append(d)
+            else:
+                asking.setdefault(rate.bucket(d), []).append(d)
+        for bucket, ds in asking.items():
+            rate = ds[0].task.options.rate
+            assert rate is not None
+            home = self.app.spread.pick(logical_queue(ds[0].queue), bucket)
+            waits = self.broker.control.rate_slots(home, bucket, rate.interval_ms, len(ds))
+            for d, wait in zip(ds, waits, strict=True):
+                if wait <= 0:
+                    now.append(d)
+                else:
+                    self._defer(d, wait)
+        return now
+
+    def _defer(self, d: Delivery, wait_ms: int) -> None:
+        """Put ``d`` back in the delay queue until its rate-limit slot, carrying the slot."""
+        meta = {**d.message.meta, MetaKey.RATE_SLOT.value: wait_ms}
+        msg = Message(d.run_id, d.message.task, d.message.args, d.message.kwargs, meta)
+        payload = self.broker.signer.sign(encode_message(msg, self.broker.limits))
+        got = self.broker.consumer.defer(d.queue, d.entry_id, d.run_id, wait_ms, payload, d.level)
+        if got == 2:
+            log.warning("run %s is running: its stale delivery was left alone", d.run_id)
 
     def _start(self, queue: str, level: int, batch: list[Delivery], fresh: bool) -> list[Delivery]:
         """Start one stream's batch (``start.lua``); the deliveries that must run."""

@@ -14,6 +14,7 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:cancel          pub/sub channel (not a key): a running run was asked to stop
     taskq:{default}:idem:<key>      the run id holding an idempotency key, for dedup_ttl
     taskq:{default}:sched           hash: each scheduled task's last tick fired (Unix ms)
+    taskq:{default}:rate:<bucket>   a rate-limit bucket's next free start slot (ms)
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
     taskq:{default}:stored:<name>   a completed outcome stored by name (result_storage_key)
     taskq:{default}:log:<run_id>    the run's log lines (capped list; only if it logged),
@@ -139,6 +140,10 @@ class Keyspace:
     def stored(self, queue: str, name: str) -> str:
         """A result stored by name (``result_storage_key``)."""
         return f"{self._tag(queue)}:stored:{name}"
+
+    def rate(self, queue: str, bucket: str) -> str:
+        """A rate-limit bucket: the time of its next free start slot (ms)."""
+        return f"{self._tag(queue)}:rate:{bucket}"
 
     def schedules(self, queue: str) -> str:
         """The last tick fired of each scheduled task of the queue (hash, Unix ms)."""

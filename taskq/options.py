@@ -17,6 +17,7 @@ from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
 from taskq.keys import check_name
 from taskq.protocol import PRIORITIES, RETRY_OVERRIDES, MetaKey
+from taskq.ratelimits import RateLimit, build_rate
 from taskq.results import check_template
 from taskq.retry import DelaySpec, RetryPolicy, build_policy
 from taskq.schedules import Schedule, build_schedule
@@ -62,6 +63,8 @@ class TaskOptionsDict(TypedDict, total=False):
     schedule: str | float | timedelta | None
     schedule_tz: str | None
     missed_ticks: str | None
+    rate_limit: str | None
+    rate_limit_key: Callable[..., Any] | None
     persist_result: bool
     result_storage_key: str | None
     description: str | None
@@ -125,6 +128,7 @@ class TaskOptions:
     idempotency_key: str | None = None
     dedup_ttl: float | None = None
     schedule: Schedule | None = None
+    rate: RateLimit | None = None
     persist_result: bool = True
     result_storage_key: str | None = None
     description: str | None = None
@@ -150,6 +154,10 @@ class TaskOptions:
         if any(k in changes for k in SCHEDULE_OPTIONS):
             raise ConfigurationError(
                 "a schedule belongs to the registered task: it cannot change per submission"
+            )
+        if "rate_limit" in changes or "rate_limit_key" in changes:
+            raise ConfigurationError(
+                "a rate limit belongs to the registered task: it cannot change per submission"
             )
         norm = _normalize(changes)
         raw = {**self.retry_raw, **{k: v for k, v in changes.items() if k in RETRY_OVERRIDES}}
@@ -349,6 +357,9 @@ def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> 
     norm["schedule"] = build_schedule(
         options.get("schedule"), options.get("schedule_tz"), options.get("missed_ticks")
     )
+    norm["rate"] = build_rate(options.get("rate_limit"), options.get("rate_limit_key"))
+    if flow and norm["rate"] is not None:
+        raise ConfigurationError("rate_limit applies to tasks, not flows (limit the flow's tasks)")
     norm.setdefault("name", default_name)
     raw = {k: v for k, v in options.items() if k in RETRY_OVERRIDES}
     cache = build_cache({k: v for k, v in options.items() if k in CACHE_OPTIONS})

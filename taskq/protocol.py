@@ -241,6 +241,8 @@ class EventField(enum.StrEnum):
     DUE = "due"
     #: How many children a flow that suspended waits for.
     WAITING = "waiting"
+    #: Why a run is Scheduled again ("rate limit": deferred to its rate-limit slot).
+    WHY = "why"
     #: A ``Progress`` entry's fraction done and message (it names no state change).
     PROGRESS = "pg"
     PROGRESS_MESSAGE = "pm"
@@ -314,6 +316,9 @@ class MetaKey(enum.StrEnum):
     PARENT = "parent"
     #: A flow child's call digest (bytes), checked when its flow replays.
     CALL = "c"
+    #: A run deferred to its rate-limit slot (the wait it was given, ms): it starts
+    #: without another check when the mover brings it back.
+    RATE_SLOT = "rs"
     #: ``persist_result`` changed per submission (``with_options``).
     PERSIST_RESULT = "persist_result"
     #: ``result_storage_key`` changed per submission (``with_options``).

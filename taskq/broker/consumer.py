@@ -402,6 +402,31 @@ class Consumer:
         ]
         return RetryReply(int(self.conn.call(scripts.RETRY, keys, args)))
 
+    def defer(
+        self,
+        queue: str,
+        entry_id: bytes,
+        run_id: str,
+        delay_ms: int,
+        payload: bytes,
+        level: int = 0,
+    ) -> int:
+        """Put a delivery that may not start yet back in the delay queue, due in
+        ``delay_ms`` (``defer.lua``): 1 deferred, 0 acked only (it had ended), 2 left
+        alone (it is running)."""
+        k = self.keys
+        keys = [k.stream(queue, level), k.events(queue), k.delayed(queue), k.run(queue, run_id)]
+        args = [
+            GROUP,
+            self.settings.events_maxlen,
+            entry_id,
+            run_id,
+            delay_ms,
+            delay_mark(level) + payload,
+            k.wake_channel(queue),
+        ]
+        return int(self.conn.call(scripts.DEFER, keys, args))
+
     def retry_now(
         self,
         queue: str,

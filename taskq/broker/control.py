@@ -48,6 +48,12 @@ class Control:
         args = [self.conn.settings.events_maxlen, run_id, attempt, f"{fraction:.4g}", message]
         return int(self.conn.call(scripts.PROGRESS, keys, args)) == 1
 
+    def rate_slots(self, queue: str, bucket: str, interval_ms: int, n: int) -> list[int]:
+        """The next ``n`` start slots of a rate-limit bucket, as milliseconds from now
+        (``rate.lua``; 0: start now)."""
+        got = self.conn.call(scripts.RATE, [self.keys.rate(queue, bucket)], [interval_ms, n])
+        return [int(x) for x in got]
+
     def server_ms(self) -> int:
         """The Redis server's clock, Unix ms (schedules fire on it)."""
         sec, usec = self.conn.execute("TIME")
