@@ -37,6 +37,18 @@ _RUNS = frozenset({StartKind.STARTED, StartKind.RESUMED, StartKind.RETRYING, Sta
 _PAYLOAD, _RUN = EntryField.PAYLOAD.encode(), EntryField.RUN.encode()
 
 
+#: How late (ms) a run may come back to the rate-limit slot it was given and still have it
+#: (a mover delayed, a worker down); later, it is given a new one. A retry carries the slot
+#: of its first start too: that slot is long past by then, so the retry is checked again.
+RATE_SLOT_LATE_MS = 5_000
+
+
+def _held_slot(d: Delivery) -> int:
+    """The rate-limit slot ``d`` was given when it was deferred (server ms; 0: none)."""
+    slot = d.message.meta.get(MetaKey.RATE_SLOT)
+    return slot if isinstance(slot, int) and slot > 0 else 0
+
+
 class Admission:
     """Decodes, checks and starts the entries a worker read.
 
@@ -81,7 +93,7 @@ class Admission:
         asking: dict[str, list[Delivery]] = {}
         for d in batch:
             rate = d.task.options.rate
-            if rate is None or MetaKey.RATE_SLOT in d.message.meta:  # none, or its slot came
+            if rate is None:
                 now.append(d)
             else:
                 asking.setdefault(rate.bucket(d), []).append(d)
@@ -89,17 +101,20 @@ class Admission:
             rate = ds[0].task.options.rate
             assert rate is not None
             home = self.app.spread.pick(logical_queue(ds[0].queue), bucket)
-            waits = self.broker.control.rate_slots(home, bucket, rate.interval_ms, len(ds))
+            held = [_held_slot(d) for d in ds]
+            at, waits = self.broker.control.rate_slots(
+                home, bucket, rate.interval_ms, held, RATE_SLOT_LATE_MS
+            )
             for d, wait in zip(ds, waits, strict=True):
                 if wait <= 0:
                     now.append(d)
                 else:
-                    self._defer(d, wait)
+                    self._defer(d, wait, at + wait)
         return now
 
-    def _defer(self, d: Delivery, wait_ms: int) -> None:
+    def _defer(self, d: Delivery, wait_ms: int, slot_ms: int) -> None:
         """Put ``d`` back in the delay queue until its rate-limit slot, carrying the slot."""
-        meta = {**d.message.meta, MetaKey.RATE_SLOT.value: wait_ms}
+        meta = {**d.message.meta, MetaKey.RATE_SLOT.value: slot_ms}
         msg = Message(d.run_id, d.message.task, d.message.args, d.message.kwargs, meta)
         payload = self.broker.signer.sign(encode_message(msg, self.broker.limits))
         got = self.broker.consumer.defer(d.queue, d.entry_id, d.run_id, wait_ms, payload, d.level)

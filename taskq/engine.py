@@ -37,7 +37,7 @@ from taskq.flows.deadline import limit_of
 from taskq.flows.flow import Flow
 from taskq.flows.resume import run_flow
 from taskq.futures import running_task
-from taskq.message import decode_outcome, encode_outcome
+from taskq.message import Message, decode_outcome, encode_message, encode_outcome
 from taskq.options import RETRY_OPTIONS
 from taskq.outbox import Outbox
 from taskq.partitions import logical_queue
@@ -505,7 +505,7 @@ class Engine:
             d.run_id,
             d.attempt,
             delay,
-            d.payload,
+            self._retry_payload(d),
             (err.type, err.message),
             policy.deadline,
             d.level,
@@ -517,6 +517,16 @@ class Engine:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
         elif log.isEnabledFor(logging.WARNING):
             log_retry(d.task.name, d.run_id, d.attempt, of, err, delay)
+
+    def _retry_payload(self, d: Delivery) -> bytes:
+        """The payload a retry waits with: the delivery's, less a rate-limit slot it held
+        (that slot was its first start's: the retry must be given one of its own)."""
+        meta = d.message.meta
+        if MetaKey.RATE_SLOT not in meta:
+            return d.payload
+        kept = {k: v for k, v in meta.items() if k != MetaKey.RATE_SLOT}
+        msg = Message(d.run_id, d.message.task, d.message.args, d.message.kwargs, kept)
+        return self.broker.signer.sign(encode_message(msg, self.broker.limits))
 
     def handle_failure(
         self, d: Delivery, exc: BaseException, policy: RetryPolicy | None = None

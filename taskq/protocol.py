@@ -316,8 +316,8 @@ class MetaKey(enum.StrEnum):
     PARENT = "parent"
     #: A flow child's call digest (bytes), checked when its flow replays.
     CALL = "c"
-    #: A run deferred to its rate-limit slot (the wait it was given, ms): it starts
-    #: without another check when the mover brings it back.
+    #: The rate-limit slot (server ms) a deferred run was given: back at it (not much
+    #: later), it starts without taking another.
     RATE_SLOT = "rs"
     #: ``persist_result`` changed per submission (``with_options``).
     PERSIST_RESULT = "persist_result"

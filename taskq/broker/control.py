@@ -48,11 +48,15 @@ class Control:
         args = [self.conn.settings.events_maxlen, run_id, attempt, f"{fraction:.4g}", message]
         return int(self.conn.call(scripts.PROGRESS, keys, args)) == 1
 
-    def rate_slots(self, queue: str, bucket: str, interval_ms: int, n: int) -> list[int]:
-        """The next ``n`` start slots of a rate-limit bucket, as milliseconds from now
-        (``rate.lua``; 0: start now)."""
-        got = self.conn.call(scripts.RATE, [self.keys.rate(queue, bucket)], [interval_ms, n])
-        return [int(x) for x in got]
+    def rate_slots(
+        self, queue: str, bucket: str, interval_ms: int, held: Sequence[int], late_ms: int
+    ) -> tuple[int, list[int]]:
+        """Start slots of a rate-limit bucket for deliveries that hold slot ``held[i]``
+        (server ms; 0: none): ``(now, milliseconds from now to each one's slot)``, 0 to
+        start now (``rate.lua``)."""
+        key = [self.keys.rate(queue, bucket)]
+        got = self.conn.call(scripts.RATE, key, [interval_ms, late_ms, *held])
+        return int(got[0]), [int(x) for x in got[1:]]
 
     def server_ms(self) -> int:
         """The Redis server's clock, Unix ms (schedules fire on it)."""

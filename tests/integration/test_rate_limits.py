@@ -71,3 +71,24 @@ def test_rate_limit_options_are_checked(taskq_app: taskq.App) -> None:
     assert slow.options.rate is not None and slow.options.rate.interval_ms == 2000
     with pytest.raises(taskq.ConfigurationError, match="cannot change per submission"):
         slow.with_options(rate_limit="1/s")  # type: ignore[call-arg]
+
+
+def test_a_retry_of_a_deferred_run_takes_a_slot_of_its_own(
+    taskq_app: taskq.App, burst_worker: BurstWorker
+) -> None:
+    tries: list[int] = []
+
+    @taskq_app.task(rate_limit="4/s", retries=1, retry_delay_seconds=0.01)  # 250 ms apart
+    def flaky(i: int) -> int:
+        tries.append(i)
+        if i == 1 and tries.count(1) == 1:
+            raise RuntimeError("the deferred run fails once")
+        return i
+
+    futures = flaky.map(range(2))  # run 1 is deferred to the second slot
+    burst_worker(taskq_app, concurrency=2, burst_wait=10)
+    assert [f.result(timeout=10) for f in futures] == [0, 1]
+    record = taskq_app.broker.producer.run_record("default", futures[1].run_id)
+    first_start = int(taskq_app.broker.producer.run_record("default", futures[0].run_id)["t1"])
+    # Its retry was given the third slot, not its old one again: 2 intervals after run 0.
+    assert int(record["t2"]) - first_start >= 2 * 250 - 5
