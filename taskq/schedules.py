@@ -15,7 +15,8 @@ by the next one, which the run id turns into nothing.
 
 **Never skipped by a restart; missed ticks.** A tick that came due while a worker was
 watching the schedule (or at most ``TOLERANCE`` seconds before it started) fires, however late
-the worker's thread gets to it. A tick that came due before the watching worker started and was
+the worker's thread gets to it, and ticks fire in order, each once (a thread that wakes late
+fires the ticks it slept through). A tick that came due before the watching worker started and was
 not fired by anyone (every worker was down) is missed: with ``missed_ticks="once"`` (the
 default) the latest missed tick runs once on catch-up; with ``"skip"`` none does, and the
 schedule goes on with its next tick. Older missed ticks never run: at most one catch-up run. A
@@ -51,6 +52,8 @@ MISSED_POLICIES = ("once", "skip")
 #: How long before a worker started watching a tick may have come due and still count as
 #: on time (a restart within it misses nothing), in seconds.
 TOLERANCE = 2.0
+#: Most ticks one schedule fires in one look (a worker far behind catches up over looks).
+MAX_TICKS_PER_LOOK = 100
 
 
 @dataclass(frozen=True)
@@ -89,19 +92,25 @@ class Schedule:
         tick = next(CronSim(self.cron, start, reverse=True))
         return int(tick.timestamp() * 1000)
 
-    def due(self, last_ms: int, now_ms: int, watching_since_ms: int) -> int | None:
-        """The tick to fire now, given the last one fired (None: none is due).
+    def next_due(
+        self, last_ms: int, now_ms: int, watching_since_ms: int
+    ) -> tuple[int, bool] | None:
+        """The next tick to deal with, given the last one fired: ``(tick, fire)``, or None
+        while none is due.
 
-        The latest tick at or before ``now_ms``, if it is after ``last_ms`` and either on
-        time (it came due after ``watching_since_ms`` less :data:`TOLERANCE`) or missed
-        and ``missed="once"``; else None.
+        Ticks are dealt with in order: the first one after ``last_ms``, if it came due
+        while a worker was watching (at or after ``watching_since_ms`` less
+        :data:`TOLERANCE`), fires (``fire`` True), however late this look is. Ticks that
+        came due before that are missed, and are dealt with as one: the latest of them,
+        which fires with ``missed="once"`` and is only recorded with ``"skip"``.
         """
-        tick = self.latest_at_or_before(now_ms)
-        if tick <= last_ms:
+        nxt = self.next_after(last_ms)
+        if nxt > now_ms:
             return None
-        if tick >= watching_since_ms - TOLERANCE * 1000 or self.missed == "once":
-            return tick
-        return None
+        boundary = watching_since_ms - round(TOLERANCE * 1000)
+        if nxt >= boundary:
+            return nxt, True
+        return self.latest_at_or_before(min(now_ms, boundary - 1)), self.missed == "once"
 
     def describe(self) -> str:
         if self.every is not None:
@@ -205,12 +214,17 @@ class ScheduleRunner:
                 broker.control.record_tick(queue, task.name, sched.latest_at_or_before(now_ms))
                 soonest = min(soonest, sched.next_after(now_ms))
                 continue
-            tick = sched.due(last, now_ms, self.since_ms)
-            if tick is not None:
-                self.fire(task, queue, tick)
-            elif sched.latest_at_or_before(now_ms) > last:  # missed, and skipped
-                broker.control.record_tick(queue, task.name, sched.latest_at_or_before(now_ms))
-                log.info("schedule of %s: missed ticks skipped", task.name)
+            for _ in range(MAX_TICKS_PER_LOOK):  # in order, each tick once
+                due = sched.next_due(last, now_ms, self.since_ms)
+                if due is None:
+                    break
+                tick, fire = due
+                if fire:
+                    self.fire(task, queue, tick)
+                else:
+                    broker.control.record_tick(queue, task.name, tick)
+                    log.info("schedule of %s: missed ticks skipped", task.name)
+                last = tick
             soonest = min(soonest, sched.next_after(now_ms))
         return max(0.001, (soonest - now_ms) / 1000)
 

@@ -32,21 +32,24 @@ def test_interval_ticks_are_multiples_since_the_epoch() -> None:
     assert s.latest_at_or_before(179_999) == 90_000
 
 
-def test_the_due_tick_and_missed_ticks() -> None:
+def test_ticks_are_dealt_with_in_order_and_missed_ones_as_one() -> None:
     once = build_schedule(60.0)
     skip = build_schedule(60.0, missed="skip")
     assert once is not None and skip is not None
-    now = 10 * 60_000 + 5_000  # 5 s past a tick
-    # Watching since before the tick: it fires (whatever the policy).
-    assert once.due(0, now, now - 30_000) == skip.due(0, now, now - 30_000) == 600_000
-    # Already fired: nothing.
-    assert once.due(600_000, now, 0) is None
-    # Came due before the worker started watching, and nobody fired it: missed.
-    later = now - 5_000 + int(TOLERANCE * 1000) + 1
-    assert once.due(0, now, later) == 600_000  # one catch-up run, of the latest tick
-    assert skip.due(0, now, later) is None
+    now = 10 * 60_000 + 5_000  # 5 s past the tick at 600,000
+    watching = now - 30 * 60_000  # since long before
+    # Watched: the first tick after the last fires, however late; then the next, in order.
+    assert once.next_due(8 * 60_000, now, watching) == (9 * 60_000, True)
+    assert skip.next_due(9 * 60_000, now, watching) == (600_000, True)
+    assert once.next_due(600_000, now, watching) is None  # all fired
+    # Came due before the worker started watching, and nobody fired them: missed, dealt
+    # with as one (the latest missed), fired once or only recorded.
+    later = now + 60_000
+    assert once.next_due(0, now, later) == (600_000, True)
+    assert skip.next_due(0, now, later) == (600_000, False)
     # Within the tolerance before the start (a quick restart): on time.
-    assert skip.due(0, now, now - 5_000 + int(TOLERANCE * 1000) - 1) == 600_000
+    started = 600_000 + int(TOLERANCE * 1000) - 1
+    assert skip.next_due(9 * 60_000, now, started) == (600_000, True)
 
 
 @pytest.mark.parametrize(
