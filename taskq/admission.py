@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from taskq.app import App
 from taskq.broker import Entry, delay_mark
+from taskq.concurrency import wait_ms as conc_wait_ms
 from taskq.delivery import Delivery
 from taskq.errors import MessageError, UnknownTaskError
 from taskq.flows.deadline import limit_of, time_left
@@ -82,9 +84,44 @@ class Admission:
         for (queue, level), batch in by_lane.items():
             if any(d.task.options.rate is not None for d in batch):
                 batch = self._rate_limit(batch)
+            if any(d.task.options.concurrency is not None for d in batch):
+                batch = self._take_slots(batch)
             if batch:
                 admitted.extend(self._start(queue, level, batch, fresh))
         return admitted
+
+    def _take_slots(self, batch: list[Delivery]) -> list[Delivery]:
+        """The deliveries of ``batch`` that may start now: each of a limited task with a
+        concurrency slot of its key; the others wait in the delay queue a little (see
+        :mod:`taskq.concurrency`)."""
+        now: list[Delivery] = []
+        asking: dict[tuple[str, str], list[Delivery]] = {}
+        for d in batch:
+            conc = d.task.options.concurrency
+            if conc is None:
+                now.append(d)
+            else:
+                bucket = conc.bucket(d)
+                home = self.app.spread.pick(logical_queue(d.queue), bucket)
+                asking.setdefault((home, bucket), []).append(d)
+        lease_ms = round(self.app.settings.lease_seconds * 1000)
+        for (home, bucket), ds in asking.items():
+            conc = ds[0].task.options.concurrency
+            assert conc is not None
+            got = self.broker.control.take_slots(
+                home, bucket, conc.limit, lease_ms, [d.run_id for d in ds]
+            )
+            for d, ok in zip(ds, got, strict=True):
+                if ok:
+                    d.conc_slot = (home, bucket)
+                    now.append(d)
+                else:
+                    tries = d.message.meta.get(MetaKey.CONC_WAITS, 0)
+                    tries = tries if isinstance(tries, int) else 0
+                    wait = conc_wait_ms(tries, self.app.settings.lease_seconds)
+                    more = {MetaKey.CONC_WAITS.value: tries + 1}
+                    self._defer(d, wait, None, more, "concurrency limit")
+        return now
 
     def _rate_limit(self, batch: list[Delivery]) -> list[Delivery]:
         """The deliveries of ``batch`` that may start now; the others, whose rate-limit
@@ -112,12 +149,25 @@ class Admission:
                     self._defer(d, wait, at + wait)
         return now
 
-    def _defer(self, d: Delivery, wait_ms: int, slot_ms: int) -> None:
-        """Put ``d`` back in the delay queue until its rate-limit slot, carrying the slot."""
-        meta = {**d.message.meta, MetaKey.RATE_SLOT.value: slot_ms}
+    def _defer(
+        self,
+        d: Delivery,
+        wait_ms: int,
+        slot_ms: int | None,
+        more: dict[str, Any] | None = None,
+        why: str = "rate limit",
+    ) -> None:
+        """Put ``d`` back in the delay queue for ``wait_ms``, carrying its rate-limit slot
+        (if any) and the fields of ``more`` in its meta."""
+        meta = dict(d.message.meta)
+        if slot_ms is not None:
+            meta[MetaKey.RATE_SLOT.value] = slot_ms
+        meta.update(more or {})
         msg = Message(d.run_id, d.message.task, d.message.args, d.message.kwargs, meta)
         payload = self.broker.signer.sign(encode_message(msg, self.broker.limits))
-        got = self.broker.consumer.defer(d.queue, d.entry_id, d.run_id, wait_ms, payload, d.level)
+        got = self.broker.consumer.defer(
+            d.queue, d.entry_id, d.run_id, wait_ms, payload, d.level, why
+        )
         if got == 2:
             log.warning("run %s is running: its stale delivery was left alone", d.run_id)
 
@@ -139,6 +189,9 @@ class Admission:
         )
         runs, duplicates = [], []
         for d, (kind, attempt, deliveries) in zip(batch, started, strict=True):
+            if kind not in _RUNS and d.conc_slot is not None:  # not started: give it back
+                self.broker.control.release_slot(*d.conc_slot, d.run_id)
+                d.conc_slot = None
             d.attempt = attempt
             d.resumed, d.retry_start = kind is StartKind.RESUMED, kind is StartKind.RETRYING
             d.recovered = kind is StartKind.RECOVERED

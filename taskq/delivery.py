@@ -40,6 +40,8 @@ class Delivery:
     #: A flow's current execution here (a ``FlowRun``: what it spawned so far, for a
     #: cancel or a timeout of the flow); None before its body ran here.
     flow_run: Any = None
+    #: The concurrency slot it holds, ``(home queue, key)`` (None: none).
+    conc_slot: tuple[str, str] | None = None
     #: A progress report not written yet (``taskq.context().progress``), and when the
     #: last one was written (monotonic seconds).
     progress_pending: tuple[float, str] | None = None

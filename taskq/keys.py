@@ -15,6 +15,7 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:idem:<key>      the run id holding an idempotency key, for dedup_ttl
     taskq:{default}:sched           hash: each scheduled task's last tick fired (Unix ms)
     taskq:{default}:rate:<bucket>   a rate-limit bucket's next free start slot (ms)
+    taskq:{default}:conc:<key>      a concurrency key's slots: run id -> lease end (ms)
     taskq:{default}:cache:<key>     a cached outcome (and :lock while one is computed)
     taskq:{default}:stored:<name>   a completed outcome stored by name (result_storage_key)
     taskq:{default}:log:<run_id>    the run's log lines (capped list; only if it logged),
@@ -140,6 +141,10 @@ class Keyspace:
     def stored(self, queue: str, name: str) -> str:
         """A result stored by name (``result_storage_key``)."""
         return f"{self._tag(queue)}:stored:{name}"
+
+    def conc(self, queue: str, bucket: str) -> str:
+        """A concurrency key's slots: run id -> end of its lease (sorted set, server ms)."""
+        return f"{self._tag(queue)}:conc:{bucket}"
 
     def rate(self, queue: str, bucket: str) -> str:
         """A rate-limit bucket: the time of its next free start slot (ms)."""

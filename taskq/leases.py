@@ -28,6 +28,8 @@ class LeaseKeeper:
         consumer: This worker's consumer name.
         lease: Lease length in seconds.
         held: Returns ``(queue, priority level, entry_id)`` of the deliveries to keep.
+        held_slots: Returns the concurrency slots those runs hold, ``{home queue:
+            [(key, run id)]}``, renewed with them (see :mod:`taskq.concurrency`).
     """
 
     def __init__(
@@ -36,11 +38,13 @@ class LeaseKeeper:
         consumer: str,
         lease: float,
         held: Callable[[], Sequence[tuple[str, int, bytes]]],
+        held_slots: Callable[[], dict[str, list[tuple[str, str]]]] | None = None,
     ) -> None:
         self.broker = broker
         self.consumer = consumer
         self.lease = lease
         self.held = held
+        self.held_slots = held_slots
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskq-lease", daemon=True)
         self._last_reclaim = 0.0
@@ -66,6 +70,12 @@ class LeaseKeeper:
                 for eid in lost:
                     self.lost += 1
                     log.warning("another worker took %s on %s; this attempt will be fenced", eid, q)
+            # The concurrency slots of the runs held here go on with their leases.
+            for home, slots in (self.held_slots() if self.held_slots else {}).items():
+                try:
+                    self.broker.control.renew_slots(home, slots, round(self.lease * 1000))
+                except TaskqError as exc:
+                    log.warning("concurrency slot renewal failed: %s", exc)
 
     def reclaim(self, queues: Sequence[str], free: int) -> list[Entry]:
         """Take over deliveries whose lease expired, at most every half lease."""

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from taskq.cache import CachePolicy, CacheSettings, build_cache
+from taskq.concurrency import ConcurrencyLimit, build_concurrency
 from taskq.durations import DELAY, POSITIVE, seconds
 from taskq.errors import ConfigurationError
 from taskq.keys import check_name
@@ -65,6 +66,8 @@ class TaskOptionsDict(TypedDict, total=False):
     missed_ticks: str | None
     rate_limit: str | None
     rate_limit_key: Callable[..., Any] | None
+    concurrency_limit: int | None
+    concurrency_key: Callable[..., Any] | None
     persist_result: bool
     result_storage_key: str | None
     description: str | None
@@ -80,6 +83,7 @@ class FlowOptionsDict(TaskOptionsDict, total=False):
 
 KNOWN = frozenset(TaskOptionsDict.__annotations__) | {"inline_wait_seconds"}
 SCHEDULE_OPTIONS = ("schedule", "schedule_tz", "missed_ticks")
+LIMIT_OPTIONS = ("rate_limit", "rate_limit_key", "concurrency_limit", "concurrency_key")
 CACHE_OPTIONS = ("cache_key_fn", "cache_policy", "cache_expiration", "refresh_cache")
 #: The retry options, which a message may also override: the protocol names them, as
 #: they travel in a message's meta. (An alias for the modules that still use this name.)
@@ -129,6 +133,7 @@ class TaskOptions:
     dedup_ttl: float | None = None
     schedule: Schedule | None = None
     rate: RateLimit | None = None
+    concurrency: ConcurrencyLimit | None = None
     persist_result: bool = True
     result_storage_key: str | None = None
     description: str | None = None
@@ -155,9 +160,10 @@ class TaskOptions:
             raise ConfigurationError(
                 "a schedule belongs to the registered task: it cannot change per submission"
             )
-        if "rate_limit" in changes or "rate_limit_key" in changes:
+        if any(k in changes for k in LIMIT_OPTIONS):
             raise ConfigurationError(
-                "a rate limit belongs to the registered task: it cannot change per submission"
+                "a rate or concurrency limit belongs to the registered task: it cannot "
+                "change per submission"
             )
         norm = _normalize(changes)
         raw = {**self.retry_raw, **{k: v for k, v in changes.items() if k in RETRY_OVERRIDES}}
@@ -360,6 +366,13 @@ def build(default_name: str, options: dict[str, Any], *, flow: bool = False) -> 
     norm["rate"] = build_rate(options.get("rate_limit"), options.get("rate_limit_key"))
     if flow and norm["rate"] is not None:
         raise ConfigurationError("rate_limit applies to tasks, not flows (limit the flow's tasks)")
+    norm["concurrency"] = build_concurrency(
+        options.get("concurrency_limit"), options.get("concurrency_key")
+    )
+    if flow and norm["concurrency"] is not None:
+        raise ConfigurationError(
+            "concurrency_limit applies to tasks, not flows (limit the flow's tasks)"
+        )
     norm.setdefault("name", default_name)
     raw = {k: v for k, v in options.items() if k in RETRY_OVERRIDES}
     cache = build_cache({k: v for k, v in options.items() if k in CACHE_OPTIONS})

@@ -319,6 +319,8 @@ class MetaKey(enum.StrEnum):
     #: The rate-limit slot (server ms) a deferred run was given: back at it (not much
     #: later), it starts without taking another.
     RATE_SLOT = "rs"
+    #: How often a run found its concurrency key full (its next wait doubles).
+    CONC_WAITS = "cw"
     #: ``persist_result`` changed per submission (``with_options``).
     PERSIST_RESULT = "persist_result"
     #: ``result_storage_key`` changed per submission (``with_options``).

@@ -140,7 +140,11 @@ class Worker:
             [t for t in app.registry.values() if t.options.schedule and t.queue in logical],
         )
         self.leases = LeaseKeeper(
-            app.broker, self.id, app.settings.lease_seconds, self.slots.held_ids
+            app.broker,
+            self.id,
+            app.settings.lease_seconds,
+            self.slots.held_ids,
+            self._held_slots,
         )
         self.cancels = CancelWatch(
             app.broker,
@@ -402,7 +406,21 @@ class Worker:
         if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
             self.report_deadline(d, time.monotonic() + limit)
 
+    def _held_slots(self) -> dict[str, list[tuple[str, str]]]:
+        """The concurrency slots of the runs held here, per home queue (for renewal)."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for d in self.slots.held():
+            if d.conc_slot is not None:
+                out.setdefault(d.conc_slot[0], []).append((d.conc_slot[1], d.run_id))
+        return out
+
     def _done(self, d: Delivery) -> None:
+        if d.conc_slot is not None:  # the body returned: its key's slot is free again
+            try:
+                self.app.broker.control.release_slot(*d.conc_slot, d.run_id)
+            except TaskqError as exc:
+                log.warning("slot of %s not given back (%s): its lease frees it", d.run_id, exc)
+            d.conc_slot = None
         if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
             self.report_deadline(d, None)
         self.slots.done(d)

@@ -410,10 +410,11 @@ class Consumer:
         delay_ms: int,
         payload: bytes,
         level: int = 0,
+        why: str = "rate limit",
     ) -> int:
         """Put a delivery that may not start yet back in the delay queue, due in
-        ``delay_ms`` (``defer.lua``): 1 deferred, 0 acked only (it had ended), 2 left
-        alone (it is running)."""
+        ``delay_ms`` (``defer.lua``; ``why`` goes in its event): 1 deferred, 0 acked only
+        (it had ended), 2 left alone (it is running)."""
         k = self.keys
         keys = [k.stream(queue, level), k.events(queue), k.delayed(queue), k.run(queue, run_id)]
         args = [
@@ -424,6 +425,7 @@ class Consumer:
             delay_ms,
             delay_mark(level) + payload,
             k.wake_channel(queue),
+            why,
         ]
         return int(self.conn.call(scripts.DEFER, keys, args))
 

@@ -58,6 +58,27 @@ class Control:
         got = self.conn.call(scripts.RATE, key, [interval_ms, late_ms, *held])
         return int(got[0]), [int(x) for x in got[1:]]
 
+    def take_slots(
+        self, queue: str, bucket: str, limit: int, lease_ms: int, run_ids: Sequence[str]
+    ) -> list[bool]:
+        """Take a concurrency slot of ``bucket`` for each run (``conc.lua``): whether it
+        has one (False: the key is full)."""
+        got = self.conn.call(
+            scripts.CONC, [self.keys.conc(queue, bucket)], [limit, lease_ms, *run_ids]
+        )
+        return [int(x) == 1 for x in got]
+
+    def renew_slots(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> int:
+        """Extend the leases of ``(bucket, run id)`` slots on ``queue`` (one hash tag)."""
+        if not held:
+            return 0
+        keys = [self.keys.conc(queue, bucket) for bucket, _ in held]
+        return int(self.conn.call(scripts.CONC_RENEW, keys, [lease_ms, *(r for _, r in held)]))
+
+    def release_slot(self, queue: str, bucket: str, run_id: str) -> None:
+        """Give back ``run_id``'s concurrency slot of ``bucket``."""
+        self.conn.execute("ZREM", self.keys.conc(queue, bucket), run_id)
+
     def server_ms(self) -> int:
         """The Redis server's clock, Unix ms (schedules fire on it)."""
         sec, usec = self.conn.execute("TIME")

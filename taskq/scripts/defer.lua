@@ -1,5 +1,6 @@
 #!lua flags=allow-oom
--- defer: a delivery that may not start yet (its rate-limit slot is later) goes back to
+-- defer: a delivery that may not start yet (its rate-limit slot is later, or its
+-- concurrency key is full) goes back to
 -- the delay queue, due at its slot, without starting: no attempt, no slot held.
 --
 -- KEYS[1]   the task stream of the delivery (its priority level's)
@@ -13,6 +14,7 @@
 -- ARGV[5]   delay in milliseconds (server clock)
 -- ARGV[6]   the delay-queue member: the payload (carrying its slot), after the level's mark
 -- ARGV[7]   wake-up channel of the queue's movers
+-- ARGV[8]   why it waits ('rate limit', 'concurrency limit'), for the event
 --
 -- A Pending run becomes Scheduled (with its due time and an event saying why); a retry
 -- stays AwaitingRetry (start.lua tells a retried run by it); either way the mover brings
@@ -23,7 +25,7 @@
 --!include lib_time.lua
 local stream, events, delayed, run = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, cap, eid, rid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local delay, member, channel = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local delay, member, channel, why = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local s = redis.call('HGET', run, 's')
 if s and HELD[s] then return 2 end
 redis.call('XACK', stream, group, eid)
@@ -35,7 +37,7 @@ redis.call('HSET', run, 'due', due)
 if s == 'Pending' then
   redis.call('HSET', run, 's', 'Scheduled')
   redis.call('XADD', events, 'MAXLEN', '~', cap, '*', 'r', rid, 's', 'Scheduled', 'due', due,
-    'why', 'rate limit')
+    'why', why)
 end
 local first = redis.call('ZRANGE', delayed, 0, 0)
 if first[1] == member then redis.call('PUBLISH', channel, due) end

@@ -1,0 +1,23 @@
+"""A concurrency-limited task for the slot fault test (its own module and queue)."""
+
+from __future__ import annotations
+
+import taskq
+
+app = taskq.App()
+
+
+def started_key() -> str:
+    return f"{app.settings.prefix}:conc-started"
+
+
+def release_key(name: str) -> str:
+    return f"{app.settings.prefix}:conc-release:{name}"
+
+
+@app.task(concurrency_limit=2, concurrency_key=lambda name, key: key, queue="conc")
+def held(name: str, key: str) -> str:
+    """Announce, then wait until released (the list stays, so a rerun goes straight on)."""
+    app.broker.execute("RPUSH", started_key(), name)
+    got = app.broker.execute("BLMOVE", release_key(name), release_key(name), "LEFT", "LEFT", 20)
+    return "released" if got is not None else "expired"
