@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskq.app import App, load_app
+from taskq.cancelkill import CancelCheck, CancelKills
 from taskq.delivery import Delivery
 from taskq.engine import Engine
 from taskq.errors import MessageError, TaskqError, UnknownTaskError
@@ -114,7 +115,25 @@ class Deadlines:
         self.queues = list(queues)
         self._children: dict[int, _Child] = {}
         self._engine: Engine | None = None
+        self._cancels: CancelKills | None = None
         self.kills = 0
+
+    def watch_cancels(self) -> None:
+        """Start listening for stop requests of the children's runs (see
+        :mod:`taskq.cancelkill`); a failure to load the app is logged, not raised."""
+        try:
+            app = self._engine_now().app
+        except TaskqError as exc:
+            log.error("cannot load %s to watch cancels: %s", self.app_spec, exc)
+            return
+        workers = lambda: [c.worker_id for c in self._children.values() if c.worker_id]  # noqa: E731
+        queues = app.physical_queues(self.queues or None)
+        self._cancels = CancelKills(app, queues, workers, MARGIN)
+        self._cancels.start()
+
+    def close(self) -> None:
+        if self._cancels is not None:
+            self._cancels.stop()
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -158,6 +177,8 @@ class Deadlines:
     def timeout(self, bound: float) -> float:
         """``bound``, shortened so a wait ends when the next run becomes overdue."""
         due = [r.deadline + MARGIN for c in self._children.values() for r in c.runs.values()]
+        if self._cancels is not None and (check := self._cancels.next_due()) is not None:
+            due.append(check)
         if not due:
             return bound
         return max(0.0, min(bound, min(due) - time.monotonic()))
@@ -190,7 +211,46 @@ class Deadlines:
                 ", ".join(r.run_id for r in overdue),
             )
             self._settle(child, overdue)
+        for check in self._cancels.due() if self._cancels is not None else []:
+            self._kill_for_cancel(processes, check, killed)
         return killed
+
+    def _kill_for_cancel(
+        self, processes: Mapping[int, Any], check: CancelCheck, killed: list[int]
+    ) -> None:
+        """A run asked to stop still runs on a child past its grace: kill the child, record
+        the run Cancelled (fenced by its attempt) and hand the child's other runs back."""
+        slot = next((s for s, c in self._children.items() if c.worker_id == check.worker_id), None)
+        p = processes.get(slot) if slot is not None else None
+        if slot is None or p is None or not p.is_alive():
+            return
+        p.kill()
+        p.join()
+        child = self._children[slot]
+        self._drain(child)
+        self.kills += 1
+        killed.append(slot)
+        log.warning(
+            "worker process %d (pid %s) killed: run %s did not stop within its cancel grace",
+            slot,
+            p.pid,
+            check.run_id,
+        )
+        try:
+            engine = self._engine_now()
+            skip: set[Key] = set()
+            for level in LEVELS_SERVED:
+                d = self._delivery(engine, check.queue, level, check.entry_id)
+                if d is not None:
+                    d.attempt = check.attempt
+                    engine.handle_cancel(d, check.reason)
+                    skip.add((check.queue, level, check.entry_id))
+                    break
+            child.runs.clear()
+            if child.worker_id is not None:
+                self._hand_back(engine.app, child.worker_id, skip)
+        except TaskqError as exc:
+            log.warning("could not settle the cancel of %s: %s", check.run_id, exc)
 
     @staticmethod
     def _overdue(child: _Child, now: float) -> bool:

@@ -192,9 +192,11 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in range(self.processes):
             self._spawn(slot)
+        self.deadlines.watch_cancels()  # a run that holds the GIL ignores a cancel
         try:
             self._loop()
         finally:
+            self.deadlines.close()
             if self._heartbeat is not None:
                 self._heartbeat.remove()
         return 0

@@ -45,3 +45,10 @@ def spin(name: str, n: int = 3 * 10**8) -> int:
     """Announce, then hold the GIL in one C call far past the 1 s limit."""
     _announce(name)
     return sum(range(n))
+
+
+@app.task
+def grind(name: str, n: int = 10**9) -> int:
+    """Announce, then hold the GIL in one C call for many seconds (no time limit)."""
+    _announce(name)
+    return sum(range(n))

@@ -46,6 +46,27 @@ class Subscription:
                 self.close()
                 raise
 
+    def message(self, timeout: float) -> bytes | None:
+        """Block up to ``timeout`` seconds for one message; its data (None: none came, or
+        this call (re)subscribed, after which what was published before is missed).
+
+        Raises:
+            RedisUnavailableError: The connection failed (the next call resubscribes).
+        """
+        with self._conn.translate():
+            try:
+                if self._pubsub is None:
+                    self.wait(timeout)  # subscribes, and says nothing of earlier messages
+                    return None
+                msg = self._pubsub.get_message(timeout=timeout)
+                if msg is None or msg.get("type") != "message":
+                    return None
+                data = msg.get("data")
+                return data if isinstance(data, bytes) else None
+            except BaseException:
+                self.close()
+                raise
+
     def close(self) -> None:
         if self._pubsub is not None:
             with contextlib.suppress(Exception):

@@ -73,6 +73,34 @@ def test_a_gil_holding_task_is_timed_out_by_the_supervisor_and_its_neighbour_han
         pool.close()
 
 
+@pytest.mark.slow
+def test_a_gil_holding_task_asked_to_stop_is_killed_after_its_cancel_grace(
+    pool_env: dict[str, str],
+) -> None:
+    env = {**pool_env, "TASKQ_CANCEL_GRACE_SECONDS": "0.5"}
+    pool = Pool(env, ["--processes", "1", "--concurrency", "2"])
+    try:
+        stuck = pool_apps.grind.submit("grind")  # no time limit: only the cancel stops it
+        wait_started("grind")
+        assert stuck.cancel("stop grinding") is taskq.CancelReply.REQUESTED
+        with pytest.raises(taskq.TaskCancelledError, match="stop grinding"):
+            stuck.result(timeout=60)
+        record = app.broker.producer.run_record("default", stuck.run_id)
+        assert record["s"] == "Cancelled" and record["a"] == "1", record
+        cancelled = [
+            eid
+            for eid, f in app.broker.inspect.run_events("default", stuck.run_id)
+            if f.get("s") == "Cancelled"
+        ]
+        took = int(cancelled[0].split("-")[0]) - int(record["t1"])  # server ms
+        assert took < 4000, f"recorded {took} ms after it started (sum() takes longer)"
+        assert "did not stop within its cancel grace" in pool.output()
+        # The process was replaced: the pool runs the next task.
+        assert pool_apps.hold.submit("after", 0).result(timeout=30) == "expired"
+    finally:
+        pool.close()
+
+
 class _Process:
     """Stands in for the killed worker process (the test's "child" is this test)."""
 
