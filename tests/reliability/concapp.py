@@ -21,3 +21,11 @@ def held(name: str, key: str) -> str:
     app.broker.execute("RPUSH", started_key(), name)
     got = app.broker.execute("BLMOVE", release_key(name), release_key(name), "LEFT", "LEFT", 20)
     return "released" if got is not None else "expired"
+
+
+@app.task(concurrency_limit=2, concurrency_key=lambda i, key: key, queue="conc")
+def brief(i: int, key: str) -> int:
+    """Announce, then work a little (the storm kills some of these mid-run)."""
+    app.broker.execute("RPUSH", started_key(), f"brief-{i}")
+    app.broker.execute("BLPOP", f"{app.settings.prefix}:never", 0.2)  # 0.2 s of "work"
+    return i

@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.pool import Pool
 from tests.reliability import concapp
 
 pytestmark = pytest.mark.reliability
@@ -85,3 +87,30 @@ def test_slots_of_a_killed_worker_come_back_and_none_leaks(
     for f in first:  # killed mid-run: ran again after their lease, as attempt 2
         record = app.broker.producer.run_record("conc", f.run_id)
         assert (record["s"], record["a"]) == ("Completed", "2"), record
+
+
+def test_no_slot_leaks_under_a_sigkill_storm(env: dict[str, str]) -> None:
+    """The worker process is SIGKILLed again and again (the supervisor restarts it) while
+    runs of two keys limited to 2 each go through: every run completes and no slot is left."""
+    app, task = concapp.app, concapp.brief
+    futures = [task.submit(i, "k" if i % 2 else "j") for i in range(24)]
+    pool = Pool(env, ["--processes", "1", "--concurrency", "4"], "tests.reliability.concapp:app")
+    kills = 0
+    try:
+        for _ in range(5):  # after every few starts, kill the process running them
+            started(3)
+            pids = pool.workers()
+            assert pids, pool.output()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids[0], signal.SIGKILL)
+            kills += 1
+            deadline = time.monotonic() + 30
+            while pids[0] in pool.workers():  # its exit, seen by the test (no work waited on)
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert [f.result(timeout=120) for f in futures] == list(range(24))
+    finally:
+        pool.close()
+    assert kills == 5
+    for key in ("j", "k"):
+        assert app.broker.client.zcard(app.keys.conc("conc", f"{task.name}:{key}")) == 0
