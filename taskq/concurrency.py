@@ -19,17 +19,16 @@ no concurrency limit (limit their tasks).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskq.errors import ConfigurationError
+from taskq.limitkeys import limit_key
 
 if TYPE_CHECKING:
     from taskq.delivery import Delivery
 
-log = logging.getLogger("taskq.concurrency")
 
 #: The first wait of a delivery whose key is full (ms); it doubles on each retry.
 FIRST_WAIT_MS = 50
@@ -43,17 +42,8 @@ class ConcurrencyLimit:
     key_fn: Callable[..., Any] | None = None
 
     def bucket(self, d: Delivery) -> str:
-        """The key of a delivery: its task's name, and the key function's value (one that
-        raises or returns None leaves the run under the task's own key)."""
-        name = d.task.name
-        if self.key_fn is None:
-            return name
-        try:
-            key = self.key_fn(*d.message.args, **d.message.kwargs)
-        except Exception:
-            log.exception("concurrency_key of run %s raised; using the task's key", d.run_id)
-            return name
-        return name if key is None else f"{name}:{key}"
+        """The bucket of a delivery (see :func:`taskq.limitkeys.limit_key`)."""
+        return limit_key(d, self.key_fn, "concurrency_key")
 
 
 def build_concurrency(limit: Any, key_fn: Any = None) -> ConcurrencyLimit | None:

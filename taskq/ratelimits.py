@@ -21,18 +21,17 @@ which runs on in place, is not checked again.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskq.errors import ConfigurationError
+from taskq.limitkeys import limit_key
 
 if TYPE_CHECKING:
     from taskq.delivery import Delivery
 
-log = logging.getLogger("taskq.ratelimits")
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
 _UNIT = dict(zip("smhd", (1, 60, 3600, 86400), strict=True))  # seconds per unit
@@ -52,17 +51,8 @@ class RateLimit:
         return max(1, round(self.period * 1000 / self.count))
 
     def bucket(self, d: Delivery) -> str:
-        """The bucket of a delivery: its task's name, and its key when there is a key
-        function (one that raises or returns None leaves the run in the task's bucket)."""
-        name = d.task.name
-        if self.key_fn is None:
-            return name
-        try:
-            key = self.key_fn(*d.message.args, **d.message.kwargs)
-        except Exception:
-            log.exception("rate_limit_key of run %s raised; using the task's bucket", d.run_id)
-            return name
-        return name if key is None else f"{name}:{key}"
+        """The bucket of a delivery (see :func:`taskq.limitkeys.limit_key`)."""
+        return limit_key(d, self.key_fn, "rate_limit_key")
 
 
 def build_rate(value: Any, key_fn: Any = None) -> RateLimit | None:
