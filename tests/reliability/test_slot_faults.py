@@ -89,6 +89,16 @@ def test_slots_of_a_killed_worker_come_back_and_none_leaks(
         assert (record["s"], record["a"]) == ("Completed", "2"), record
 
 
+def live_workers(pool: Pool, timeout: float = 30.0) -> list[int]:
+    """The pool's worker pids, once it has one (a process killed soon after it started is
+    restarted after a back-off that doubles, up to seconds)."""
+    deadline = time.monotonic() + timeout
+    while not (pids := pool.workers()):
+        assert time.monotonic() < deadline, pool.output()
+        time.sleep(0.05)  # a process to appear, not work to happen
+    return pids
+
+
 def test_no_slot_leaks_under_a_sigkill_storm(env: dict[str, str]) -> None:
     """The worker process is SIGKILLed again and again (the supervisor restarts it) while
     runs of two keys limited to 2 each go through: every run completes and no slot is left."""
@@ -99,8 +109,7 @@ def test_no_slot_leaks_under_a_sigkill_storm(env: dict[str, str]) -> None:
     try:
         for _ in range(5):  # after every few starts, kill the process running them
             started(3)
-            pids = pool.workers()
-            assert pids, pool.output()
+            pids = live_workers(pool)  # the supervisor may be backing off a restart
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pids[0], signal.SIGKILL)
             kills += 1
