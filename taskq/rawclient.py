@@ -53,12 +53,12 @@ def raw_client(url: str) -> redis.Redis | RedisCluster:
             startup_nodes=nodes, username=t.username, password=t.password, **timeouts
         )
     sentinel_auth = {"username": t.sentinel_username, "password": t.sentinel_password}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(t.nodes),
         sentinel_kwargs={k: v for k, v in sentinel_auth.items() if v is not None} or None,
         **timeouts,
     )
-    master = sentinel.master_for(  # type: ignore[no-untyped-call]
+    master = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         t.service, db=t.db, username=t.username, password=t.password, **timeouts
     )
     return cast(redis.Redis, master)

@@ -85,11 +85,11 @@ class Resolver:
             for k, v in (("username", t.sentinel_username), ("password", t.sentinel_password))
             if v is not None
         }
-        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(t.nodes),
             sentinel_kwargs={"socket_timeout": self._timeout, **sentinel_kwargs},
         )
-        return sentinels.master_for(  # type: ignore[no-untyped-call]
+        return sentinels.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             t.service, db=t.db, username=t.username, password=t.password, **kwargs
         )
 
