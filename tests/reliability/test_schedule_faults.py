@@ -52,14 +52,17 @@ def test_ticks_run_once_each_through_a_sigkill(env: dict[str, str], tmp_path: Pa
     app, task = schedapp.app, schedapp.tick
     sched = task.options.schedule
     assert sched is not None
-    control = app.broker.control
-    now = control.server_ms()
-    control.record_tick("ticks", task.name, sched.latest_at_or_before(now))
-    ticks = [sched.next_after(now)]
-    for _ in range(11):
-        ticks.append(sched.next_after(ticks[-1]))
     a, b = pool(env, tmp_path / "a.log"), pool(env, tmp_path / "b.log")
     try:
+        # The ticks waited for are chosen once a worker watches the schedule (its first
+        # tick ran): chosen before, a slow start (a loaded machine) could miss the first
+        # of them, which is then (rightly) coalesced with the others it missed.
+        first = app.broker.execute("BLPOP", schedapp.ran_key(), 60)
+        assert first is not None, "no tick ran within 60 s of starting two pools"
+        now = app.broker.control.server_ms()
+        ticks = [sched.next_after(now)]
+        for _ in range(11):
+            ticks.append(sched.next_after(ticks[-1]))
         for t in ticks[:4]:  # both pools (four processes) watch the schedule
             task.future(tick_run_id(task.name, t)).result(timeout=20)
         kill(a, signal.SIGKILL)
