@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.app import App
 from taskq.broker import Entry, delay_mark
@@ -26,6 +26,9 @@ from taskq.flows.resume import notify_dead, renotify
 from taskq.message import Message, decode_message, encode_message, peek_run_id
 from taskq.partitions import logical_queue
 from taskq.protocol import EntryField, MetaKey, ParkReply, StartKind
+
+if TYPE_CHECKING:
+    from taskq.metrics import Metrics
 
 # The engine's logger: what a worker logs about a run stays under one name.
 log = logging.getLogger("taskq.engine")
@@ -66,6 +69,8 @@ class Admission:
         #: Set by a burst worker: the delay-queue members it handed back for another
         #: worker, per queue (it does not wait for those to come due).
         self.parked: dict[str, set[bytes]] | None = None
+        #: The worker's metrics (None: off; see :mod:`taskq.metrics`).
+        self.metrics: Metrics | None = None
 
     def admit(self, entries: Sequence[Entry], fresh: bool = True) -> list[Delivery]:
         """Decode a batch, dead-letter what cannot run, start the rest in one call per queue.
@@ -173,7 +178,7 @@ class Admission:
 
     def _start(self, queue: str, level: int, batch: list[Delivery], fresh: bool) -> list[Delivery]:
         """Start one stream's batch (``start.lua``); the deliveries that must run."""
-        started = self.broker.consumer.start(
+        started, now_ms, dues = self.broker.consumer.start_timed(
             queue,
             self.worker_id,
             [
@@ -187,6 +192,8 @@ class Admission:
             ],
             level,
         )
+        if self.metrics is not None:
+            self.metrics.started(batch, started, now_ms, dues)
         runs, duplicates = [], []
         for d, (kind, attempt, deliveries) in zip(batch, started, strict=True):
             if kind not in _RUNS and d.conc_slot is not None:  # not started: give it back
@@ -220,7 +227,7 @@ class Admission:
         )
         notify_dead(self.broker, d.message, reason, attempt)
         fields = {_PAYLOAD: d.payload, _RUN: d.run_id.encode()}
-        self._dead(d.queue, d.entry_id, fields, reason, d.run_id, d.level)
+        self._dead(d.queue, d.entry_id, fields, reason, d.run_id, d.level, "max_deliveries")
 
     def _decode(
         self, queue: str, eid: bytes, fields: dict[bytes, bytes], level: int
@@ -228,23 +235,25 @@ class Admission:
         payload = fields.get(_PAYLOAD)
         if payload is None:
             reason = f"entry has no '{EntryField.PAYLOAD}' payload field"
-            self._dead(queue, eid, fields, reason, self._entry_run_id(fields), level)
+            self._dead(queue, eid, fields, reason, self._entry_run_id(fields), level, "malformed")
             return None
         limits = self.broker.limits
+        oversize = len(payload) > limits.max_bytes + 64
         try:
-            if len(payload) > limits.max_bytes + 64:  # before the MAC is computed
+            if oversize:  # before the MAC is computed
                 size, limit = len(payload), limits.max_bytes
                 raise MessageError(f"payload of {size} bytes exceeds the {limit} byte limit")
             body = self.broker.signer.verify(payload)
         except MessageError as exc:
-            self._dead(queue, eid, fields, str(exc), self._entry_run_id(fields), level)
+            why = "malformed" if oversize else "signature"
+            self._dead(queue, eid, fields, str(exc), self._entry_run_id(fields), level, why)
             return None
         try:
             msg = decode_message(body, limits)
         except MessageError as exc:
             # A trusted payload that breaks a limit: its run fails, so nobody waits for it.
             rid = peek_run_id(body) or self._entry_run_id(fields, trusted=True)
-            self._dead(queue, eid, fields, str(exc), rid, level)
+            self._dead(queue, eid, fields, str(exc), rid, level, "malformed")
             return None
         try:
             task = self.app.get_task(msg.task)
@@ -288,7 +297,7 @@ class Admission:
             if waited >= 0:
                 reason += f" (waited {waited / 1000:.0f} s for a worker that knows it)"
         notify_dead(self.broker, msg, reason)
-        self._dead(queue, eid, fields, reason, msg.run_id, level)
+        self._dead(queue, eid, fields, reason, msg.run_id, level, "unknown_task")
 
     def _entry_run_id(self, fields: dict[bytes, bytes], trusted: bool = False) -> str | None:
         """The entry's run id field: always when nothing is signed here, else only beside
@@ -312,6 +321,11 @@ class Admission:
         reason: str,
         run_id: str | None = None,
         level: int = 0,
+        why: str = "malformed",
     ) -> None:
+        """Dead-letter an entry; ``why`` is its reason's class (a metrics label:
+        :data:`taskq.metrics.DEAD_REASONS`)."""
         log.warning("dead-lettering entry %s on queue %s: %s", eid.decode(), queue, reason)
         self.broker.consumer.dead_letter(queue, eid, fields, reason, run_id, level)
+        if self.metrics is not None:
+            self.metrics.dead_letter(queue, why)

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.app import App, load_app
 from taskq.cancelkill import CancelCheck, CancelKills
@@ -36,6 +36,9 @@ from taskq.errors import MessageError, TaskqError, UnknownTaskError
 from taskq.keys import GROUP, LEVELS_SERVED
 from taskq.message import PAYLOAD_FIELD, decode_message
 from taskq.protocol import RecordField
+
+if TYPE_CHECKING:
+    from taskq.metrics import Metrics
 
 log = logging.getLogger("taskq.deadlines")
 
@@ -117,6 +120,8 @@ class Deadlines:
         self._engine: Engine | None = None
         self._cancels: CancelKills | None = None
         self.kills = 0
+        #: The pool's metrics, recorded for the outcomes recorded here (None: off).
+        self.metrics: Metrics | None = None
 
     def watch_cancels(self) -> None:
         """Start listening for stop requests of the children's runs (see
@@ -282,6 +287,7 @@ class Deadlines:
             app = load_app(self.app_spec)
             app.configure(redis_url=self.redis_url)
             self._engine = Engine(app)
+            self._engine.metrics = self.metrics
         return self._engine
 
     def _record_timeout(self, engine: Engine, run: TimedRun) -> None:

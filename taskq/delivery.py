@@ -51,6 +51,9 @@ class Delivery:
     time_left: float | None = None
     #: The log lines its attempt buffered (None until it logs one; see taskq.runlogs).
     log: RunLog | None = None
+    #: The final state its attempt's outcome records, once decided (for metrics and
+    #: traces; None before).
+    outcome: str | None = None
 
     @property
     def parent(self) -> Parent | None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from taskq import runlogs
 from taskq.app import App
@@ -45,6 +46,9 @@ from taskq.protocol import ErrorType, MetaKey, RecordField, RetryReply, StateNam
 from taskq.results import TaskRunInfo, fill_key
 from taskq.retry import RetryPolicy, build_policy, retry_decision, retry_decision_async
 from taskq.states import State, returned_value
+
+if TYPE_CHECKING:
+    from taskq.metrics import Metrics
 
 log = logging.getLogger("taskq.engine")
 
@@ -77,6 +81,8 @@ class Engine:
         self.restart = restart or (lambda d: True)
         self.next_attempt = next_attempt or (lambda d: None)
         self.broker = app.broker
+        #: The worker's metrics (None: off; see :mod:`taskq.metrics`).
+        self.metrics: Metrics | None = None
 
     # -- execution ----------------------------------------------------------------------
 
@@ -90,19 +96,25 @@ class Engine:
             self.starting(d)
         if options.cache.enabled and self._from_cache(d):
             return
+        metrics = self.metrics
         while True:  # a retry with no delay runs again here, as the next attempt
             token = runlogs.enter(d)  # the current run, for get_run_logger() and log_prints
+            began = perf_counter() if metrics is not None else 0.0
             try:
                 with running_task(d.run_id):  # waits for results are refused in it
                     value = returned_value(d.task.fn(*d.message.args, **d.message.kwargs))
             except BaseException as exc:
                 runlogs.leave(token)
+                if metrics is not None:
+                    metrics.body(d, perf_counter() - began)
                 if self.handle_exception(d, exc, in_place=True):
                     if options.on_running:
                         self.starting(d)
                     continue
             else:
                 runlogs.leave(token)
+                if metrics is not None:
+                    metrics.body(d, perf_counter() - began)
                 self.handle_success(d, value)
             return
 
@@ -118,9 +130,11 @@ class Engine:
         if options.cache.enabled and await asyncio.to_thread(self._from_cache, d):
             return
         limit = self.timeout_of(d)
+        metrics = self.metrics
         while True:  # a retry with no delay runs again here, as the next attempt
             scope: asyncio.Timeout | None = None
             token = runlogs.enter(d)  # this asyncio task's current run
+            began = perf_counter() if metrics is not None else 0.0
             try:
                 with running_task(d.run_id):  # waits for results are refused in it
                     coro = d.task.fn(*d.message.args, **d.message.kwargs)
@@ -133,6 +147,8 @@ class Engine:
                             value = returned_value(await coro)
             except BaseException as exc:
                 runlogs.leave(token)
+                if metrics is not None:
+                    metrics.body(d, perf_counter() - began)
                 if scope is not None and scope.expired() and isinstance(exc, TimeoutError):
                     exc = TaskTimeoutError(f"timed out after {limit} s")
                 elif isinstance(exc, asyncio.CancelledError) and d.cancel_reason is not None:
@@ -143,6 +159,8 @@ class Engine:
                     continue
             else:
                 runlogs.leave(token)
+                if metrics is not None:
+                    metrics.body(d, perf_counter() - began)
                 self.handle_success(d, value)
             return
 
@@ -155,7 +173,14 @@ class Engine:
         if d.time_left is not None and d.time_left <= 0:
             self.handle_timeout(d)
             return
-        run_flow(self.app, d, self, self.can_block)
+        if self.metrics is None:
+            run_flow(self.app, d, self, self.can_block)
+            return
+        began = perf_counter()
+        try:
+            run_flow(self.app, d, self, self.can_block)
+        finally:
+            self.metrics.body(d, perf_counter() - began)
 
     def starting(self, d: Delivery) -> None:
         """The hooks of an attempt's start: ``on_crashed`` with the attempt before, when
@@ -365,6 +390,8 @@ class Engine:
             log.info("run %s: retry would pass its retry deadline; failing it", d.run_id)
             self.handle_failure(d, exc, policy)
             return False
+        if self.metrics is not None:
+            self.metrics.retried(d, got == RetryReply.SCHEDULED)
         if got == RetryReply.FENCED:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
             return False
@@ -478,9 +505,12 @@ class Engine:
             level=d.level,
         )
         one_call = parent is None or same_tag
+        d.outcome = state
         if one_call and not need_result and self.outbox is not None and self.outbox.defer(d, call):
             return True
         recorded = self.broker.consumer.finish(call)
+        if self.metrics is not None:
+            self.metrics.ended(d, state, recorded)
         if recorded and parent is not None and not same_tag:
             self.broker.flows.notify(
                 parent.queue, parent.flow_id, d.run_id, outcome, ttl, parent.level
@@ -510,6 +540,8 @@ class Engine:
             policy.deadline,
             d.level,
         )
+        if self.metrics is not None and got != RetryReply.PAST_DEADLINE:
+            self.metrics.retried(d, got == RetryReply.SCHEDULED)
         if got == RetryReply.PAST_DEADLINE:
             log.info("run %s: retry would pass its retry deadline; failing it", d.run_id)
             self.handle_failure(d, exc, policy)

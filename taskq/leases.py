@@ -13,9 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from taskq.broker import Broker, Entry
 from taskq.errors import TaskqError
+
+if TYPE_CHECKING:
+    from taskq.metrics import Metrics
 
 log = logging.getLogger("taskq.leases")
 
@@ -49,6 +53,8 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="taskq-lease", daemon=True)
         self._last_reclaim = 0.0
         self.lost = 0
+        #: The worker's metrics (None: off; see :mod:`taskq.metrics`).
+        self.metrics: Metrics | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -85,7 +91,10 @@ class LeaseKeeper:
         self._last_reclaim = now
         out: list[Entry] = []
         for q in queues:
-            out += self.broker.consumer.reclaim(q, self.consumer, self.lease, free - len(out))
+            got = self.broker.consumer.reclaim(q, self.consumer, self.lease, free - len(out))
+            if got and self.metrics is not None:
+                self.metrics.reclaimed(q, len(got))
+            out += got
             if len(out) >= free:
                 break
         if out:

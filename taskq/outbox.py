@@ -13,11 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from taskq.broker import Entry, FinishCall
 from taskq.broker.consumer import Consumer
 from taskq.delivery import Delivery
 from taskq.errors import TaskqError
+
+if TYPE_CHECKING:
+    from taskq.metrics import Metrics
 
 # The worker's logger: recording these outcomes is the fetch loop's work.
 log = logging.getLogger("taskq.worker")
@@ -37,6 +41,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._calls: list[tuple[Delivery, FinishCall]] = []
         self._blocking = False  # the fetch loop is in (or entering) a blocking read
+        #: The worker's metrics (None: off; see :mod:`taskq.metrics`).
+        self.metrics: Metrics | None = None
 
     def __bool__(self) -> bool:
         """Whether calls wait here (an outcome not recorded yet may resume a flow)."""
@@ -92,7 +98,7 @@ class Outbox:
             with self._lock:
                 self._calls[:0] = taken
             raise
-        return _recorded(taken, results), entries
+        return _recorded(taken, results, self.metrics), entries
 
     def flush(self) -> list[Delivery]:
         """Record every waiting outcome now (before a hand-back or an exit); the
@@ -107,15 +113,20 @@ class Outbox:
                 "recording %d outcome(s) failed: %s (leases bring them back)", len(taken), exc
             )
             results = [exc] * len(taken)
-        return _recorded(taken, results)
+        return _recorded(taken, results, self.metrics)
 
 
 def _recorded(
-    taken: Sequence[tuple[Delivery, FinishCall]], results: Sequence[bool | Exception]
+    taken: Sequence[tuple[Delivery, FinishCall]],
+    results: Sequence[bool | Exception],
+    metrics: Metrics | None,
 ) -> list[Delivery]:
     for (d, _), ok in zip(taken, results, strict=True):
         if isinstance(ok, Exception):
             log.error("recording the outcome of run %s failed: %s", d.run_id, ok)
-        elif not ok:
+            continue
+        if not ok:
             log.warning("run %s attempt %d was fenced off; outcome dropped", d.run_id, d.attempt)
+        if metrics is not None and d.outcome is not None:
+            metrics.ended(d, d.outcome, ok)
     return [d for d, _ in taken]

@@ -19,11 +19,14 @@ import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.deadlines import Deadlines, Reporter
 from taskq.health import Heartbeat
 from taskq.worker import EXIT_TIMEOUT, Worker
+
+if TYPE_CHECKING:
+    from taskq.metricsserver import PoolMetrics
 
 log = logging.getLogger("taskq.supervisor")
 
@@ -43,6 +46,8 @@ class PoolConfig:
     grace: float = 30.0
     log_level: str = "INFO"
     burst_wait: float = 60.0
+    #: Record Prometheus metrics (the supervisor set ``PROMETHEUS_MULTIPROC_DIR``).
+    metrics: bool = False
 
 
 #: Signals closer together than this (seconds) are one user action: a terminal's Ctrl-C
@@ -90,6 +95,10 @@ def child_main(cfg: PoolConfig, deadlines: Any = None) -> None:
         replace_on_timeout=True,
         burst_wait=cfg.burst_wait,
     )
+    if cfg.metrics:
+        from taskq.metrics import Metrics
+
+        worker.use_metrics(Metrics())
     if deadlines is not None:  # the write end of the pipe to the supervisor
         reporter = Reporter(deadlines)
         reporter.hello(worker.id)
@@ -134,12 +143,21 @@ class Supervisor:
     Args:
         cfg: What each process runs.
         processes: How many worker processes.
+        heartbeat_file: A file to touch about every second (:mod:`taskq.health`).
+        metrics: The pool's Prometheus endpoint (:mod:`taskq.metricsserver`), served
+            from this process while it runs, and closed when it returns.
     """
 
     def __init__(
-        self, cfg: PoolConfig, processes: int, *, heartbeat_file: str | None = None
+        self,
+        cfg: PoolConfig,
+        processes: int,
+        *,
+        heartbeat_file: str | None = None,
+        metrics: PoolMetrics | None = None,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self._heartbeat = Heartbeat(heartbeat_file) if heartbeat_file else None
         self.processes = processes
         self._ctx = multiprocessing.get_context("spawn")
@@ -190,16 +208,30 @@ class Supervisor:
         """Run until stopped (or, in burst mode, until all processes drained). Exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for slot in range(self.processes):
-            self._spawn(slot)
-        self.deadlines.watch_cancels()  # a run that holds the GIL ignores a cancel
         try:
+            if self.metrics is not None:  # before the children: they write to its directory
+                self._serve_metrics(self.metrics)
+            for slot in range(self.processes):
+                self._spawn(slot)
+            self.deadlines.watch_cancels()  # a run that holds the GIL ignores a cancel
             self._loop()
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             self.deadlines.close()
             if self._heartbeat is not None:
                 self._heartbeat.remove()
         return 0
+
+    def _serve_metrics(self, metrics: PoolMetrics) -> None:
+        from taskq.app import load_app
+        from taskq.metrics import Metrics
+
+        self.deadlines.metrics = Metrics()  # the timeouts and cancels recorded here
+
+        app = load_app(self.cfg.app_spec)  # the CLI's, already imported and configured
+        app.configure(redis_url=self.cfg.redis_url)
+        metrics.serve(app.broker.inspect, app.physical_queues(self.cfg.queues or None))
 
     def _loop(self) -> None:
         while self._children or (self._restarts_due and not self._stopping):
@@ -241,6 +273,8 @@ class Supervisor:
             p.join()
             del self._children[slot]
             self.deadlines.detach(slot)
+            if self.metrics is not None:
+                self.metrics.process_dead(p.pid)
             code = p.exitcode
             if self._stopping or (self.cfg.burst and code == 0):
                 continue

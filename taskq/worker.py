@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.admission import Admission
 from taskq.app import App
@@ -49,6 +49,9 @@ from taskq.scheduler import Mover
 from taskq.schedules import ScheduleRunner
 from taskq.slots import Key, Slots, key_of
 from taskq.threads import LoopThread, TaskThreads
+
+if TYPE_CHECKING:
+    from taskq.metrics import Metrics
 
 log = logging.getLogger("taskq.worker")
 
@@ -153,6 +156,14 @@ class Worker:
             self._asked_to_stop,
             app.settings.lease_seconds / 3,
         )
+        #: Prometheus metrics (None: off; :meth:`use_metrics`).
+        self.metrics: Metrics | None = None
+
+    def use_metrics(self, metrics: Metrics) -> None:
+        """Record this worker's metrics in ``metrics`` (see :mod:`taskq.metrics`)."""
+        self.metrics = metrics
+        self.admission.metrics = self.outbox.metrics = metrics
+        self.engine.metrics = self.leases.metrics = metrics
 
     # -- control ------------------------------------------------------------------------
 
@@ -355,6 +366,8 @@ class Worker:
         """Take a slot for ``d`` and run it: sync tasks (and flows) on a task thread now,
         ``async def`` tasks added to ``coroutines``, which the caller starts on the loop."""
         started = self.slots.take(d)
+        if self.metrics is not None:
+            self.metrics.running(d, 1)
         if self.report_deadline is not None and (limit := self.engine.timeout_of(d)) is not None:
             self.report_deadline(d, started + limit)
         if d.task.is_async and not isinstance(d.task, Flow):
@@ -423,6 +436,8 @@ class Worker:
             d.conc_slot = None
         if self.report_deadline is not None and self.engine.timeout_of(d) is not None:
             self.report_deadline(d, None)
+        if self.metrics is not None:
+            self.metrics.running(d, -1)
         self.slots.done(d)
 
     # -- timeouts -----------------------------------------------------------------------

@@ -83,3 +83,36 @@ def ledger_fan_out(n: int, ledger: str) -> int:
     if os.environ.get(HOLD_FLOW):
         _hold("flow")
     return sum(f.result() for f in futures)
+
+
+# -- runs that end every way, for the metrics test (tests/integration/test_metrics.py) --
+
+
+@app.task
+def boom() -> None:
+    raise RuntimeError("boom")
+
+
+@app.task(retries=1, retry_delay_seconds=0.1)
+def flaky() -> str:
+    """Fails its first attempt; its retry (through the delay queue) completes."""
+    if taskq.context().attempt == 1:
+        raise ValueError("first attempt fails")
+    return "ok"
+
+
+def _blpop(key: str) -> bytes:
+    """One element of a Redis list, waited for (blocking reads of 5 s, a minute in all)."""
+    for _ in range(12):
+        got = app.broker.execute("BLPOP", key, 5)
+        if got is not None:
+            return bytes(got[1])
+    raise TimeoutError(f"nothing on {key} within 60 s")
+
+
+@app.task
+def hold(key: str) -> int:
+    """Say so on ``<key>:arrived`` (the pid), then wait for a token on ``<key>:go``."""
+    app.broker.execute("RPUSH", f"{key}:arrived", os.getpid())
+    _blpop(f"{key}:go")
+    return os.getpid()

@@ -192,6 +192,18 @@ class Consumer:
         Returns:
             Per delivery ``(kind, attempt, deliveries)``, as ``scripts/start.lua`` says.
         """
+        return self.start_timed(queue, worker, deliveries, level)[0]
+
+    def start_timed(
+        self,
+        queue: str,
+        worker: str,
+        deliveries: Sequence[tuple[bytes, str, int, str]],
+        level: int = 0,
+    ) -> tuple[list[tuple[StartKind, int, int]], int, list[int]]:
+        """:meth:`start`, with the server time the attempts started (ms) and, for each
+        delivery started ``RETRYING`` in order, the due time its retry waited for (ms;
+        -1 if none was recorded)."""
         k = self.keys
         keys = [k.stream(queue, level), k.events(queue)]
         keys += [k.run(queue, d[1]) for d in deliveries]
@@ -199,8 +211,10 @@ class Consumer:
         for eid, rid, maxdel, name in deliveries:
             args += (eid, rid, maxdel, name)
         flat = self.conn.call(scripts.START, keys, args)
-        out = range(0, len(flat), 3)
-        return [(_START_KINDS[flat[i]], int(flat[i + 1]), int(flat[i + 2])) for i in out]
+        n = 3 * len(deliveries)
+        out = range(0, n, 3)
+        kinds = [(_START_KINDS[flat[i]], int(flat[i + 1]), int(flat[i + 2])) for i in out]
+        return kinds, int(flat[n]), flat[n + 1 :]
 
     def ack(self, queue: str, entry_ids: Sequence[bytes], level: int = 0) -> None:
         """Ack and delete deliveries (idempotent)."""

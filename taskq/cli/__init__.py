@@ -87,6 +87,20 @@ def cli() -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--metrics-port",
+    envvar="TASKQ_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    help="Serve the pool's Prometheus metrics on this port, at /metrics (0: any free "
+    "port, logged); needs the metrics extra [env: TASKQ_METRICS_PORT].",
+)
+@click.option(
+    "--metrics-addr",
+    envvar="TASKQ_METRICS_ADDR",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port listens on; 0.0.0.0 in a container [env: TASKQ_METRICS_ADDR].",
+)
 def worker(
     app_spec: str,
     queues: str | None,
@@ -99,6 +113,8 @@ def worker(
     check: bool,
     heartbeat_file: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_addr: str,
 ) -> None:
     """Run a pool of worker processes for the app at MODULE:APP (MODULE alone: MODULE:app).
 
@@ -111,18 +127,39 @@ def worker(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
-    app = load_app(app_spec)  # fail here, once, rather than in every child
-    app.configure(redis_url=redis_url)
-    qs = _queues(queues)
-    if check:
+    pool_metrics = None
+    if metrics_port is not None and not check:
+        from taskq.metricsserver import PoolMetrics
+
+        # Before the app is loaded: prometheus_client, whoever imports it first, must
+        # find its multiprocess directory already set.
+        pool_metrics = PoolMetrics(metrics_addr, metrics_port)
+    try:
+        app = load_app(app_spec)  # fail here, once, rather than in every child
+        app.configure(redis_url=redis_url)
+        qs = _queues(queues)
+        if check:
+            app.broker.ping()
+            click.echo(f"ok: {app_spec} ({len(app.registry)} tasks) and Redis at {app.broker.url}")
+            return
         app.broker.ping()
-        click.echo(f"ok: {app_spec} ({len(app.registry)} tasks) and Redis at {app.broker.url}")
-        return
-    app.broker.ping()
+    except BaseException:
+        if pool_metrics is not None:
+            pool_metrics.close()
+        raise
     cfg = PoolConfig(
-        app_spec, qs, concurrency, burst, redis_url, grace, log_level.upper(), burst_wait
+        app_spec,
+        qs,
+        concurrency,
+        burst,
+        redis_url,
+        grace,
+        log_level.upper(),
+        burst_wait,
+        metrics=pool_metrics is not None,
     )
-    sys.exit(Supervisor(cfg, processes, heartbeat_file=heartbeat_file).run())
+    pool = Supervisor(cfg, processes, heartbeat_file=heartbeat_file, metrics=pool_metrics)
+    sys.exit(pool.run())
 
 
 @cli.command()

@@ -30,6 +30,9 @@
 --      Scheduled has had no attempt that another worker could have taken).
 --   6  started after a crash: as 1, and the attempt before (Running or Retrying,
 --      its worker lost) was recorded Crashed first
+-- After the triples: the server time the attempts started (ms), then, for each kind 4
+-- in order, the due time its retry waited for (the record's 'due', ms; -1 if none),
+-- from which a worker with metrics on measures start latency and retry lateness.
 -- A run found Running/Retrying lost its worker: that attempt is recorded Crashed
 -- before the new one starts, which fences the old attempt's late writes off.
 --!include lib_states.lua
@@ -43,6 +46,7 @@ local out = {}
 -- (lib_events.lua), added after the loop (a Crashed event of the attempt before comes
 -- first).
 local running, running_a, retrying, retrying_a = {}, {}, {}, {}
+local dues = {}
 for i = 1, #KEYS - 2 do
   local run = KEYS[2 + i]
   local eid, rid, maxdel = ARGV[4 * i], ARGV[1 + 4 * i], tonumber(ARGV[2 + 4 * i])
@@ -54,7 +58,7 @@ for i = 1, #KEYS - 2 do
   else
     maxdel = 1
   end
-  local cur = redis.call('HMGET', run, 's', 'a', 'e')
+  local cur = redis.call('HMGET', run, 's', 'a', 'e', 'due')
   local s, a = cur[1], tonumber(cur[2] or '0')
   local kind = 1
   local owned = true
@@ -85,6 +89,7 @@ for i = 1, #KEYS - 2 do
       -- (Pending) or a crash (reclaimed, below) is Running again, attempt n.
       kind = 4
       name = 'Retrying'
+      dues[#dues + 1] = tonumber(cur[4] or '-1')
     end
     if HELD[s] then
       kind = 6
@@ -108,4 +113,6 @@ for i = 1, #KEYS - 2 do
 end
 add_runs_event(events, cap, 'Running', running, running_a)
 add_runs_event(events, cap, 'Retrying', retrying, retrying_a)
+out[#out + 1] = tonumber(now_ms)
+for i = 1, #dues do out[#out + 1] = dues[i] end
 return out
