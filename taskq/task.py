@@ -235,9 +235,12 @@ class Task(Generic[P, R]):
                 payload breaks a limit the workers check (see :mod:`taskq.message`).
             RedisUnavailableError: Redis did not answer.
         """
+        return self._submit(args, kwargs)
+
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
         kw = dict(kwargs)
         if self._return_state(kw):
-            future = self.submit(*args, **kw)  # type: ignore[arg-type]
+            future = self.submit(*args, **kw)
             future.wait()
             return future.state  # type: ignore[return-value]
         due = self._due(kw)
@@ -307,6 +310,9 @@ class Task(Generic[P, R]):
         runs are dealt over the partitions in turn (all to one with a
         ``partition_key``), one bulk call per partition, all pipelined.
         """
+        return self._map(args, kwargs)
+
+    def _map(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[R]]:
         if self.options.idempotency_key is not None:
             raise ConfigurationError(
                 "idempotency_key names one run: use submit (or give each map item's run "

@@ -55,47 +55,58 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
     :mod:`taskq.runlogs` while the body runs; its log lines are written before it
     suspends (before another worker can resume it), or with its outcome.
     """
-    while True:
-        runner = FlowRun(
-            host,
-            d.task,
-            d.run_id,
-            d.queue,
-            durable=True,
-            can_block=can_block,
-            retrying=d.retry_start,
-            level=d.level,
-            params=(d.message.args, d.message.kwargs),
-            log_prints=d.log_prints,
-        )
-        runner.load()
-        d.flow_run = runner  # what it spawns, for a cancel or a timeout of the flow
-        token = current_flow.set(runner)
-        run_token = runlogs.enter(d)
-        try:
-            value = call_body(d.task, d.message.args, d.message.kwargs)
-        except Suspend as sig:
-            runlogs.leave(run_token)
-            if runner.violation is not None:  # caught by the body, and fatal still
-                outcomes.handle_failure(d, runner.violation)
-                return
-            runlogs.end_execution(d)
-            if _suspend(host.broker, d, runner, sig) is SuspendReply.SATISFIED:
-                d.retry_start = False  # failed children were already reset
-                continue
-            return
-        except BaseException as exc:
-            runlogs.leave(run_token)
-            outcomes.handle_exception(d, runner.violation or exc)
-            return
-        finally:
-            current_flow.reset(token)
+    while _execute(host, d, outcomes, can_block):
+        pass
+
+
+def _execute(
+    host: Host,
+    d: Delivery,
+    outcomes: Outcomes,
+    can_block: Callable[[], bool],
+) -> bool:
+    """One execution of a flow body; True when its wait was met meanwhile, so it must
+    replay at once."""
+    runner = FlowRun(
+        host,
+        d.task,
+        d.run_id,
+        d.queue,
+        durable=True,
+        can_block=can_block,
+        retrying=d.retry_start,
+        level=d.level,
+        params=(d.message.args, d.message.kwargs),
+        log_prints=d.log_prints,
+    )
+    runner.load()
+    d.flow_run = runner  # what it spawns, for a cancel or a timeout of the flow
+    token = current_flow.set(runner)
+    run_token = runlogs.enter(d)
+    try:
+        value = call_body(d.task, d.message.args, d.message.kwargs)
+    except Suspend as sig:
         runlogs.leave(run_token)
         if runner.violation is not None:  # caught by the body, and fatal still
             outcomes.handle_failure(d, runner.violation)
-            return
-        outcomes.handle_success(d, value)
-        return
+            return False
+        runlogs.end_execution(d)
+        if _suspend(host.broker, d, runner, sig) is SuspendReply.SATISFIED:
+            d.retry_start = False  # failed children were already reset
+            return True
+        return False
+    except BaseException as exc:
+        runlogs.leave(run_token)
+        outcomes.handle_exception(d, runner.violation or exc)
+        return False
+    finally:
+        current_flow.reset(token)
+    runlogs.leave(run_token)
+    if runner.violation is not None:  # caught by the body, and fatal still
+        outcomes.handle_failure(d, runner.violation)
+        return False
+    outcomes.handle_success(d, value)
+    return False
 
 
 def _suspend(broker: Broker, d: Delivery, runner: FlowRun, sig: Suspend) -> SuspendReply:
