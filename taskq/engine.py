@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from taskq import runlogs
+from taskq import runlogs, tracing
 from taskq.app import App
 from taskq.cache import TaskRunContext, bind_arguments
 from taskq.cancel import cancel_children
@@ -98,6 +98,7 @@ class Engine:
             return
         metrics = self.metrics
         while True:  # a retry with no delay runs again here, as the next attempt
+            span = tracing.RunSpan(d) if tracing.tracer is not None else None
             token = runlogs.enter(d)  # the current run, for get_run_logger() and log_prints
             began = perf_counter() if metrics is not None else 0.0
             try:
@@ -107,7 +108,14 @@ class Engine:
                 runlogs.leave(token)
                 if metrics is not None:
                     metrics.body(d, perf_counter() - began)
-                if self.handle_exception(d, exc, in_place=True):
+                if span is not None:
+                    span.error(exc)
+                try:
+                    again = self.handle_exception(d, exc, in_place=True)
+                finally:
+                    if span is not None:
+                        span.end(d)
+                if again:
                     if options.on_running:
                         self.starting(d)
                     continue
@@ -115,7 +123,11 @@ class Engine:
                 runlogs.leave(token)
                 if metrics is not None:
                     metrics.body(d, perf_counter() - began)
-                self.handle_success(d, value)
+                try:
+                    self.handle_success(d, value)
+                finally:
+                    if span is not None:
+                        span.end(d)
             return
 
     async def run_async(self, d: Delivery) -> None:
@@ -133,6 +145,7 @@ class Engine:
         metrics = self.metrics
         while True:  # a retry with no delay runs again here, as the next attempt
             scope: asyncio.Timeout | None = None
+            span = tracing.RunSpan(d) if tracing.tracer is not None else None
             token = runlogs.enter(d)  # this asyncio task's current run
             began = perf_counter() if metrics is not None else 0.0
             try:
@@ -153,7 +166,14 @@ class Engine:
                     exc = TaskTimeoutError(f"timed out after {limit} s")
                 elif isinstance(exc, asyncio.CancelledError) and d.cancel_reason is not None:
                     exc = Cancel(d.cancel_reason)  # asked to stop (app.cancel)
-                if await self._handle_exception_async(d, exc, in_place=True):
+                if span is not None:
+                    span.error(exc)
+                try:
+                    again = await self._handle_exception_async(d, exc, in_place=True)
+                finally:
+                    if span is not None:
+                        span.end(d)
+                if again:
                     if options.on_running:
                         self.starting(d)
                     continue
@@ -161,7 +181,11 @@ class Engine:
                 runlogs.leave(token)
                 if metrics is not None:
                     metrics.body(d, perf_counter() - began)
-                self.handle_success(d, value)
+                try:
+                    self.handle_success(d, value)
+                finally:
+                    if span is not None:
+                        span.end(d)
             return
 
     def run_flow(self, d: Delivery) -> None:
@@ -395,6 +419,7 @@ class Engine:
         if got == RetryReply.FENCED:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
             return False
+        d.outcome = StateName.RETRYING.value
         if log.isEnabledFor(logging.WARNING):
             log_retry(d.task.name, d.run_id, d.attempt, of, err, 0.0)
         d.attempt += 1
@@ -547,8 +572,10 @@ class Engine:
             self.handle_failure(d, exc, policy)
         elif got == RetryReply.FENCED:
             log.warning("run %s attempt %d was fenced off; retry dropped", d.run_id, d.attempt)
-        elif log.isEnabledFor(logging.WARNING):
-            log_retry(d.task.name, d.run_id, d.attempt, of, err, delay)
+        else:
+            d.outcome = StateName.AWAITING_RETRY.value
+            if log.isEnabledFor(logging.WARNING):
+                log_retry(d.task.name, d.run_id, d.attempt, of, err, delay)
 
     def _retry_payload(self, d: Delivery) -> bytes:
         """The payload a retry waits with: the delivery's, less a rate-limit slot it held

@@ -328,6 +328,10 @@ class MetaKey(enum.StrEnum):
     #: The digest of a flow's parameters (16 bytes), sent with a child only when the
     #: child's cache policy reads them (``FLOW_PARAMETERS``).
     FLOW_PARAMETERS = "fp"
+    #: The W3C ``traceparent`` of the span that submitted the run (only with tracing
+    #: on, inside a span: :mod:`taskq.tracing`), and its ``tracestate`` if any.
+    TRACE_PARENT = "tp"
+    TRACE_STATE = "ts"
 
 
 #: Retry options a message may override (the options of ``taskq.options`` of the same names).

@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
+from taskq import tracing
 from taskq.errors import Cancel, ConfigurationError, MessageError, ResultNotFoundError, Retry
 from taskq.futures import Future, check_run_id, resolve_futures
 from taskq.mapping import spread as spread_calls
@@ -166,6 +167,8 @@ class Task(Generic[P, R]):
         prints = self.options.log_prints  # with_options(log_prints=...) rides along too
         if prints is not None and base is not None and prints != base.options.log_prints:
             meta[MetaKey.LOG_PRINTS.value] = prints
+        if tracing.tracer is not None:
+            tracing.inject(meta)
         return Message(run_id or new_run_id(), self.name, list(args), kwargs, meta)
 
     def run_name(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
@@ -235,6 +238,9 @@ class Task(Generic[P, R]):
                 payload breaks a limit the workers check (see :mod:`taskq.message`).
             RedisUnavailableError: Redis did not answer.
         """
+        if tracing.tracer is not None:
+            with tracing.producing(self, "submit"):
+                return self._submit(args, kwargs)
         return self._submit(args, kwargs)
 
     def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
@@ -310,6 +316,9 @@ class Task(Generic[P, R]):
         runs are dealt over the partitions in turn (all to one with a
         ``partition_key``), one bulk call per partition, all pipelined.
         """
+        if tracing.tracer is not None:
+            with tracing.producing(self, "map"):
+                return self._map(args, kwargs)
         return self._map(args, kwargs)
 
     def _map(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[R]]:

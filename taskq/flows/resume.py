@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from taskq import runlogs
+from taskq import runlogs, tracing
 from taskq.broker import Broker
 from taskq.delivery import Delivery
 from taskq.errors import ErrorInfo
@@ -55,8 +55,16 @@ def run_flow(host: Host, d: Delivery, outcomes: Outcomes, can_block: Callable[[]
     :mod:`taskq.runlogs` while the body runs; its log lines are written before it
     suspends (before another worker can resume it), or with its outcome.
     """
-    while _execute(host, d, outcomes, can_block):
-        pass
+    while True:
+        # One span per execution of the body (taskq.tracing), current while it runs:
+        # the children it submits nest under it.
+        span = tracing.RunSpan(d) if tracing.tracer is not None else None
+        try:
+            if not _execute(host, d, outcomes, can_block, span):
+                return
+        finally:
+            if span is not None:
+                span.end(d)
 
 
 def _execute(
@@ -64,6 +72,7 @@ def _execute(
     d: Delivery,
     outcomes: Outcomes,
     can_block: Callable[[], bool],
+    span: tracing.RunSpan | None,
 ) -> bool:
     """One execution of a flow body; True when its wait was met meanwhile, so it must
     replay at once."""
@@ -88,7 +97,7 @@ def _execute(
     except Suspend as sig:
         runlogs.leave(run_token)
         if runner.violation is not None:  # caught by the body, and fatal still
-            outcomes.handle_failure(d, runner.violation)
+            _failed(d, outcomes, runner.violation, span)
             return False
         runlogs.end_execution(d)
         if _suspend(host.broker, d, runner, sig) is SuspendReply.SATISFIED:
@@ -97,16 +106,26 @@ def _execute(
         return False
     except BaseException as exc:
         runlogs.leave(run_token)
+        if span is not None:
+            span.error(runner.violation or exc)
         outcomes.handle_exception(d, runner.violation or exc)
         return False
     finally:
         current_flow.reset(token)
     runlogs.leave(run_token)
     if runner.violation is not None:  # caught by the body, and fatal still
-        outcomes.handle_failure(d, runner.violation)
+        _failed(d, outcomes, runner.violation, span)
         return False
     outcomes.handle_success(d, value)
     return False
+
+
+def _failed(
+    d: Delivery, outcomes: Outcomes, exc: BaseException, span: tracing.RunSpan | None
+) -> None:
+    if span is not None:
+        span.error(exc)
+    outcomes.handle_failure(d, exc)
 
 
 def _suspend(broker: Broker, d: Delivery, runner: FlowRun, sig: Suspend) -> SuspendReply:
@@ -128,7 +147,13 @@ def _suspend(broker: Broker, d: Delivery, runner: FlowRun, sig: Suspend) -> Susp
     )
     if got is SuspendReply.FENCED:
         log.warning("flow %s attempt %d was fenced off", d.run_id, d.attempt)
-    elif got is SuspendReply.SUSPENDED and (limit := deadline.limit_of(d)) is not None:
+        return got
+    d.outcome = (
+        StateName.AWAITING_CHILDREN.value
+        if got is SuspendReply.SUSPENDED
+        else StateName.RESUMING.value
+    )
+    if got is SuspendReply.SUSPENDED and (limit := deadline.limit_of(d)) is not None:
         deadline.schedule(broker, d, limit)  # its limit covers the wait too
     return got
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = "import taskq, taskq.cli, taskq.worker, taskq.supervisor"
+MODULES = "import taskq, taskq.cli, taskq.worker, taskq.supervisor, taskq.tracing"
 
 BLOCK = """
 import importlib.abc, sys
