@@ -18,6 +18,7 @@ dead letter's class (:data:`DEAD_REASONS`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -141,7 +142,7 @@ class Metrics:
         batch: list[Delivery],
         kinds: list[tuple[StartKind, int, int]],
         now_ms: int,
-        dues: list[int],
+        dues: Sequence[int],
     ) -> None:
         """A ``start`` call's deliveries: start latency of the attempts it started, and
         retry lateness of the retries among them (``dues`` in their order)."""

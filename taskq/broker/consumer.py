@@ -18,6 +18,8 @@ from taskq.protocol import FLOW_CHILD, KEEP_PENDING, FinishReply, ParkReply, Ret
 
 #: ``start.lua``'s kind codes (Lua integers) to their names, without an enum call per run.
 _START_KINDS = {kind.value: kind for kind in StartKind}
+#: ``start.lua`` started no retry (the common batch): no list made for its due times.
+_NO_DUES: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ class Consumer:
         worker: str,
         deliveries: Sequence[tuple[bytes, str, int, str]],
         level: int = 0,
-    ) -> tuple[list[tuple[StartKind, int, int]], int, list[int]]:
+    ) -> tuple[list[tuple[StartKind, int, int]], int, Sequence[int]]:
         """:meth:`start`, with the server time the attempts started (ms) and, for each
         delivery started ``RETRYING`` in order, the due time its retry waited for (ms;
         -1 if none was recorded)."""
@@ -214,7 +216,7 @@ class Consumer:
         n = 3 * len(deliveries)
         out = range(0, n, 3)
         kinds = [(_START_KINDS[flat[i]], int(flat[i + 1]), int(flat[i + 2])) for i in out]
-        return kinds, int(flat[n]), flat[n + 1 :]
+        return kinds, int(flat[n]), flat[n + 1 :] if len(flat) > n + 1 else _NO_DUES
 
     def ack(self, queue: str, entry_ids: Sequence[bytes], level: int = 0) -> None:
         """Ack and delete deliveries (idempotent)."""
