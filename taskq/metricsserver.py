@@ -26,10 +26,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.errors import ConfigurationError, TaskqError
 from taskq.partitions import logical_queue
+
+if TYPE_CHECKING:
+    from taskq.app import App
 
 log = logging.getLogger("taskq.metrics")
 
@@ -54,19 +57,20 @@ class DepthCollector:
     """A custom collector: the queues' depths, read from Redis at scrape time.
 
     Args:
-        inspection: ``App.broker.inspect``.
+        app: The pool's app (its broker is looked up at each scrape: the supervisor
+            may reconfigure the app, which replaces it).
         queues: The physical queues the pool consumes.
     """
 
-    def __init__(self, inspection: Any, queues: Sequence[str]) -> None:
-        self.inspection = inspection
+    def __init__(self, app: App, queues: Sequence[str]) -> None:
+        self.app = app
         self.queues = list(queues)
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            counts = self.inspection.level_counts(self.queues)
+            counts = self.app.broker.inspect.level_counts(self.queues)
         except TaskqError as exc:
             log.warning("metrics scrape: queue depths not read: %s", exc)
             return
@@ -126,7 +130,7 @@ class PoolMetrics:
         os.environ[MULTIPROC_ENV] = self.dir
         self._server: Any = None
 
-    def serve(self, inspection: Any, queues: Sequence[str]) -> int:
+    def serve(self, app: App, queues: Sequence[str]) -> int:
         """Start serving ``/metrics`` on a daemon thread; the port it listens on.
 
         Raises:
@@ -137,7 +141,7 @@ class PoolMetrics:
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.dir)  # type: ignore[no-untyped-call]
-        registry.register(DepthCollector(inspection, queues))
+        registry.register(DepthCollector(app, queues))
         try:
             self._server, _ = start_http_server(self.port, self.addr, registry=registry)
         except OSError as exc:

@@ -231,7 +231,7 @@ class Supervisor:
 
         app = load_app(self.cfg.app_spec)  # the CLI's, already imported and configured
         app.configure(redis_url=self.cfg.redis_url)
-        metrics.serve(app.broker.inspect, app.physical_queues(self.cfg.queues or None))
+        metrics.serve(app, app.physical_queues(self.cfg.queues or None))
 
     def _loop(self) -> None:
         while self._children or (self._restarts_due and not self._stopping):
