@@ -34,6 +34,7 @@ def pool_env(redis_url: str, taskq_prefix: str) -> Iterator[dict[str, str]]:
     env = dict(os.environ, TASKQ_REDIS_URL=redis_url, TASKQ_PREFIX=taskq_prefix)
     env["PYTHONPATH"] = str(ROOT)
     env["TASKQ_UNKNOWN_TASK_GRACE"] = "0"  # a run of a task it does not know: dead at once
+    env["TASKQ_LEASE_SECONDS"] = "1"  # a SIGKILLed process's run is reclaimed within seconds
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     yield env
     apps.app.close()
@@ -57,13 +58,14 @@ def task(t: taskq.Task[..., object]) -> str:
     return t.name
 
 
-def hold_both(key: str) -> list[taskq.Future[int]]:
-    """Two `hold` runs, returned once both run: with --concurrency 1, one in each process
-    (and each process has recorded the metrics of every run it ran before)."""
+def hold_both(key: str) -> tuple[list[taskq.Future[int]], list[int]]:
+    """Two `hold` runs, returned (with the pids running them) once both run: with
+    --concurrency 1, one in each process (and each process has recorded the metrics of
+    every run it ran before)."""
     holds = [apps.hold.submit(key) for _ in range(2)]
-    pids = {apps._blpop(f"{key}:arrived") for _ in range(2)}
-    assert len(pids) == 2, "the two holds should run in two processes"
-    return holds
+    pids = [int(apps._blpop(f"{key}:arrived")) for _ in range(2)]
+    assert len(set(pids)) == 2, "the two holds should run in two processes"
+    return holds, pids
 
 
 def release(key: str) -> None:
@@ -101,7 +103,7 @@ def test_a_two_process_pool_serves_its_runs_and_queue_depths(
         port = int(found.group(1))
 
         # Phase 2: both processes busy, so a priority-3 run waits in its stream.
-        holds = hold_both("first")
+        holds, _ = hold_both("first")
         waiting = apps.add.with_options(priority=3).submit(20, 1)
         later = apps.add.with_options(delay=3600).submit(30, 1)
         s = scrape(port)
@@ -132,14 +134,27 @@ def test_a_two_process_pool_serves_its_runs_and_queue_depths(
         release("first")
         assert len({f.result(timeout=60) for f in holds}) == 2
         assert waiting.result(timeout=60) == 21
-        holds = hold_both("second")
+        holds, pids = hold_both("second")
         s = scrape(port)
         assert value(s, "taskq_runs_total", **q, task=task(apps.hold), state="Completed") == 2
         assert value(s, "taskq_runs_total", **q, task=task(apps.add), state="Completed") == 11
         assert value(s, "taskq_runs_in_progress", **q, task=task(apps.hold)) == 2
         assert value(s, "taskq_queue_depth", **q, level="3") == 0
+        assert value(s, "taskq_lease_reclaims_total", **q) == 0
+
+        # Phase 4: one process SIGKILLed mid-run. The other is busy (one slot), so the
+        # process started in its place reclaims the run once its lease (1 s) expires,
+        # and runs it again: the dead process's gauge is gone (the supervisor dropped it
+        # before starting the new one), its counters stay.
+        os.kill(pids[0], signal.SIGKILL)
+        again = int(apps._blpop("second:arrived"))
+        assert again not in pids
+        s = scrape(port)
+        assert value(s, "taskq_lease_reclaims_total", **q) == 1
+        assert value(s, "taskq_runs_in_progress", **q, task=task(apps.hold)) == 2
+        assert value(s, "taskq_runs_total", **q, task=task(apps.add), state="Completed") == 11
         release("second")
-        assert len({f.result(timeout=60) for f in holds}) == 2
+        assert {f.result(timeout=60) for f in holds} == {pids[1], again}
         assert later.state.name == "Scheduled"
     finally:
         proc.send_signal(signal.SIGTERM)
