@@ -191,6 +191,7 @@ class Admission:
                 for d in batch
             ],
             level,
+            [d.message.task for d in batch],
         )
         if self.metrics is not None:
             self.metrics.started(batch, started, now_ms, dues)

@@ -151,6 +151,20 @@ class DeadReply(enum.IntEnum):
     MOVED = 1
 
 
+class RequeueReply(enum.IntEnum):
+    """``requeue.lua``: what became of one dead-letter entry, first of its ``{code, state}``."""
+
+    #: The entry was no longer in the dead-letter stream (requeued or purged meanwhile).
+    GONE = 0
+    #: Back on its stream; its dead-lettered run reopened as its next attempt (Pending).
+    REOPENED = 1
+    #: Back on its stream; it named no run, or one with no record (expired): recorded Pending.
+    ADDED = 2
+    #: Not requeued, its entry removed: its run's record ended otherwise, or is live
+    #: (the state is the reply's second element).
+    ENDED = 3
+
+
 #: finish.lua's markers: ARGV[11] leaves a flow child's delivery pending, ARGV[13]
 #: notifies the child's flow inside the script.
 KEEP_PENDING: Final = "1"
@@ -204,6 +218,9 @@ class RecordField(enum.StrEnum):
     #: The running attempt's latest progress report: fraction done, and its message.
     PROGRESS = "pg"
     PROGRESS_MESSAGE = "pm"
+    #: The run's task name, written by ``start.lua`` with each new attempt (a queued
+    #: run's record does not have it: its Pending / Scheduled event does).
+    TASK = "k"
 
 
 #: Per-attempt record fields: ``t<n>`` start time (server ms), ``x<n>`` the error.
@@ -246,6 +263,12 @@ class EventField(enum.StrEnum):
     #: A ``Progress`` entry's fraction done and message (it names no state change).
     PROGRESS = "pg"
     PROGRESS_MESSAGE = "pm"
+    #: The task name of the runs of a Pending or Scheduled entry (``enqueue.lua``; one
+    #: task per entry), and of a run an operator requeued (``requeue.lua``).
+    TASK = "k"
+    #: Present (1) on the Pending event of a run an operator requeued from the
+    #: dead-letter stream (``taskq dead requeue``).
+    REQUEUED = "rq"
 
 
 #: The ``s`` of an events-stream entry that reports a running attempt's progress: not a
@@ -286,6 +309,9 @@ class DeadField(enum.StrEnum):
     REASON = "reason"
     ID = "id"
     RUN = "run"
+    #: The priority level of the stream the entry came from (entries dead-lettered
+    #: before it existed have none: level 0); a requeue puts it back there.
+    PRIORITY = "priority"
 
 
 class OutcomeField(enum.StrEnum):

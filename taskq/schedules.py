@@ -237,7 +237,8 @@ class ScheduleRunner:
         rid = tick_run_id(task.name, tick_ms)
         msg = task.make_message((), {}, run_id=rid)
         payload = encode_message(msg, self.app.broker.limits)
-        added = self.app.broker.producer.enqueue(queue, [(rid, payload, "")], task.options.priority)
+        producer = self.app.broker.producer
+        added = producer.enqueue(queue, [(rid, payload, "")], task.options.priority, task.name)
         self.app.broker.control.record_tick(queue, task.name, tick_ms)
         if added and added[0] == 1:
             self.fired += 1

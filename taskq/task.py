@@ -265,12 +265,12 @@ class Task(Generic[P, R]):
         broker, priority = self.app.broker, self.options.priority
         if key is None:
             queue = self.app.spread.pick(self.queue, self.options.partition_key)
-            broker.producer.enqueue(queue, [run], priority)
+            broker.producer.enqueue(queue, [run], priority, self.name)
             return Future(broker, queue, msg.run_id, self.name)
         # One run per key: the key picks the partition, so every submit of it meets there.
         queue = self.app.spread.pick(self.queue, self.options.partition_key or key)
         ttl = self.options.dedup_ttl or self.app.settings.result_ttl
-        holder = broker.producer.enqueue_once(queue, key, run, ttl, priority)
+        holder = broker.producer.enqueue_once(queue, key, run, ttl, priority, self.name)
         return Future(broker, queue, holder, self.name)
 
     delay = submit  # Prefect's name for a background run
@@ -357,13 +357,13 @@ class Task(Generic[P, R]):
                 raise MessageError(f"map item {len(runs)}: {exc}") from exc
         broker, queue, spread = self.app.broker, self.queue, self.app.spread
         if not spread.partitioned(queue):
-            broker.producer.enqueue_stream(queue, runs, self.options.priority)
+            broker.producer.enqueue_stream(queue, runs, self.options.priority, name)
             return [Future(broker, queue, rid, name) for rid, _, _ in runs]
         where = spread.deal(queue, len(runs), self.options.partition_key)
         parts: dict[str, list[tuple[str, bytes, str]]] = {}
         for q, run in zip(where, runs, strict=True):
             parts.setdefault(q, []).append(run)
-        broker.producer.enqueue_parts(parts.items(), self.options.priority)
+        broker.producer.enqueue_parts(parts.items(), self.options.priority, name)
         return [Future(broker, q, run[0], name) for q, run in zip(where, runs, strict=True)]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -188,13 +188,17 @@ class Consumer:
         worker: str,
         deliveries: Sequence[tuple[bytes, str, int, str]],
         level: int = 0,
+        tasks: Sequence[str] | None = None,
     ) -> list[tuple[StartKind, int, int]]:
         """Start ``(entry_id, run_id, max_deliveries, run_name)`` deliveries in one script call.
+
+        ``tasks``: each delivery's task name, recorded on its run (``k``) with each new
+        attempt (none: ``''``).
 
         Returns:
             Per delivery ``(kind, attempt, deliveries)``, as ``scripts/start.lua`` says.
         """
-        return self.start_timed(queue, worker, deliveries, level)[0]
+        return self.start_timed(queue, worker, deliveries, level, tasks)[0]
 
     def start_timed(
         self,
@@ -202,6 +206,7 @@ class Consumer:
         worker: str,
         deliveries: Sequence[tuple[bytes, str, int, str]],
         level: int = 0,
+        tasks: Sequence[str] | None = None,
     ) -> tuple[list[tuple[StartKind, int, int]], int, Sequence[int]]:
         """:meth:`start`, with the server time the attempts started (ms) and, for each
         delivery started ``RETRYING`` in order, the due time its retry waited for (ms;
@@ -210,8 +215,9 @@ class Consumer:
         keys = [k.stream(queue, level), k.events(queue)]
         keys += [k.run(queue, d[1]) for d in deliveries]
         args: list[Any] = [GROUP, self.settings.events_maxlen, worker]
-        for eid, rid, maxdel, name in deliveries:
-            args += (eid, rid, maxdel, name)
+        names = tasks if tasks is not None else [""] * len(deliveries)
+        for (eid, rid, maxdel, name), task in zip(deliveries, names, strict=True):
+            args += (eid, rid, maxdel, name, task)
         flat = self.conn.call(scripts.START, keys, args)
         n = 3 * len(deliveries)
         out = range(0, n, 3)
@@ -496,6 +502,7 @@ class Consumer:
             reason,
             run_id or "",
             self.conn.ttl_ms(None),
+            level,
         ]
         for f, v in fields.items():
             args += (f, v)

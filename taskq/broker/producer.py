@@ -45,7 +45,11 @@ class Producer:
         self.signer = signer
 
     def enqueue(
-        self, queue: str, runs: Sequence[tuple[str, bytes, str]], level: int = 0
+        self,
+        queue: str,
+        runs: Sequence[tuple[str, bytes, str]],
+        level: int = 0,
+        task: str = "",
     ) -> list[int]:
         """Enqueue ``(run_id, payload, due)`` triples; per run an ``EnqueueReply`` code
         (1 ADDED, 0 KNOWN: already known).
@@ -53,18 +57,25 @@ class Producer:
         ``due`` is ``''`` (now), ``'d<ms>'`` (after a delay, server clock) or
         ``'a<ms>'`` (absolute Unix ms). Batches of ``ENQUEUE_BATCH`` runs go in one
         script call each, and all the calls in one round trip. ``level`` is the runs'
-        priority (0-9).
+        priority (0-9); ``task`` the task they all run, named on their Pending /
+        Scheduled events (every enqueue call is of one task).
         """
-        return self._send(list(self._enqueue_calls(queue, runs, level)))
+        return self._send(list(self._enqueue_calls(queue, runs, level, task)))
 
     def enqueue_once(
-        self, queue: str, key: str, run: tuple[str, bytes, str], ttl: float, level: int = 0
+        self,
+        queue: str,
+        key: str,
+        run: tuple[str, bytes, str],
+        ttl: float,
+        level: int = 0,
+        task: str = "",
     ) -> str:
         """Enqueue one ``(run_id, payload, due)`` under an idempotency key held ``ttl``
         seconds (``enqueue.lua``, atomically): the id of the run that holds the key, this
         one's, or the first one's if another run took it within ``ttl`` (then nothing
         is enqueued)."""
-        [(keys, args)] = list(self._enqueue_calls(queue, [run], level))
+        [(keys, args)] = list(self._enqueue_calls(queue, [run], level, task))
         keys.append(self.keys.idempotency(queue, key))
         args.append(max(1, round(ttl * 1000)))
         [reply] = self._send([(keys, args)])
@@ -96,7 +107,11 @@ class Producer:
             )
 
     def enqueue_stream(
-        self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int = 0
+        self,
+        queue: str,
+        runs: Iterable[tuple[str, bytes, str]],
+        level: int = 0,
+        task: str = "",
     ) -> list[int]:
         """Like :meth:`enqueue`, but each batch is sent as soon as it is built.
 
@@ -104,8 +119,8 @@ class Producer:
         read at the end (one wait instead of one per batch).
         """
         if self.conn.topology.kind != topology.SINGLE or self.settings.wait_replicas:
-            return self.enqueue(queue, list(runs), level)  # retried whole through a failover
-        calls = self._enqueue_calls(queue, runs, level)
+            return self.enqueue(queue, list(runs), level, task)  # retried whole on a failover
+        calls = self._enqueue_calls(queue, runs, level, task)
         return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
 
     def _through_failover(self, send: Callable[[], T]) -> T:
@@ -129,7 +144,10 @@ class Producer:
                 time.sleep(delay)
 
     def enqueue_parts(
-        self, parts: Iterable[tuple[str, Sequence[tuple[str, bytes, str]]]], level: int = 0
+        self,
+        parts: Iterable[tuple[str, Sequence[tuple[str, bytes, str]]]],
+        level: int = 0,
+        task: str = "",
     ) -> list[int]:
         """:meth:`enqueue_stream` of runs split over several queues (a partitioned queue's
         partitions): ``(queue, runs)`` pairs, one bulk call per ``ENQUEUE_BATCH`` runs of
@@ -139,19 +157,25 @@ class Producer:
             Per run an ``EnqueueReply`` code, in the order of ``parts``.
         """
         calls = itertools.chain.from_iterable(
-            self._enqueue_calls(queue, runs, level) for queue, runs in parts
+            self._enqueue_calls(queue, runs, level, task) for queue, runs in parts
         )
         if self.conn.topology.kind != topology.SINGLE or self.settings.wait_replicas:
             return self._send(list(calls))  # retried whole through a failover
         return [n for reply in self.conn.call_stream(scripts.ENQUEUE, calls) for n in reply]
 
     def _enqueue_calls(
-        self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int
+        self, queue: str, runs: Iterable[tuple[str, bytes, str]], level: int, task: str
     ) -> Iterator[tuple[list[str], list[Any]]]:
-        """The ``enqueue`` script calls for ``runs``, one per ``ENQUEUE_BATCH``, built lazily."""
+        """The ``enqueue`` script calls for ``runs`` (all of ``task``), one per
+        ``ENQUEUE_BATCH``, built lazily."""
         k = self.keys
         head = [k.stream(queue, level), k.events(queue), k.delayed(queue)]
-        fixed: list[Any] = [self.settings.events_maxlen, k.wake_channel(queue), delay_mark(level)]
+        fixed: list[Any] = [
+            self.settings.events_maxlen,
+            k.wake_channel(queue),
+            delay_mark(level),
+            task,
+        ]
         sign = self.signer.sign
         it = iter(runs)
         while chunk := list(itertools.islice(it, ENQUEUE_BATCH)):

@@ -71,4 +71,5 @@ def schedule(broker: Broker, d: Delivery, limit: float) -> None:
     rid = f"{d.run_id}.deadline.{d.attempt}"
     msg = Message(rid, DEADLINE_TASK, [d.queue, d.run_id, d.attempt, d.level], {}, {})
     payload = encode_message(msg, broker.limits)
-    broker.producer.enqueue(d.queue, [(rid, payload, f"d{round(left * 1000)}")], d.level)
+    due = f"d{round(left * 1000)}"
+    broker.producer.enqueue(d.queue, [(rid, payload, due)], d.level, DEADLINE_TASK)

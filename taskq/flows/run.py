@@ -305,9 +305,9 @@ class FlowRun:
         producer, level = self.app.broker.producer, task.options.priority
         if len(parts) == 1:
             [(queue, runs)] = parts.items()
-            producer.enqueue(queue, runs, level)
+            producer.enqueue(queue, runs, level, name)
         elif parts:
-            producer.enqueue_parts(parts.items(), level)
+            producer.enqueue_parts(parts.items(), level, name)
         return futures
 
     def submit_child(

@@ -12,7 +12,8 @@
 -- ARGV[4]   reason (free text)
 -- ARGV[5]   run id ('' when unknown)
 -- ARGV[6]   time to keep the record and result, in milliseconds
--- ARGV[7..] the entry's original fields and values, copied as they were
+-- ARGV[7]   the priority level of KEYS[1] (recorded, so a requeue puts the entry back there)
+-- ARGV[8..] the entry's original fields and values, copied as they were
 --
 -- The original entry is copied before it is deleted, so nothing is lost. A known
 -- run that has not ended is marked Failed so its waiters wake up; its outcome
@@ -21,9 +22,9 @@
 --!include lib_states.lua
 local stream, dead, events = KEYS[1], KEYS[2], KEYS[3]
 local group, cap, eid, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local rid, ttl = ARGV[5], ARGV[6]
-local entry = {'XADD', dead, '*', 'reason', reason, 'id', eid, 'run', rid}
-for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
+local rid, ttl, level = ARGV[5], ARGV[6], ARGV[7]
+local entry = {'XADD', dead, '*', 'reason', reason, 'id', eid, 'run', rid, 'priority', level}
+for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call(unpack(entry))
 redis.call('XACK', stream, group, eid)
 redis.call('XDEL', stream, eid)

@@ -8,9 +8,12 @@
 -- ARGV[2]        wake-up channel of the queue's movers
 -- ARGV[3]        delay-queue member prefix: '' for priority 0, else "\xC1P<level>"
 --                (promote.lua routes a member to its level's stream by it)
--- ARGV[3i+1]     run id of the i-th run
--- ARGV[3i+2]     payload of the i-th run (msgpack, stored once: stream entry or ZSET member)
--- ARGV[3i+3]     when it is due: '' now; 'd<ms>' after a delay (server clock);
+-- ARGV[4]        the runs' task name ('' for none): every run of a call is of one task;
+--                their Pending / Scheduled events carry it in field 'k' (nothing else
+--                stores it: a queued run costs no more bytes)
+-- ARGV[3i+2]     run id of the i-th run
+-- ARGV[3i+3]     payload of the i-th run (msgpack, stored once: stream entry or ZSET member)
+-- ARGV[3i+4]     when it is due: '' now; 'd<ms>' after a delay (server clock);
 --                'a<ms>' at an absolute Unix time in milliseconds
 --
 -- A stream entry carries the run id in field 'r' beside the payload 'm', so a worker
@@ -30,20 +33,21 @@
 --!include lib_events.lua
 local stream, events, delayed = KEYS[1], KEYS[2], KEYS[3]
 local cap, channel, mark = ARGV[1], ARGV[2], ARGV[3]
+local task = ARGV[4] ~= '' and ARGV[4] or nil
 local out = {}
 local added = 0
 local now_ms = nil
 local pending = {}
 local runs = #KEYS - 3
-if #ARGV == 3 * (runs - 1) + 4 then  -- an idempotency key (see above): one run
+if #ARGV == 3 * (runs - 1) + 5 then  -- an idempotency key (see above): one run
   runs = runs - 1
   local idem, holder = KEYS[#KEYS], redis.call('GET', KEYS[#KEYS])
-  if holder and holder ~= ARGV[4] then return {holder} end
-  redis.call('SET', idem, ARGV[4], 'PX', ARGV[#ARGV])
+  if holder and holder ~= ARGV[5] then return {holder} end
+  redis.call('SET', idem, ARGV[5], 'PX', ARGV[#ARGV])
 end
 for i = 1, runs do
   local run = KEYS[3 + i]
-  local rid, payload, due = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+  local rid, payload, due = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
   -- HSETNX both tests and creates the record: a known run id is refused.
   if redis.call('HSETNX', run, 's', due == '' and 'Pending' or 'Scheduled') == 0 then
     out[i] = 0
@@ -58,7 +62,9 @@ for i = 1, runs do
       local member = mark .. payload
       redis.call('ZADD', delayed, at, member)
       redis.call('HSET', run, 'due', at)
-      redis.call('XADD', events, '*', 'r', rid, 's', 'Scheduled', 'due', at)
+      local event = {'XADD', events, '*', 'r', rid, 's', 'Scheduled', 'due', at}
+      if task then event[#event + 1], event[#event + 2] = 'k', task end
+      redis.call(unpack(event))
       local first = redis.call('ZRANGE', delayed, 0, 0)
       if first[1] == member then redis.call('PUBLISH', channel, at) end
     end
@@ -68,7 +74,7 @@ for i = 1, runs do
 end
 if #pending > 0 then
   -- The events stream is trimmed by these XADDs (no XTRIM of its own).
-  add_runs_event(events, cap, 'Pending', pending, nil)
+  add_runs_event(events, cap, 'Pending', pending, nil, task)
 elseif added > 0 then
   redis.call('XTRIM', events, 'MAXLEN', '~', cap)
 end

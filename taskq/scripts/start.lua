@@ -7,11 +7,12 @@
 -- ARGV[1]        consumer group name
 -- ARGV[2]        events stream cap (approximate MAXLEN)
 -- ARGV[3]        worker id (recorded on the run)
--- ARGV[4i]       stream entry id of the i-th delivery
--- ARGV[1+4i]     run id of the i-th delivery
--- ARGV[2+4i]     most deliveries allowed for it (max_deliveries), or 0 for a fresh
+-- ARGV[5i-1]     stream entry id of the i-th delivery
+-- ARGV[5i]       run id of the i-th delivery
+-- ARGV[5i+1]     most deliveries allowed for it (max_deliveries), or 0 for a fresh
 --                read (XREADGROUP >: its first delivery, so the count is not looked up)
--- ARGV[3+4i]     the run's display name (task_run_name), or '' for none
+-- ARGV[5i+2]     the run's display name (task_run_name), or '' for none
+-- ARGV[5i+3]     the run's task name, recorded as 'k' with each new attempt ('' none)
 --
 -- Per delivery, three numbers {kind, attempt, deliveries}; kind is
 --   1  started: a new attempt (start time recorded as t<attempt>, server ms), named
@@ -49,8 +50,8 @@ local running, running_a, retrying, retrying_a = {}, {}, {}, {}
 local dues = {}
 for i = 1, #KEYS - 2 do
   local run = KEYS[2 + i]
-  local eid, rid, maxdel = ARGV[4 * i], ARGV[1 + 4 * i], tonumber(ARGV[2 + 4 * i])
-  local display = ARGV[3 + 4 * i]
+  local eid, rid, maxdel = ARGV[5 * i - 1], ARGV[5 * i], tonumber(ARGV[5 * i + 1])
+  local display, task = ARGV[5 * i + 2], ARGV[5 * i + 3]
   local deliveries = 1
   if maxdel > 0 then
     local pend = redis.call('XPENDING', stream, group, eid, eid, 1)
@@ -99,7 +100,7 @@ for i = 1, #KEYS - 2 do
     end
     -- The attempt counter read above, advanced in the same HSET (one write, not two).
     a = a + 1
-    redis.call('HSET', run, 's', name, 'a', a, 'w', worker, 'e', eid, 't' .. a, now_ms)
+    redis.call('HSET', run, 's', name, 'a', a, 'w', worker, 'e', eid, 't' .. a, now_ms, 'k', task)
     if display ~= '' then redis.call('HSET', run, 'n', display) end
     if kind == 4 then
       retrying[#retrying + 1], retrying_a[#retrying_a + 1] = rid, a
