@@ -203,7 +203,8 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
     """Print a queue's state transitions (its capped events stream; a partitioned
     queue's partitions' streams, merged)."""
     from taskq.app import App
-    from taskq.cli.show import nothing_on, physical, print_events
+    from taskq.cli.show import nothing_on, print_events
+    from taskq.queues import physical
 
     broker = App(redis_url, prefix=prefix).broker
     empty = f"no events on queue {queue!r}" + (" yet; following" if follow else "")
@@ -219,7 +220,8 @@ def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: 
 def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
     """List a queue's dead-lettered entries with their reasons (of every partition)."""
     from taskq.app import App
-    from taskq.cli.show import nothing_on, physical, print_dead
+    from taskq.cli.show import nothing_on, print_dead
+    from taskq.queues import physical
 
     broker = App(redis_url, prefix=prefix).broker
     if not print_dead(broker, physical(broker, queue), count):
