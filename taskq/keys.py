@@ -23,6 +23,12 @@ queue name, so that every key a script touches lives in one Cluster slot::
     taskq:{default}:flow:<id>:...   a flow's fan-in keys (results, order, wait, ping), on
                                     the flow's queue tag
 
+The worker registry (one hash tag of its own, ``~workers``, which no queue name can
+be, so it never reads as a queue)::
+
+    taskq:{~workers}:seen           ZSET: worker id -> its last heartbeat (server ms)
+    taskq:{~workers}:info           HASH: worker id -> JSON (host, pid, queues, slots, ...)
+
 A partition of a partitioned queue is a queue here: its name (``hot#3.1``, see
 :mod:`taskq.partitions`) is its keys' hash tag.
 """
@@ -39,6 +45,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 #: The consumer group every worker of a queue joins (on each of its priority streams).
 GROUP = "taskq"
+
+#: The worker registry's hash tag: ``~`` is not allowed in a queue name.
+WORKERS_TAG = "~workers"
 
 #: Levels in the order workers serve them: highest first.
 LEVELS_SERVED = tuple(range(PRIORITIES - 1, -1, -1))
@@ -165,6 +174,14 @@ class Keyspace:
     def wake_channel(self, queue: str) -> str:
         """Pub/sub channel on which the delay-queue movers of ``queue`` are woken."""
         return f"{self._tag(queue)}:wake"
+
+    def workers_seen(self) -> str:
+        """ZSET of the worker registry: worker id -> its last heartbeat (server ms)."""
+        return f"{self._tag(WORKERS_TAG)}:seen"
+
+    def workers_info(self) -> str:
+        """HASH of the worker registry: worker id -> its entry (JSON)."""
+        return f"{self._tag(WORKERS_TAG)}:info"
 
     def run_pattern(self, run_id: str) -> str:
         """A SCAN pattern matching the run record of ``run_id`` on any queue."""

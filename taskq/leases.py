@@ -34,6 +34,8 @@ class LeaseKeeper:
         held: Returns ``(queue, priority level, entry_id)`` of the deliveries to keep.
         held_slots: Returns the concurrency slots those runs hold, ``{home queue:
             [(key, run id)]}``, renewed with them (see :mod:`taskq.concurrency`).
+        on_tick: Called after each renewal round (the worker's registry heartbeat,
+            :mod:`taskq.presence`), so that needs no thread of its own.
     """
 
     def __init__(
@@ -43,12 +45,14 @@ class LeaseKeeper:
         lease: float,
         held: Callable[[], Sequence[tuple[str, int, bytes]]],
         held_slots: Callable[[], dict[str, list[tuple[str, str]]]] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.broker = broker
         self.consumer = consumer
         self.lease = lease
         self.held = held
         self.held_slots = held_slots
+        self.on_tick = on_tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskq-lease", daemon=True)
         self._last_reclaim = 0.0
@@ -82,6 +86,8 @@ class LeaseKeeper:
                     self.broker.control.renew_slots(home, slots, round(self.lease * 1000))
                 except TaskqError as exc:
                     log.warning("concurrency slot renewal failed: %s", exc)
+            if self.on_tick is not None:
+                self.on_tick()
 
     def reclaim(self, queues: Sequence[str], free: int) -> list[Entry]:
         """Take over deliveries whose lease expired, at most every half lease."""

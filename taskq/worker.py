@@ -45,6 +45,7 @@ from taskq.flows.flow import Flow
 from taskq.leases import LeaseKeeper
 from taskq.outbox import Outbox
 from taskq.partitions import logical_queue
+from taskq.presence import Presence
 from taskq.scheduler import Mover
 from taskq.schedules import ScheduleRunner
 from taskq.slots import Key, Slots, key_of
@@ -142,12 +143,22 @@ class Worker:
             app,
             [t for t in app.registry.values() if t.options.schedule and t.queue in logical],
         )
+        #: This process's entry in the worker registry, beaten by the lease keeper.
+        self.presence = Presence(
+            app.broker,
+            self.id,
+            self.queues,
+            concurrency,
+            lambda: len(self.slots.held()),
+            app.settings.lease_seconds / 3,
+        )
         self.leases = LeaseKeeper(
             app.broker,
             self.id,
             app.settings.lease_seconds,
             self.slots.held_ids,
             self._held_slots,
+            self.presence.beat,
         )
         self.cancels = CancelWatch(
             app.broker,
@@ -206,6 +217,7 @@ class Worker:
         """Consume until stopped (or drained, in burst mode), then shut down."""
         self._retrying(self._prepare)
         log.info("worker %s consuming %s (concurrency %d)", self.id, self.queues, self.concurrency)
+        self.presence.beat()
         self.mover.start()
         self.leases.start()
         self.cancels.start()
@@ -219,6 +231,7 @@ class Worker:
             self.mover.stop()
             self._shutdown()
             self.leases.stop()
+            self.presence.withdraw()
             self.cancels.stop()
             self.schedules.stop()
             self._exited.set()

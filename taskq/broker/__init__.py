@@ -37,6 +37,7 @@ from taskq.broker.logs import Logs
 from taskq.broker.producer import ENQUEUE_BATCH, Producer
 from taskq.broker.stored import StoredResults
 from taskq.broker.subscription import Subscription
+from taskq.broker.workers import WorkerRegistry
 from taskq.config import Settings
 from taskq.keys import Keyspace
 from taskq.message import Limits
@@ -76,6 +77,7 @@ class Broker:
         self.flows = Flows(self.connection)
         self.logs = Logs(self.connection)
         self.inspect = Inspection(self.connection)
+        self.workers = WorkerRegistry(self.connection)
 
     @cached_property
     def limits(self) -> Limits:
