@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from taskq.broker.connection import Connection, text
+from taskq.broker.connection import Connection, fields_of, text
 from taskq.broker.logs import LogLine, parse_line
 from taskq.errors import TaskqError
 from taskq.keys import GROUP
@@ -111,6 +112,11 @@ class Inspection:
             out.append(QueueCounts(length - pending, pending, delayed, dead))
         return out
 
+    def server_ms(self) -> int:
+        """The server's clock (``TIME``), in Unix milliseconds."""
+        sec, usec = self.conn.execute("TIME")
+        return int(sec) * 1000 + int(usec) // 1000
+
     def level_counts(self, queues: Sequence[str]) -> list[LevelCounts]:
         """Per queue its entries waiting and pending at each priority level, its delayed
         runs and its dead letters, all read in one round trip (the metrics' queue depth)."""
@@ -134,6 +140,63 @@ class Inspection:
             delayed, dead = (int(self.conn.check(r)) for r in chunk[-2:])
             out.append(LevelCounts(q, waiting, pending, delayed, dead))
         return out
+
+    def events_since(
+        self, queues: Sequence[str], since_ms: int, count: int
+    ) -> list[list[tuple[str, dict[str, str]]]]:
+        """Per queue its events from ``since_ms`` on, newest first, at most ``count``
+        stream entries each (one per run of a batch entry); one round trip."""
+        cmds = [
+            ("XREVRANGE", self.keys.events(q), "+", f"{since_ms}-0", "COUNT", count) for q in queues
+        ]
+        return [self._entries(self.conn.check(r)) for r in self.conn.send(cmds)]
+
+    def events_before(
+        self, queue: str, before: str | None, count: int
+    ) -> tuple[list[tuple[str, dict[str, str]]], str | None, int]:
+        """A page of the queue's events, newest first: up to ``count`` stream entries
+        older than the entry id ``before`` (None: from the newest).
+
+        Returns:
+            The events (one per run of a batch entry), the id to pass as ``before``
+            for the next page (None when this was the last), and how many stream
+            entries the page held.
+        """
+        end = "+" if before is None else f"({before}"
+        raw = self.conn.execute("XREVRANGE", self.keys.events(queue), end, "-", "COUNT", count)
+        events = self._entries(raw)
+        last = text(raw[-1][0]) if raw and len(raw) == count else None
+        return events, last, len(raw or ())
+
+    @staticmethod
+    def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
+        out: list[tuple[str, dict[str, str]]] = []
+        for eid, flat in raw or ():
+            out += _per_run(eid, fields_of(flat))
+        return out
+
+    def run_fields(
+        self, queue: str, run_ids: Sequence[str], fields: Sequence[str]
+    ) -> list[list[str | None]]:
+        """``fields`` of each run's record (None where absent), in one round trip."""
+        if not run_ids:
+            return []
+        replies = self.conn.send([("HMGET", self.keys.run(queue, rid), *fields) for rid in run_ids])
+        return [
+            [None] * len(fields)
+            if isinstance(r, Exception)
+            else [None if v is None else text(v) for v in r]
+            for r in replies
+        ]
+
+    def stream_entry(self, queue: str, entry_id: str) -> dict[bytes, bytes] | None:
+        """The fields of task-stream entry ``entry_id`` of ``queue``, at whichever
+        priority level holds it (None: no longer in any); one round trip."""
+        cmds = [("XRANGE", s, entry_id, entry_id) for s in self.keys.streams(queue)]
+        for reply in self.conn.send(cmds):
+            if not isinstance(reply, Exception) and reply:
+                return fields_of(reply[0][1])
+        return None
 
     def server_warnings(self) -> list[str]:
         """Settings of the Redis server that put queued work at risk (empty if fine or unknown)."""
