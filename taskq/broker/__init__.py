@@ -30,6 +30,7 @@ from taskq.broker.caches import Caches
 from taskq.broker.connection import Connection, Entry
 from taskq.broker.consumer import Consumer, FinishCall
 from taskq.broker.control import Control
+from taskq.broker.deadletters import DeadLetters
 from taskq.broker.delay import Delays, delay_mark
 from taskq.broker.flows import Flows
 from taskq.broker.inspection import Inspection, WaitFacts
@@ -78,6 +79,7 @@ class Broker:
         self.logs = Logs(self.connection)
         self.inspect = Inspection(self.connection)
         self.workers = WorkerRegistry(self.connection)
+        self.dead = DeadLetters(self.connection)
 
     @cached_property
     def limits(self) -> Limits:

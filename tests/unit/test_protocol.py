@@ -157,6 +157,7 @@ REPLIES: dict[str, type[enum.IntEnum]] = {
     "enqueue": protocol.EnqueueReply,
     "notify": protocol.NotifyReply,
     "reset": protocol.ResetReply,
+    "requeue": protocol.RequeueReply,
 }
 
 
