@@ -25,7 +25,7 @@ from taskq.flows.flow import Flow
 from taskq.flows.resume import notify_dead, renotify
 from taskq.message import Message, decode_message, encode_message, peek_run_id
 from taskq.partitions import logical_queue
-from taskq.protocol import EntryField, MetaKey, ParkReply, StartKind
+from taskq.protocol import RECORD_TASK_MAX_BYTES, EntryField, MetaKey, ParkReply, StartKind
 
 if TYPE_CHECKING:
     from taskq.metrics import Metrics
@@ -191,7 +191,7 @@ class Admission:
                 for d in batch
             ],
             level,
-            [d.message.task for d in batch],
+            [_recorded_task(d.message.task) for d in batch],
         )
         if self.metrics is not None:
             self.metrics.started(batch, started, now_ms, dues)
@@ -330,3 +330,9 @@ class Admission:
         self.broker.consumer.dead_letter(queue, eid, fields, reason, run_id, level)
         if self.metrics is not None:
             self.metrics.dead_letter(queue, why)
+
+
+def _recorded_task(name: str) -> str:
+    """The task name ``start.lua`` records on the run: none when longer than
+    ``RECORD_TASK_MAX_BYTES`` (it would make the record a big hash table)."""
+    return name if len(name.encode()) <= RECORD_TASK_MAX_BYTES else ""

@@ -223,6 +223,12 @@ class RecordField(enum.StrEnum):
     TASK = "k"
 
 
+#: Longest task name (bytes) ``start.lua`` records on a run (``k``): Redis keeps a hash
+#: compact (listpack) only while every value is at most ``hash-max-listpack-value``
+#: (64 by default), and a run record must stay compact. A longer name is found in the
+#: run's Pending event or its payload instead.
+RECORD_TASK_MAX_BYTES: Final = 64
+
 #: Per-attempt record fields: ``t<n>`` start time (server ms), ``x<n>`` the error.
 STARTED_PREFIX: Final = "t"
 ERROR_PREFIX: Final = "x"

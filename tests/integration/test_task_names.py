@@ -10,12 +10,16 @@ from taskq.testing import BurstWorker
 def test_pending_and_scheduled_events_name_the_task_and_start_records_it(
     taskq_app: taskq.App, burst_worker: BurstWorker
 ) -> None:
-    @taskq_app.task
+    @taskq_app.task(name="shop.add")
     def add(x: int, y: int) -> int:
         return x + y
 
-    @taskq_app.task
+    @taskq_app.task(name="shop.other")
     def other() -> None:
+        pass
+
+    @taskq_app.task(name="shop." + "x" * 70)  # too long for the record to stay compact
+    def long_named() -> None:
         pass
 
     one = add.submit(1, 2)
@@ -30,8 +34,12 @@ def test_pending_and_scheduled_events_name_the_task_and_start_records_it(
     assert named[later.run_id] == other.name
     states = {f[EventField.RUN]: f[EventField.STATE] for _, f in events}
     assert states[later.run_id] == StateName.SCHEDULED
+    long_run = long_named.submit()
     burst_worker(taskq_app)
     assert one.result(timeout=5) == 3
+    assert taskq_app.broker.producer.run_record("default", long_run.run_id)[RecordField.TASK] == ""
+    encoding = broker.execute("OBJECT", "ENCODING", taskq_app.keys.run("default", one.run_id))
+    assert encoding in (b"listpack", b"ziplist")
     record = broker.producer.run_record("default", one.run_id)
     assert record[RecordField.TASK] == add.name
     assert broker.producer.run_record("default", later.run_id)[RecordField.TASK] == other.name
