@@ -373,24 +373,39 @@ def check_redis_url(url: str) -> str:
     return url
 
 
-def load_app(spec: str) -> App:
-    """Import ``MODULE:ATTR`` (or ``MODULE``, which must define ``app``) and return the App.
+def load_object(spec: str, default: str) -> tuple[Any, str, str]:
+    """Import ``MODULE:ATTR`` (``MODULE`` alone: ``MODULE:<default>``; ``ATTR`` may be
+    dotted) and return the object with the module's name and the attribute's.
+
+    Only for a name the operator gives the CLI (never one read from a message).
 
     Raises:
-        ConfigurationError: The module cannot be imported or holds no App there.
+        ConfigurationError: The module cannot be imported or has no such attribute.
     """
     module_name, _, attr = spec.partition(":")
-    attr = attr or "app"
+    attr = attr or default
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from None
-    if not hasattr(module, attr):
-        hint = "" if spec.count(":") else f" (name the App with {module_name}:ATTR)"
-        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}{hint}")
-    app = getattr(module, attr)
+    found: Any = module
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            hint = "" if spec.count(":") else f" (name the App with {module_name}:ATTR)"
+            raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+        found = getattr(found, part)
+    return found, module_name, attr
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:ATTR`` (or ``MODULE``, which must define ``app``) and return the App.
+
+    Raises:
+        ConfigurationError: The module cannot be imported or holds no App there.
+    """
+    app, module_name, attr = load_object(spec, "app")
     if not isinstance(app, App):
         raise ConfigurationError(
             f"{module_name}:{attr} is not a taskq.App (got {type(app).__name__})"

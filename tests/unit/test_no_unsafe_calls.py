@@ -3,8 +3,9 @@
 Searched in code only (comments and string literals, docstrings included, are blanked
 first, so "no pickle" in a docstring is not a hit): ``pickle``, ``marshal``, ``eval(``,
 ``exec(``, ``__import__`` and ``import_module``. The one allowed hit is
-``importlib.import_module`` inside :func:`taskq.app.load_app`, which imports the
-``MODULE:APP`` given to the CLI by the operator (never a name read from a message).
+``importlib.import_module`` inside :func:`taskq.app.load_object`, which imports the
+``MODULE:APP`` (or ``taskq enqueue``'s ``MODULE:TASK``) given to the CLI by the
+operator (never a name read from a message).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ UNSAFE = {
     "__import__": re.compile(r"__import__"),
     "import_module": re.compile(r"import_module"),
 }
-ALLOWED = {("app.py", "load_app", "import_module")}
+ALLOWED = {("app.py", "load_object", "import_module")}
 
 
 #: Literal text inside an f-string (Python >= 3.12 splits f-strings into tokens; on 3.11 an
@@ -108,7 +109,7 @@ def test_taskq_source_has_no_pickle_marshal_eval_exec_or_dynamic_import() -> Non
     assert forbidden == [], "\n".join(
         f"{f}:{n} in {fn}(): {line}" for f, fn, _, n, line in forbidden
     )
-    assert [(h[0], h[1]) for h in allowed] == [("app.py", "load_app")], allowed
+    assert [(h[0], h[1]) for h in allowed] == [("app.py", "load_object")], allowed
     assert "importlib.import_module(" in allowed[0][4]
 
 
