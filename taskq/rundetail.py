@@ -149,20 +149,31 @@ def flow_children(
         return []
     queues = [q for q in record.get(RecordField.CHILD_QUEUES, "").split(",") if q] or [queue]
     ids = [f"{run_id}.{i}" for i in range(1, total + 1)]
-    fields = [RecordField.STATE, RecordField.ATTEMPT, RecordField.TASK, started_field(1)]
+    fields = [
+        RecordField.STATE,
+        RecordField.ATTEMPT,
+        RecordField.TASK,
+        started_field(1),
+        RecordField.SEQ,
+    ]
     rows: dict[str, tuple[str, list[str | None]]] = {}
     for q in queues:
         for rid, row in zip(ids, broker.inspect.run_fields(q, ids, fields), strict=True):
             if row[0] is not None and rid not in rows:
                 rows[rid] = (q, row)
+    ended_children = {
+        q: dict(zip(ids, broker.inspect.flow_sizes(q, ids), strict=True)) for q in queues
+    }
     out = []
     for rid in ids:
-        q, (s, a, k, t1) = rows.get(rid, (queues[0], [None, None, None, None]))
+        q, (s, a, k, t1, spawned) = rows.get(rid, (queues[0], [None] * len(fields)))
+        spawned = str(max(_int(spawned) or 0, ended_children[q][rid]))
         ended = _outcome(outcomes.get(rid))
         if ended is not None:
             s, a = ended.state, str(ended.attempt)
             k = k or (ended.call[0] if ended.call else None)
-        out.append(RunSummary(rid, q, k, s or StateName.UNKNOWN, _int(a) or 0, _int(t1) or 0))
+        state = s or StateName.UNKNOWN
+        out.append(RunSummary(rid, q, k, state, _int(a) or 0, _int(t1) or 0, _int(spawned) or 0))
     return out
 
 

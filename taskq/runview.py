@@ -42,6 +42,8 @@ class RunSummary:
         state: Its state name (the record's; the latest event's if the record expired).
         attempt: Its attempt number (0: not started).
         updated_ms: Time of the latest transition seen (its event, or its latest start).
+        spawned: Children it spawned, for a flow's child that is a flow itself
+            (:func:`taskq.overview.flow_children`; 0 elsewhere) (added).
     """
 
     run_id: str
@@ -50,6 +52,7 @@ class RunSummary:
     state: str
     attempt: int
     updated_ms: int
+    spawned: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return as_dict(self)
@@ -123,8 +126,19 @@ def named_events(
         tasks: A cache of run id -> task name the caller keeps between calls (a
             follower), so each run's record is read at most once.
     """
-    cache: MutableMapping[str, str | None] = {} if tasks is None else tasks
     raw = broker.inspect.events(queue, after, count, block)
+    return name_events(broker, queue, raw, {} if tasks is None else tasks)
+
+
+def name_events(
+    broker: Broker,
+    queue: str,
+    raw: Sequence[tuple[str, dict[str, str]]],
+    cache: MutableMapping[str, str | None],
+) -> list[NamedEvent]:
+    """``(entry id, fields)`` events of ``queue`` as :class:`NamedEvent` s, their runs'
+    tasks from the events, ``cache``, else the records (one round trip; ``cache``
+    learns them)."""
     for _, f in raw:
         rid, task = f.get(EventField.RUN, ""), f.get(EventField.TASK)
         if task:

@@ -189,6 +189,11 @@ class Inspection:
             for r in replies
         ]
 
+    def flow_sizes(self, queue: str, flow_ids: Sequence[str]) -> list[int]:
+        """How many children of each flow ended (its fan-in order list), one round trip."""
+        replies = self.conn.send([("LLEN", self.keys.flow_order(queue, f)) for f in flow_ids])
+        return [0 if isinstance(r, Exception) else int(r) for r in replies]
+
     def stream_entry(self, queue: str, entry_id: str) -> dict[bytes, bytes] | None:
         """The fields of task-stream entry ``entry_id`` of ``queue``, at whichever
         priority level holds it (None: no longer in any); one round trip."""

@@ -193,41 +193,6 @@ def health(heartbeat_file: str | None, max_age: float) -> None:
     click.echo(f"ok: {line}")
 
 
-@cli.command()
-@click.option("--queue", "-q", default="default", show_default=True)
-@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
-@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
-@click.option("--count", "-n", type=click.IntRange(min=1), default=50, show_default=True)
-def events(queue: str, redis_url: str | None, prefix: str, follow: bool, count: int) -> None:
-    """Print a queue's state transitions (its capped events stream; a partitioned
-    queue's partitions' streams, merged)."""
-    from taskq.app import App
-    from taskq.cli.show import nothing_on, print_events
-    from taskq.queues import physical
-
-    broker = App(redis_url, prefix=prefix).broker
-    empty = f"no events on queue {queue!r}" + (" yet; following" if follow else "")
-    queues = physical(broker, queue)
-    print_events(broker, queues, count, follow, lambda: nothing_on(broker, empty))
-
-
-@cli.command()
-@click.option("--queue", "-q", default="default", show_default=True)
-@click.option("--redis-url", envvar="TASKQ_REDIS_URL")
-@click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
-@click.option("--count", "-n", type=click.IntRange(min=1), default=20, show_default=True)
-def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
-    """List a queue's dead-lettered entries with their reasons (of every partition)."""
-    from taskq.app import App
-    from taskq.cli.show import nothing_on, print_dead
-    from taskq.queues import physical
-
-    broker = App(redis_url, prefix=prefix).broker
-    if not print_dead(broker, physical(broker, queue), count):
-        nothing_on(broker, f"no dead-lettered entries on queue {queue!r}")
-
-
 @cli.command(name="run")
 @click.argument("run_id")
 @click.option(
@@ -238,14 +203,29 @@ def dead(queue: str, redis_url: str | None, prefix: str, count: int) -> None:
 )
 @click.option("--redis-url", envvar="TASKQ_REDIS_URL")
 @click.option("--prefix", envvar="TASKQ_PREFIX", default=DEFAULT_PREFIX, show_default=True)
-def run_cmd(run_id: str, queue: str | None, redis_url: str | None, prefix: str) -> None:
-    """Show a run: its state, every attempt (start, error), its events and its log
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+def run_cmd(
+    run_id: str, queue: str | None, redis_url: str | None, prefix: str, as_json: bool
+) -> None:
+    """Show a run: its task, state, every attempt (start, error), its result or error, a
+    flow's children (as a tree, with their states), its events and its log
     (get_run_logger(), log_prints, retry and failure messages)."""
     from taskq.app import App, check_queue
     from taskq.cli.show import describe
 
     app = App(redis_url, prefix=prefix)
     broker = app.broker
+    if as_json:
+        from taskq.cli.render import echo_json
+        from taskq.overview import run_detail
+
+        if queue is not None:
+            check_queue(queue)
+        detail = run_detail(broker, run_id, queue)
+        if detail is None:
+            raise click.ClickException(f"no run {run_id!r} (unknown, or its record expired)")
+        echo_json(detail.as_json())
+        return
     if queue is not None:
         check_queue(queue)
         where = app.locate(run_id, queue, scan=False)
@@ -324,6 +304,18 @@ def queues(redis_url: str | None, prefix: str) -> None:
     broker = App(redis_url, prefix=prefix).broker
     if not print_queues(broker):
         click.echo(f"no queues under prefix {prefix!r}")
+
+
+def _add_commands() -> None:
+    from taskq.cli.dead import dead
+    from taskq.cli.ops import events, info, runs
+    from taskq.cli.submit import enqueue
+
+    for command in (info, runs, events, dead, enqueue):
+        cli.add_command(command)
+
+
+_add_commands()
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -10,7 +10,7 @@ module turns it into lines and echoes them, so click stays inside ``taskq.cli``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
@@ -19,79 +19,14 @@ from taskq.app import App
 from taskq.broker import Broker
 from taskq.broker.inspection import QueueCounts
 from taskq.broker.logs import LogLine
-from taskq.events import Event, follow, read_events, recent_events
 from taskq.flows.flow import Flow
 from taskq.message import decode_outcome
-from taskq.protocol import DELAYED, DeadField, EventField, RecordField, error_field, started_field
+from taskq.overview import RunSummary, flow_children, run_detail
+from taskq.protocol import DELAYED, EventField, RecordField, error_field, started_field
 from taskq.queues import grouped
 
-# Dead-letter entry fields, as the stream spells them (bytes).
-_DEAD_REASON, _DEAD_RUN = DeadField.REASON.encode(), DeadField.RUN.encode()
-
-
-def print_events(
-    broker: Broker,
-    queues: Sequence[str],
-    count: int,
-    keep_following: bool,
-    on_empty: Callable[[], None] | None = None,
-) -> None:
-    """Print the last ``count`` events, then new ones when ``keep_following``.
-
-    Args:
-        broker: The broker to read from.
-        queues: The queues whose events streams are read (a partitioned queue's
-            partitions: their events are merged in time order).
-        count: How many of the latest events to print first.
-        keep_following: Then block and print new events forever.
-        on_empty: Called when there is no event yet (before following).
-    """
-    many = len(queues) > 1
-    latest: list[tuple[str, Event]] = []
-    lasts = dict.fromkeys(queues, "0-0")
-    for q in queues:
-        for ev in recent_events(broker, q, count):
-            latest.append((q, ev))
-            lasts[q] = ev.id
-    latest.sort(key=lambda qe: _stream_id(qe[1].id))
-    for q, ev in latest[-count:]:
-        click.echo(f"{q}  {ev}" if many else str(ev))
-    if not latest and on_empty is not None:
-        on_empty()
-    if keep_following and not many:
-        for ev in follow(broker, queues[0], lasts[queues[0]]):
-            click.echo(str(ev))
-    elif keep_following:
-        block = broker.settings.block_seconds / len(queues)
-        while True:  # one blocking read per partition in turn: each is its own hash tag
-            for q in queues:
-                for ev in read_events(broker, q, lasts[q], 1000, block):
-                    lasts[q] = ev.id
-                    click.echo(f"{q}  {ev}")
-
-
-def _stream_id(eid: str) -> tuple[int, int]:
-    ms, _, seq = eid.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def print_dead(broker: Broker, queues: Sequence[str], count: int) -> bool:
-    """Print up to ``count`` dead-lettered entries of each of ``queues``, one line each
-    with its reason (and its partition, when there are several).
-
-    Returns:
-        Whether there was any entry.
-    """
-    many, any_entry = len(queues) > 1, False
-    for q in queues:
-        entries = broker.inspect.dead_entries(q, count)
-        for eid, fields in entries:
-            reason = fields.get(_DEAD_REASON, b"").decode(errors="replace")
-            run = fields.get(_DEAD_RUN, b"").decode(errors="replace") or "-"
-            line = f"{eid}  run={run}  {reason}"
-            click.echo(f"{q}  {line}" if many else line)
-        any_entry = any_entry or bool(entries)
-    return any_entry
+#: Levels of a flow's child tree ``taskq run`` shows.
+TREE_DEPTH = 4
 
 
 def nothing_on(broker: Broker, message: str) -> None:
@@ -151,6 +86,9 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         return []
     attempts, state = int(record.get(RecordField.ATTEMPT, 0)), record.get(RecordField.STATE, "?")
     lines = [f"run {run_id}  queue={queue}  state={state}  attempts={attempts}"]
+    detail = run_detail(broker, run_id, queue)
+    if detail is not None and detail.task:
+        lines.append(f"  task: {detail.task}")
     if RecordField.NAME in record:
         lines.append(f"  name: {record[RecordField.NAME]}")
     if RecordField.DUE in record and record.get(RecordField.STATE) in DELAYED:
@@ -171,6 +109,10 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         else:
             how = state if a == attempts else "?"
         lines.append(f"  attempt {a}: started {began}  {how}")
+    if detail is not None and detail.result is not None:
+        lines.append(f"  result: {detail.result}")
+    elif detail is not None and detail.error is not None:
+        lines.append(f"  error: {detail.error}")
     if RecordField.DEAD in record:
         lines.append(f"  dead-lettered: {record[RecordField.DEAD]}")
     if RecordField.CANCEL in record:
@@ -179,7 +121,7 @@ def describe(broker: Broker, queue: str, run_id: str) -> list[str]:
         done = float(record[RecordField.PROGRESS])
         note = record.get(RecordField.PROGRESS_MESSAGE, "")
         lines.append(f"  progress: {done:.0%}" + (f"  {note}" if note else ""))
-    lines += _children(broker, queue, run_id, record)
+    lines += _children(broker, detail.children if detail is not None else [])
     events = broker.inspect.run_events(queue, run_id)
     if events:
         lines.append("  events:")
@@ -214,29 +156,19 @@ def _event_line(f: dict[str, str]) -> str:
     return f"{f.get(EventField.STATE, '?'):<13}{err}{due}"
 
 
-def _children(broker: Broker, queue: str, run_id: str, record: dict[str, str]) -> list[str]:
-    """A flow's children ``<run_id>.1 ..`` with their states (empty for a task)."""
-    seq = int(record.get(RecordField.SEQ, 0))
-    _, outcomes = broker.flows.flow_outcomes(queue, run_id, 0)
-    queues = [q for q in record.get(RecordField.CHILD_QUEUES, "").split(",") if q] or [queue]
-    total = max(seq, len(outcomes))
-    if not total:
+def _children(broker: Broker, children: Sequence[RunSummary], depth: int = 1) -> list[str]:
+    """A flow's children ``<run_id>.1 ..`` with their tasks and states, as a tree: a child
+    that is a flow lists its own children under it (down to ``TREE_DEPTH`` levels)."""
+    if not children:
         return []
-    lines = [f"  children: {total}"]
-    for n in range(1, total + 1):
-        child = f"{run_id}.{n}"
-        if child in outcomes:
-            state = decode_outcome(outcomes[child]).state
-        else:
-            state = next(
-                (
-                    r.get(RecordField.STATE, "?")
-                    for q in queues
-                    if (r := broker.producer.run_record(q, child))
-                ),
-                "unknown",
-            )
-        lines.append(f"    {child}  {state}")
+    pad = "    " * depth
+    lines = [f"  children: {len(children)}"] if depth == 1 else []
+    for i, c in enumerate(children):
+        last = i == len(children) - 1
+        branch = "└─ " if last else "├─ "
+        lines.append(f"{pad}{branch}{c.run_id}  {c.task or '-'}  {c.state}")
+        if c.spawned and depth < TREE_DEPTH:
+            lines += _children(broker, flow_children(broker, c.queue, c.run_id), depth + 1)
     return lines
 
 
