@@ -166,7 +166,7 @@ def _children(broker: Broker, children: Sequence[RunSummary], depth: int = 1) ->
     for i, c in enumerate(children):
         last = i == len(children) - 1
         branch = "└─ " if last else "├─ "
-        lines.append(f"{pad}{branch}{c.run_id}  {c.task or '-'}  {c.state}")
+        lines.append(f"{pad}{branch}{c.run_id}  {c.state}  {c.task or '-'}")
         if c.spawned and depth < TREE_DEPTH:
             lines += _children(broker, flow_children(broker, c.queue, c.run_id), depth + 1)
     return lines

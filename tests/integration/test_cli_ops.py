@@ -94,12 +94,12 @@ def test_run_shows_the_task_result_error_and_a_flows_child_tree(cli: Cli, ops: A
     assert f"  task: {m.outer.name}" in text.splitlines()
     assert "  result: 7" in text.splitlines()
     tree = text.split("  children: 2\n", 1)[1].splitlines()
-    assert tree[0].strip() == f"├─ {flow.run_id}.1  {m.inner.name}  Completed"
+    assert tree[0].strip() == f"├─ {flow.run_id}.1  Completed  {m.inner.name}"
     assert [t.strip() for t in tree[1:4]] == [
-        f"├─ {flow.run_id}.1.{i}  {m.add.name}  Completed" for i in (1, 2)
-    ] + [f"└─ {flow.run_id}.1.3  {m.add.name}  Completed"]
+        f"├─ {flow.run_id}.1.{i}  Completed  {m.add.name}" for i in (1, 2)
+    ] + [f"└─ {flow.run_id}.1.3  Completed  {m.add.name}"]
     assert tree[1].startswith(" " * 8) and tree[0].startswith(" " * 4)
-    assert tree[4].strip() == f"└─ {flow.run_id}.2  {m.add.name}  Completed"
+    assert tree[4].strip() == f"└─ {flow.run_id}.2  Completed  {m.add.name}"
     detail = cli.json("run", flow.run_id)
     assert isinstance(detail, dict)
     assert (detail["task"], detail["state"], detail["result"]) == (m.outer.name, "Completed", "7")
