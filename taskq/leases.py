@@ -87,7 +87,10 @@ class LeaseKeeper:
                 except TaskqError as exc:
                     log.warning("concurrency slot renewal failed: %s", exc)
             if self.on_tick is not None:
-                self.on_tick()
+                try:
+                    self.on_tick()
+                except Exception:  # the leases must go on whatever the heartbeat does
+                    log.exception("the lease thread's tick failed")
 
     def reclaim(self, queues: Sequence[str], free: int) -> list[Entry]:
         """Take over deliveries whose lease expired, at most every half lease."""

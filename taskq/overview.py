@@ -22,7 +22,7 @@ from typing import Any
 from taskq.broker import Broker
 from taskq.partitions import logical_queue
 from taskq.presence import STALE_INTERVALS
-from taskq.protocol import FINAL, EventField
+from taskq.protocol import FINAL, PRIORITIES, EventField
 from taskq.queues import grouped, physical
 from taskq.rundetail import AttemptInfo, RunDetail, flow_children, locate, run_detail
 from taskq.runview import NamedEvent, RunSummary, named_events, recent_runs
@@ -167,7 +167,9 @@ def queue_info(
     partition), and one for the worker registry.
 
     Args:
-        queues: The queues to show; None: every queue under the prefix (SCAN).
+        queues: The queues to show; None: every queue under the prefix, found by a
+            SCAN of the keyspace (as ``taskq queues`` does), which grows with the
+            number of keys: a caller that polls should pass its queues.
         window_s: The throughput window, seconds.
     """
     if queues is None:
@@ -181,7 +183,7 @@ def queue_info(
     workers = [w for w in worker_info(broker) if w.alive]
     out = []
     for q, ns in groups.items():
-        per_level = [0] * 10, [0] * 10
+        per_level = [0] * PRIORITIES, [0] * PRIORITIES
         delayed = dead = 0
         for n in ns:
             c = counts[n]
@@ -191,7 +193,7 @@ def queue_info(
             delayed, dead = delayed + c.delayed, dead + c.dead
         levels = [
             LevelInfo(level, per_level[0][level], per_level[1][level])
-            for level in range(10)
+            for level in range(PRIORITIES)
             if level == 0 or per_level[0][level] or per_level[1][level]
         ]
         alive = sum(1 for w in workers if set(w.physical_queues) & set(ns))
