@@ -6,6 +6,8 @@ It reads TASKQ_REDIS_URL and TASKQ_PREFIX from the environment the test sets; qu
 
 from __future__ import annotations
 
+import os
+
 import taskq
 
 app = taskq.App(partitions={"hot": 3})
@@ -42,3 +44,10 @@ def outer(n: int) -> int:
 
 
 not_a_task = 42
+
+
+@app.task
+def announce(key: str) -> int:
+    """Push this worker process's pid onto the Redis list ``key`` (a test BLPOPs it)."""
+    app.broker.execute("RPUSH", key, os.getpid())
+    return os.getpid()

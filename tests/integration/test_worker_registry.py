@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
+
+import pytest
 
 import taskq
 from taskq import overview
 from taskq.presence import Presence
+from tests.integration.conftest import Cli
 
 
 def test_a_running_workers_entry_has_its_fields_and_goes_away_on_a_clean_stop(
@@ -61,3 +65,25 @@ def test_a_stale_entry_shows_not_alive_and_is_pruned_by_a_later_heartbeat(
     fresh.withdraw()
     fresh.beat()  # a late beat after the withdrawal publishes nothing
     assert overview.worker_info(broker) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_taskq_worker_pool_registers_each_process_and_withdraws_on_sigterm(
+    cli: Cli, ops: Any
+) -> None:
+    pool = cli.popen("worker", "tests.ops_apps:app", "--processes", "2", "--concurrency", "3")
+    try:
+        key = f"{ops.app.settings.prefix}:tests:announced"
+        ops.announce.submit(key)
+        _, pid = ops.app.broker.execute("BLPOP", key, 60)  # blocks until a process ran it
+        entries = {w.pid: w for w in overview.worker_info(ops.app.broker)}
+        w = entries[int(pid)]
+        assert w.alive and (w.slots, w.queues) == (3, ["default", "hot"])
+        assert len(w.physical_queues) == 4  # default and hot's three partitions
+        [info] = overview.queue_info(ops.app.broker, ["hot"])
+        assert info.consumers_alive >= 1
+    finally:
+        pool.terminate()  # SIGTERM: a clean stop
+        pool.wait(timeout=60)
+    assert pool.returncode == 0
+    assert overview.worker_info(ops.app.broker) == []
