@@ -307,11 +307,12 @@ def queues(redis_url: str | None, prefix: str) -> None:
 
 
 def _add_commands() -> None:
+    from taskq.cli.dashboard import dashboard
     from taskq.cli.dead import dead
     from taskq.cli.ops import events, info, runs
     from taskq.cli.submit import enqueue
 
-    for command in (info, runs, events, dead, enqueue):
+    for command in (info, runs, events, dead, enqueue, dashboard):
         cli.add_command(command)
 
 

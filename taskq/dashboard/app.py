@@ -1,0 +1,78 @@
+"""The dashboard's ASGI app: the :class:`Dashboard` (the feed, the depth sampler, the
+throughput and latency figures, the action settings) and the routes that serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Route
+
+from taskq.app import App
+from taskq.dashboard import live
+from taskq.dashboard.auth import Access
+from taskq.dashboard.feed import Feed
+from taskq.dashboard.sampler import Sampler, Watched
+from taskq.dashboard.stats import Stats
+
+
+class Dashboard:
+    """One dashboard process's state, shared by every request.
+
+    Args:
+        app: The taskq App whose Redis and prefix to show.
+        queues: Logical queues to show (empty: every queue under the prefix).
+        access: Whether actions are allowed, and their token.
+        sample_seconds: Seconds between two depth samples.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str] = (),
+        access: Access | None = None,
+        *,
+        sample_seconds: float = 2.0,
+    ) -> None:
+        self.app = app
+        self.broker = app.broker
+        self.access = access or Access()
+        self.watched = Watched(self.broker, queues)
+        self.stats = Stats()
+        self.feed = Feed(self.broker, self.watched.names, listeners=[self.stats.add])
+        self.sampler = Sampler(self.broker, self.watched, sample_seconds)
+
+    def start(self) -> None:
+        """Start the feed's reader and the sampler (threads)."""
+        self.sampler.start()
+        self.feed.start()
+
+    def stop(self) -> None:
+        """Ask both threads to stop."""
+        self.feed.stop()
+        self.sampler.stop()
+
+    def asgi(self) -> Starlette:
+        """The Starlette app; its lifespan starts and stops the threads."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            self.feed.notifier.bind(asyncio.get_running_loop())
+            self.start()
+            try:
+                yield
+            finally:
+                self.stop()
+
+        routes: list[BaseRoute] = [
+            Route("/api/config", live.config),
+            Route("/api/depth", live.depth),
+            Route("/api/stats", live.stats),
+            Route("/api/recent", live.recent),
+            Route("/api/events", live.events),
+        ]
+        web = Starlette(routes=routes, lifespan=lifespan)
+        web.state.dashboard = self
+        return web
