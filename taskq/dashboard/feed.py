@@ -21,13 +21,13 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from taskq.broker import Broker
 from taskq.broker.connection import text
 from taskq.errors import TaskqError
 from taskq.protocol import PROGRESS_EVENT, EventField, split_event
+from taskq.runview import NamedEvent, event_of
 
 log = logging.getLogger("taskq.dashboard")
 
@@ -37,28 +37,6 @@ RING_ENTRIES = 4096
 HISTORY_ENTRIES = 200
 #: Runs whose task name the feed remembers (from their Pending event) for their later events.
 NAMED_RUNS = 50_000
-#: The events-stream field naming the task of a Pending or Scheduled entry's runs.
-_TASK_FIELD = "k"
-
-
-@dataclass(frozen=True)
-class FeedEvent:
-    """One run's transition, as the dashboard shows it (the shape of the read model's
-    ``NamedEvent``; ``task`` is None while no source names it)."""
-
-    id: str
-    time_ms: int
-    queue: str
-    run_id: str
-    task: str | None
-    state: str
-    attempt: int | None
-    error: str | None
-    due_ms: int | None
-
-    def as_json(self) -> dict[str, Any]:
-        """The event as plain JSON types."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -68,7 +46,7 @@ class Entry:
     seq: int  # the ring's own counter: strictly increasing in reading order
     key: tuple[int, int]  # the stream id as numbers (ms, sequence)
     sse_id: str
-    events: tuple[FeedEvent, ...]
+    events: tuple[NamedEvent, ...]
 
 
 def stream_key(eid: str) -> tuple[int, int]:
@@ -77,31 +55,11 @@ def stream_key(eid: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def to_events(queue: str, eid: str, fields: dict[str, str]) -> tuple[FeedEvent, ...]:
+def to_events(queue: str, eid: str, fields: dict[str, str]) -> tuple[NamedEvent, ...]:
     """The per-run events of one events-stream entry (Progress entries are left out)."""
     if fields.get(EventField.STATE) == PROGRESS_EVENT:
         return ()
-    out = []
-    time_ms = stream_key(eid)[0]
-    for f in split_event(fields):
-        et = f.get(EventField.ERROR_TYPE)
-        error = f"{et}: {f.get(EventField.ERROR_MESSAGE, '')}" if et else None
-        attempt = f.get(EventField.ATTEMPT)
-        due = f.get(EventField.DUE)
-        out.append(
-            FeedEvent(
-                id=eid,
-                time_ms=time_ms,
-                queue=queue,
-                run_id=f.get(EventField.RUN, ""),
-                task=f.get(_TASK_FIELD) or None,
-                state=f.get(EventField.STATE, "?"),
-                attempt=int(attempt) if attempt else None,
-                error=error,
-                due_ms=int(due) if due else None,
-            )
-        )
-    return tuple(out)
+    return tuple(event_of(queue, eid, f, None) for f in split_event(fields))
 
 
 class Notifier:
@@ -153,7 +111,7 @@ class Feed:
         *,
         ring: int = RING_ENTRIES,
         history: int = HISTORY_ENTRIES,
-        listeners: Iterable[Callable[[Sequence[FeedEvent]], None]] = (),
+        listeners: Iterable[Callable[[Sequence[NamedEvent]], None]] = (),
     ) -> None:
         self.broker = broker
         self._queues = queues
@@ -249,7 +207,7 @@ class Feed:
                 listener(entry.events)
         self.notifier.notify()
 
-    def _named(self, events: tuple[FeedEvent, ...]) -> tuple[FeedEvent, ...]:
+    def _named(self, events: tuple[NamedEvent, ...]) -> tuple[NamedEvent, ...]:
         """``events`` with the task names their runs' earlier events gave (bounded memory)."""
         out = []
         for ev in events:
@@ -309,9 +267,9 @@ class Feed:
             out = [self._ring[i] for i in range(start, min(len(self._ring), start + limit))]
             return out, lost
 
-    def recent(self, limit: int) -> list[FeedEvent]:
+    def recent(self, limit: int) -> list[NamedEvent]:
         """The newest ``limit`` per-run events held, newest first."""
-        out: list[FeedEvent] = []
+        out: list[NamedEvent] = []
         with self._lock:
             for entry in reversed(self._ring):
                 out.extend(reversed(entry.events))

@@ -22,6 +22,7 @@ from taskq.broker import Broker
 from taskq.broker.inspection import QueueCounts
 from taskq.errors import TaskqError
 from taskq.partitions import logical_queue
+from taskq.queues import physical
 
 log = logging.getLogger("taskq.dashboard")
 
@@ -57,8 +58,6 @@ class Watched:
             return list(self._names)
 
     def _find(self) -> list[str]:
-        from taskq.cli.show import physical  # the CLI's rule for a queue's partitions
-
         if self.named:
             out: list[str] = []
             for q in self.named:

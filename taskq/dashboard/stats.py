@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskq.dashboard.feed import FeedEvent
 from taskq.protocol import FINAL, StateName
+from taskq.runview import NamedEvent
 
 #: Seconds of per-second figures kept.
 WINDOW_S = 600
@@ -70,13 +70,13 @@ class Stats:
         self._pending: OrderedDict[str, int] = OrderedDict()  # run id -> Pending time (ms)
         self._lock = threading.Lock()
 
-    def add(self, events: Sequence[FeedEvent]) -> None:
+    def add(self, events: Sequence[NamedEvent]) -> None:
         """Count ``events`` (one events-stream entry's)."""
         with self._lock:
             for ev in events:
                 self._add(ev)
 
-    def _add(self, ev: FeedEvent) -> None:
+    def _add(self, ev: NamedEvent) -> None:
         if ev.state == StateName.PENDING:
             if ev.run_id not in self._pending:
                 self._pending[ev.run_id] = ev.time_ms

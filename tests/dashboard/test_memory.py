@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskq.dashboard.feed import Feed, FeedEvent
+from taskq.dashboard.feed import Feed
 from taskq.dashboard.stats import Stats
+from taskq.runview import NamedEvent
 
 
 def feed(ring: int = 4) -> Feed:
@@ -61,8 +62,8 @@ def test_batch_entries_tell_one_event_per_run() -> None:
     assert got == [("a", 1), ("b", 1), ("c", 2)]
 
 
-def ev(ms: int, run: str, state: str, **kw: Any) -> FeedEvent:
-    return FeedEvent(f"{ms}-0", ms, "q", run, None, state, kw.get("attempt"), None, None)
+def ev(ms: int, run: str, state: str, **kw: Any) -> NamedEvent:
+    return NamedEvent(f"{ms}-0", ms, "q", run, None, state, kw.get("attempt"), None, None)
 
 
 def test_latency_is_running_minus_pending_and_throughput_counts_final_states() -> None:
