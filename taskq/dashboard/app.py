@@ -8,14 +8,18 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from taskq.app import App
-from taskq.dashboard import live
+from taskq.dashboard import live, reads
 from taskq.dashboard.auth import Access
 from taskq.dashboard.feed import Feed
 from taskq.dashboard.sampler import Sampler, Watched
 from taskq.dashboard.stats import Stats
+
+#: The paths the page shell answers (its script draws the view each names).
+PAGES = ("/", "/runs", "/runs/{run_id}", "/dead", "/workers")
 
 
 class Dashboard:
@@ -66,12 +70,15 @@ class Dashboard:
             finally:
                 self.stop()
 
-        routes: list[BaseRoute] = [
+        routes: list[BaseRoute] = [Route(p, live.page) for p in PAGES]
+        routes += [
             Route("/api/config", live.config),
             Route("/api/depth", live.depth),
             Route("/api/stats", live.stats),
             Route("/api/recent", live.recent),
             Route("/api/events", live.events),
+            *reads.routes(),
+            Mount("/static", StaticFiles(packages=[("taskq.dashboard", "static")])),
         ]
         web = Starlette(routes=routes, lifespan=lifespan)
         web.state.dashboard = self

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from taskq.dashboard.feed import Entry
 from taskq.dashboard.stats import WINDOW_S
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 KEEPALIVE_S = 15.0
 #: Entries one server-sent message carries at most.
 MESSAGE_ENTRIES = 500
+
+
+_SHELL = resources.files("taskq.dashboard").joinpath("static/index.html")
 
 
 def dash(request: Request) -> Dashboard:
@@ -36,6 +40,11 @@ def clamp(request: Request, name: str, default: int, most: int) -> int:
     except ValueError:
         value = default
     return max(1, min(most, value))
+
+
+def page(request: Request) -> Response:
+    """Every page is the same shell; its script draws the view the path names."""
+    return HTMLResponse(_SHELL.read_text(encoding="utf-8"))
 
 
 def config(request: Request) -> Response:

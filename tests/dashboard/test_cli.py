@@ -86,6 +86,8 @@ def test_the_command_serves_the_dashboard(taskq_app: taskq.App, redis_url: str) 
         with urllib.request.urlopen(base + "/api/config", timeout=20) as resp:
             config = json.loads(resp.read())
         assert config["actions"] is False and config["prefix"] == taskq_app.keys.prefix
+        with urllib.request.urlopen(base + "/", timeout=20) as resp:
+            assert b"<title>taskq dashboard</title>" in resp.read()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
