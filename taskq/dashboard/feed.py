@@ -136,8 +136,15 @@ class Feed:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the reader to stop; it does within one blocking read."""
+        """Ask the reader to stop (it does within one blocking read) and the event
+        streams to end."""
         self._stop.set()
+        self.notifier.notify()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
 
     def _join(self, queues: Sequence[str]) -> None:
         """Start watching ``queues`` that are new: load their latest entries, merged by id."""

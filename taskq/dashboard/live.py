@@ -103,7 +103,7 @@ async def events(request: Request) -> Response:
             yield "retry: 2000\n\nevent: reset\ndata: {}\n\n"
         else:
             yield "retry: 2000\n\n"
-        while True:
+        while not feed.stopping:
             waiter = feed.notifier.future()  # before the check: no wake-up is lost
             entries, lost = feed.since(cursor, MESSAGE_ENTRIES)
             if lost:

@@ -34,7 +34,10 @@ def address(sock: socket.socket) -> str:
 
 
 def _server(dashboard: Dashboard) -> uvicorn.Server:
-    config = uvicorn.Config(dashboard.asgi(), log_level="warning", access_log=False)
+    # Open event streams never end by themselves: give them a second to, then cancel.
+    config = uvicorn.Config(
+        dashboard.asgi(), log_level="warning", access_log=False, timeout_graceful_shutdown=1
+    )
     return uvicorn.Server(config)
 
 
@@ -53,10 +56,10 @@ class Running:
     url: str
 
     def stop(self) -> None:
-        """Stop the server and the dashboard's threads; wait for the server's thread."""
+        """Stop the dashboard (its event streams end), then the server; wait for its thread."""
+        self.dashboard.stop()
         self.server.should_exit = True
         self.thread.join(timeout=30)
-        self.dashboard.stop()
 
 
 def serve_in_thread(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 0) -> Running:
