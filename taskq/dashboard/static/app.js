@@ -135,7 +135,10 @@ function queuesView(main) {
   async function refreshTable() {
     const { queues } = await getJSON("/api/queues");
     const rows = queues.map((q) => h("tr", { "data-queue": q.queue },
-      h("td", {}, q.queue),
+      h("td", {}, q.queue, q.levels.length > 1 || (q.levels[0] && q.levels[0].level)
+        ? h("div", { class: "note" }, q.levels.map((l) =>
+          `priority ${l.level}: ${l.backlog} waiting, ${l.in_flight} in flight`).join("; "))
+        : null),
       h("td", { class: "num" }, q.partitions.length > 1 ? q.partitions.length : "–"),
       h("td", { class: "num backlog" }, q.backlog),
       h("td", { class: "num" }, q.in_flight),
