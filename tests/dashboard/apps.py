@@ -23,6 +23,12 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(queue="reports", priority=3)
+def render(page: int) -> int:
+    """A task of another queue, at priority 3."""
+    return page
+
+
 @app.task
 def boom(why: str) -> None:
     raise ValueError(why)
