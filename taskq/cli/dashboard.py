@@ -74,6 +74,6 @@ def dashboard(
         sock = bind(host, port)
     except OSError as exc:
         raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    mode = "actions allowed (with the token)" if allow_actions else "read-only"
+    mode = "actions allowed with the token" if allow_actions else "read-only"
     click.echo(f"taskq dashboard on {address(sock)}/ ({mode}), Redis at {app.broker.url}")
     serve(board, sock)

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 
 from taskq.broker import Broker
@@ -28,6 +28,9 @@ from taskq.broker.connection import text
 from taskq.errors import TaskqError
 from taskq.protocol import PROGRESS_EVENT, EventField, split_event
 from taskq.runview import NamedEvent, event_of
+from taskq.tasknames import from_records
+
+NameLookup = Callable[[Broker, str, MutableMapping[str, str | None]], None]
 
 log = logging.getLogger("taskq.dashboard")
 
@@ -102,6 +105,8 @@ class Feed:
         history: How many entries of each queue to load when it joins.
         listeners: Called with each new entry's events (in the reader thread): the
             throughput and latency figures.
+        names: Fills in the task names of runs from their records
+            (:func:`taskq.tasknames.from_records`).
     """
 
     def __init__(
@@ -112,8 +117,10 @@ class Feed:
         ring: int = RING_ENTRIES,
         history: int = HISTORY_ENTRIES,
         listeners: Iterable[Callable[[Sequence[NamedEvent]], None]] = (),
+        names: NameLookup = from_records,
     ) -> None:
         self.broker = broker
+        self._names = names
         self._queues = queues
         self._history = history
         self._ring: deque[Entry] = deque(maxlen=ring)
@@ -121,7 +128,7 @@ class Feed:
         self._seq = 0
         self._lasts: dict[str, str] = {}  # queue -> last stream id read
         self._listeners = list(listeners)
-        self._tasks: OrderedDict[str, str] = OrderedDict()  # run id -> task name
+        self._tasks: OrderedDict[str, str] = OrderedDict()  # run id -> task name ("": none)
         self.notifier = Notifier()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,14 +206,15 @@ class Feed:
     def _append(self, got: Sequence[tuple[str, str, dict[str, str]]]) -> None:
         if not got:
             return
+        converted = [(q, eid, to_events(q, eid, fields)) for q, eid, fields in got]
+        self._look_up([ev for _, _, events in converted for ev in events])
         added = []
         with self._lock:
-            for q, eid, fields in got:
-                events = self._named(to_events(q, eid, fields))
+            for q, eid, events in converted:
                 if not events:
                     continue
                 self._seq += 1
-                entry = Entry(self._seq, stream_key(eid), f"{eid}@{q}", events)
+                entry = Entry(self._seq, stream_key(eid), f"{eid}@{q}", self._named(events))
                 self._ring.append(entry)
                 added.append(entry)
         for listener in self._listeners:
@@ -214,19 +222,35 @@ class Feed:
                 listener(entry.events)
         self.notifier.notify()
 
-    def _named(self, events: tuple[NamedEvent, ...]) -> tuple[NamedEvent, ...]:
-        """``events`` with the task names their runs' earlier events gave (bounded memory)."""
-        out = []
+    def _look_up(self, events: Sequence[NamedEvent]) -> None:
+        """Learn the task names of runs no event named yet (their Pending event came
+        before this dashboard did) from their records: one round trip per queue, once
+        per run (a record without one is remembered as such)."""
+        unknown: dict[str, dict[str, str | None]] = {}
         for ev in events:
             if ev.task is not None:
-                self._tasks[ev.run_id] = ev.task
-                self._tasks.move_to_end(ev.run_id)
-                if len(self._tasks) > NAMED_RUNS:
-                    self._tasks.popitem(last=False)
-            elif (task := self._tasks.get(ev.run_id)) is not None:
-                ev = replace(ev, task=task)
-            out.append(ev)
-        return tuple(out)
+                self._remember(ev.run_id, ev.task)
+            elif ev.run_id and ev.run_id not in self._tasks:
+                unknown.setdefault(ev.queue, {})[ev.run_id] = None
+        for queue, runs in unknown.items():
+            self._names(self.broker, queue, runs)
+            for rid, task in runs.items():
+                self._remember(rid, task or "")
+
+    def _remember(self, run_id: str, task: str) -> None:
+        self._tasks[run_id] = task
+        self._tasks.move_to_end(run_id)
+        if len(self._tasks) > NAMED_RUNS:
+            self._tasks.popitem(last=False)
+
+    def _named(self, events: tuple[NamedEvent, ...]) -> tuple[NamedEvent, ...]:
+        """``events`` with the task names their runs' other events or records gave."""
+        return tuple(
+            ev
+            if ev.task is not None or not (task := self._tasks.get(ev.run_id))
+            else replace(ev, task=task)
+            for ev in events
+        )
 
     # -- what clients read ------------------------------------------------------------
 
