@@ -175,6 +175,10 @@ class Feed:
             except TaskqError as exc:  # Redis away: say so, and try again
                 log.warning("events feed: %s", exc)
                 self._stop.wait(1.0)
+            except Exception:  # anything else: the feed must outlive it, but say what
+                if not self._stop.is_set():
+                    log.exception("events feed: unexpected error; reading again in 1 s")
+                self._stop.wait(1.0)
 
     def _read_once(self, block: float) -> None:
         queues = list(self._lasts)

@@ -107,6 +107,9 @@ class Sampler:
                 self.sample()
             except TaskqError as exc:
                 log.warning("depth sampler: %s", exc)
+            except Exception:  # the sampler must outlive it, but say what
+                if not self._stop.is_set():
+                    log.exception("depth sampler: unexpected error")
 
     def sample(self) -> dict[str, Any]:
         """Take one sample (one round trip), keep it and return it."""
