@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from typing import Any
 
+import pytest
+
 import taskq
-from taskq.testing import BurstWorker
+from taskq.testing import BurstWorker, RedisClusterFactory
 from tests.dashboard.conftest import Serve
 from tests.dashboard.monitor import monitored
 from tests.dashboard.sse import SSEClient
@@ -145,3 +148,42 @@ def test_throughput_and_latency_come_from_the_events(
     assert all(s["latency_avg_ms"] >= 0 for s in stats["series"] if s["started"])
     assert "Pending" in stats["latency"]
     client.close()
+
+
+@pytest.mark.cluster
+def test_on_a_cluster_the_feed_reads_each_queue_in_turn(
+    redis_cluster_factory: RedisClusterFactory,
+    serve_dashboard: Serve,
+    burst_worker: BurstWorker,
+) -> None:
+    cluster = redis_cluster_factory(masters=3)
+    app = taskq.App(cluster.url, prefix=f"dash{uuid.uuid4().hex[:8]}")
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(queue="emails")
+    def send(to: str) -> str:
+        return to
+
+    # Both queues exist before the dashboard starts (it watches the named queues).
+    add.submit(0, 0)
+    send.submit("first")
+    board = serve_dashboard(app, queues=("default", "emails"))
+    assert board.dashboard.broker.connection.is_cluster
+    client = SSEClient(board.url)
+    one, two = add.submit(1, 2), send.submit("a@example.org")
+    burst_worker(app)
+    ended: set[str] = set()
+
+    def both_completed(e: dict[str, Any]) -> bool:
+        if e["state"] == "Completed":
+            ended.add(e["run_id"])
+        return {one.run_id, two.run_id} <= ended
+
+    seen = client.runs_until(both_completed)
+    assert {e["queue"] for e in seen} == {"default", "emails"}
+    client.close()
+    board.stop()
+    app.close()
