@@ -212,10 +212,28 @@ def _recent(
                 a = f.get(EventField.ATTEMPT, "0")
                 seen[rid] = (s, int(a) if a.isdigit() else 0, int(eid.partition("-")[0]))
                 fresh.append(rid)
+        fresh = [r for r in fresh if _may_match(r, seen, named, state, task)]
         found += _summaries(broker, queue, fresh, seen, named, state, task)
         if before is None:
             break
     return found[:limit]
+
+
+def _may_match(
+    rid: str,
+    seen: dict[str, tuple[str, int, int]],
+    named: dict[str, str | None],
+    state: str | None,
+    task: str | None,
+) -> bool:
+    """Whether ``rid`` can pass the filters, by its events alone, so that only such runs'
+    records are read: its newest event (the first seen, newest first) has the state its
+    record has, since the script that changes a record also adds its event; a task
+    named by its events is its task."""
+    if state is not None and seen[rid][0].lower() != state.lower():
+        return False
+    known = named.get(rid)
+    return task is None or known is None or known == task
 
 
 def _summaries(
