@@ -23,7 +23,10 @@ def held(name: str, key: str) -> str:
     return "released" if got is not None else "expired"
 
 
-@app.task(concurrency_limit=2, concurrency_key=lambda i, key: key, queue="conc")
+# max_deliveries above the storm's five kills: a run caught running by every kill (the
+# restarted process takes the reclaimed runs first) is delivered six times, which is no
+# poison; the default 5 would dead-letter it.
+@app.task(concurrency_limit=2, concurrency_key=lambda i, key: key, queue="conc", max_deliveries=10)
 def brief(i: int, key: str) -> int:
     """Announce, then work a little (the storm kills some of these mid-run)."""
     app.broker.execute("RPUSH", started_key(), f"brief-{i}")
