@@ -70,7 +70,9 @@ def test_the_image_is_small_unprivileged_and_runs_taskq_worker(
     size = int(str(image["Size"]))
     added = size - int(str(base_info["Size"]))
     print(f"worker image: {size / 1e6:.0f} MB, {added / 1e6:.1f} MB over its base")
-    assert added < 40e6  # taskq, its dependencies and their venv
+    # taskq, its dependencies and their venv: 33 MB before the operator CLI's rich (with
+    # the pygments and markdown-it-py it requires: 14 MB), 47 MB with it
+    assert added < 50e6
     # The build stage's sources and wheels are not in the final image.
     probe = engine.docker(
         "run",
