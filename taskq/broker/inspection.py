@@ -92,25 +92,12 @@ class Inspection:
         return length, pending
 
     def queue_counts(self, queues: Sequence[str]) -> list[QueueCounts]:
-        """Per queue its :class:`QueueCounts`, all read in one round trip."""
-        cmds: list[tuple[str, ...]] = []
-        for q in queues:
-            for stream in self.keys.streams(q):
-                cmds += [("XLEN", stream), ("XPENDING", stream, GROUP)]
-            cmds += [("ZCARD", self.keys.delayed(q)), ("XLEN", self.keys.dead(q))]
-        replies = self.conn.send(cmds)
-        per = len(cmds) // len(queues) if queues else 0
-        out = []
-        for i in range(len(queues)):
-            chunk = replies[i * per : (i + 1) * per]
-            length = pending = 0
-            for j in range(0, per - 2, 2):
-                length += int(self.conn.check(chunk[j]))
-                if not isinstance(chunk[j + 1], Exception):  # NOGROUP: no worker made it yet
-                    pending += int(chunk[j + 1][0])
-            delayed, dead = (int(self.conn.check(r)) for r in chunk[-2:])
-            out.append(QueueCounts(length - pending, pending, delayed, dead))
-        return out
+        """Per queue its :class:`QueueCounts` (its :meth:`level_counts` summed over the
+        levels), all read in one round trip."""
+        return [
+            QueueCounts(sum(c.waiting), sum(c.pending), c.delayed, c.dead)
+            for c in self.level_counts(queues)
+        ]
 
     def server_ms(self) -> int:
         """The server's clock (``TIME``), in Unix milliseconds."""
